@@ -1,0 +1,59 @@
+"""Leads as pool A writes them; later stages add their results in their own apps' tables."""
+
+from django.db import models
+
+
+class Tier(models.TextChoices):
+    CRITICAL = "critical"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class LeadStatus(models.TextChoices):
+    # "queued" is not stored: a queued lead lives in a Redis inbox, not yet in PostgreSQL.
+    QUEUED = "queued"
+    QUALIFIED = "qualified"  # pool A scored it (is_qualified says whether it passed)
+    ENRICHED = "enriched"  # pool B added its enrichment
+    SYNCED = "synced"  # pool C delivered it to the CRM
+    DUPLICATE = "duplicate"  # same tenant and email within 24 h: not processed again
+    FAILED = "failed"
+    DEAD_LETTERED = "dead_lettered"  # CRM delivery gave up after its retries
+
+
+class Lead(models.Model):
+    # The intake's trace id is the primary key: every stage is idempotent by it.
+    trace_id = models.UUIDField(primary_key=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="leads")
+    tier = models.CharField(max_length=8, choices=Tier.choices)
+    status = models.CharField(max_length=16, choices=LeadStatus.choices)
+
+    email = models.CharField(max_length=254, help_text="Normalized: trimmed, lower-case.")
+    name = models.CharField(max_length=200, blank=True)
+    phone = models.CharField(max_length=40, blank=True, help_text="E.164 where it parsed.")
+    company = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=100, blank=True)
+    campaign_id = models.CharField(max_length=100, blank=True)
+    region = models.CharField(max_length=50, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+
+    score = models.IntegerField(null=True)
+    is_qualified = models.BooleanField(null=True)
+    score_reasons = models.JSONField(default=list, blank=True)
+    duplicate_of = models.UUIDField(null=True, blank=True)
+    ai_degraded = models.BooleanField(default=False)
+
+    received_at = models.DateTimeField()
+    qualified_at = models.DateTimeField(null=True)
+    enriched_at = models.DateTimeField(null=True)
+    synced_at = models.DateTimeField(null=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # Semantic dedup: same tenant, same normalized email, recent.
+            models.Index(fields=["tenant", "email", "received_at"], name="lead_dedup_idx"),
+            models.Index(fields=["tenant", "status"], name="lead_tenant_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trace_id} {self.email} ({self.status})"

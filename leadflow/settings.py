@@ -1,0 +1,144 @@
+"""Django settings. Every value comes from the environment (see README), with dev defaults."""
+
+from pathlib import Path
+
+import dj_database_url
+
+from leadflow.env import env_bool, env_float, env_int, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-not-secret")
+ALLOWED_HOSTS = env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_prometheus",
+    "apps.tenants",
+    "apps.leads",
+    "apps.enrichment",
+    "apps.crm",
+    "apps.control",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "leadflow.urls"
+WSGI_APPLICATION = "leadflow.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# DATABASE_URL is set by `make run` / `make test` (embedded PostgreSQL) when the caller left it unset.
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/leadflow"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# Intake limits. A lead's payload is capped so one tenant cannot fill Redis with blobs.
+LEAD_PAYLOAD_MAX_BYTES = env_int("LEADFLOW_PAYLOAD_MAX_BYTES", 16 * 1024)
+BATCH_MAX_LEADS = 500
+# The whole request body: 500 leads of a few hundred bytes plus payloads, with headroom.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LEADFLOW_BODY_MAX_BYTES", 2 * 1024 * 1024)
+DEDUP_TTL_SECONDS = env_int("LEADFLOW_DEDUP_TTL_SECONDS", 24 * 3600)
+# How long a tenant/API key stays in a process's cache without an invalidation message.
+TENANT_CACHE_TTL_SECONDS = env_float("LEADFLOW_TENANT_CACHE_TTL_SECONDS", 30.0)
+
+# Dispatcher: leads move from inboxes to pool A in batches, and only while the
+# pools' queues are shallow, so a critical lead never waits behind a deep queue.
+DISPATCH_BATCH_MAX = env_int("LEADFLOW_DISPATCH_BATCH_MAX", 500)
+DISPATCH_WATERMARK_A = env_int("LEADFLOW_DISPATCH_WATERMARK_A", 4)  # messages in a.*
+DISPATCH_WATERMARK_BC = env_int("LEADFLOW_DISPATCH_WATERMARK_BC", 16)  # messages in b.* or c.*
+# Drain rate assumed before the controller has measured one (leads/s per tier).
+DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
+
+SCORING_CONFIG_PATH = Path(env_str("LEADFLOW_SCORING_CONFIG", str(BASE_DIR / "config" / "scoring.yaml")))
+
+# Pool B: AI enrichment. With no URL the local provider is used.
+AI_PROVIDER_URL = env_str("LEADFLOW_AI_URL", "")
+AI_PROVIDER_MODEL = env_str("LEADFLOW_AI_MODEL", "gpt-4o-mini")
+AI_PROVIDER_API_KEY = env_str("LEADFLOW_AI_API_KEY", "")
+AI_PROVIDER_TIMEOUT_SECONDS = env_float("LEADFLOW_AI_TIMEOUT_SECONDS", 2.0)
+
+# Circuit breakers (shared by every process through Redis).
+BREAKER_FAIL_MAX = env_int("LEADFLOW_BREAKER_FAIL_MAX", 5)
+BREAKER_RESET_SECONDS = env_float("LEADFLOW_BREAKER_RESET_SECONDS", 30.0)
+
+# Pool C: CRM sync. A tenant without a webhook URL is synced by the local adapter.
+CRM_TIMEOUT_SECONDS = env_float("LEADFLOW_CRM_TIMEOUT_SECONDS", 5.0)
+CRM_MAX_RETRIES = env_int("LEADFLOW_CRM_MAX_RETRIES", 3)
+CRM_RETRY_BACKOFF_MAX_SECONDS = env_int("LEADFLOW_CRM_RETRY_BACKOFF_MAX_SECONDS", 60)
+
+# ---------------------------------------------------------------------------
+# Celery. Only what matters is set, each with its reason.
+# ---------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# Results are written to PostgreSQL by the tasks themselves; nobody reads task results.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Ack after the task ran, so a worker that dies mid-batch leaves the message to be redelivered.
+CELERY_TASK_ACKS_LATE = True
+# A pool child killed by SIGKILL/OOM: put the message back instead of acking it as failed.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process: prefetch would pull low-tier batches ahead of critical ones.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Time limits bound a stuck batch; the soft limit lets the task stop cleanly first.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
+# Recycle prefork children to bound slow leaks.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 10_000)
+CELERY_WORKER_SEND_TASK_EVENTS = True  # for Flower
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Workers list their queues critical, normal, low; "priority" makes BRPOP try them
+    # in that order every time, so a waiting critical batch is always taken first.
+    "queue_order_strategy": "priority",
+    # An unacked message is redelivered after this long; it must exceed the hard time
+    # limit plus the longest retry countdown, or a running batch would run twice.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
+}
