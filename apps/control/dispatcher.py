@@ -1,0 +1,93 @@
+"""The dispatcher: moves leads from the inboxes into pool A's queues, keeping every queue shallow.
+
+Tiers go in strict order (critical, normal, low); inside a tier tenants take turns, a batch
+of at most DISPATCH_BATCH_MAX each. A batch goes out only while pool A's queues hold fewer
+than DISPATCH_WATERMARK_A messages and B's and C's fewer than DISPATCH_WATERMARK_BC, so the
+backlog waits in the inboxes, where it can be reordered, counted per tenant, paused or shed.
+"""
+
+import logging
+from collections import Counter
+
+from django.conf import settings
+
+from apps.intake import inbox
+from leadflow.redis_conn import get_redis
+from workers.pool_a import qualify_leads
+from workers.queues import TIERS, pool_queues, queue_name
+
+log = logging.getLogger(__name__)
+
+# A claimed batch not released within this long belongs to a dispatcher that died mid-way.
+STALE_BATCH_SECONDS = 30.0
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each pool's Celery queues (not counting those a worker holds)."""
+    names = [name for pool in ("a", "b", "c") for name in pool_queues(pool)]
+    pipe = get_redis().pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+    depths = dict(zip(names, pipe.execute(), strict=True))
+    return {pool: sum(depths[q] for q in pool_queues(pool)) for pool in ("a", "b", "c")}
+
+
+def pools_have_room() -> bool:
+    depths = queue_depths()
+    return (
+        depths["a"] < settings.DISPATCH_WATERMARK_A
+        and depths["b"] < settings.DISPATCH_WATERMARK_BC
+        and depths["c"] < settings.DISPATCH_WATERMARK_BC
+    )
+
+
+def publish(batch: inbox.ClaimedBatch) -> None:
+    entries = [entry.decode() for entry in batch.entries]
+    qualify_leads.apply_async(args=[entries, batch.tier], queue=queue_name("a", batch.tier))
+    # Only now that the broker holds the batch may the in-flight copy go.
+    inbox.release_batch(batch.batch_id)
+
+
+class Dispatcher:
+    def __init__(self) -> None:
+        self._last_served: dict[str, int] = {}  # tier -> tenant served last, for round robin
+        self.dispatched = Counter()  # tier -> leads sent to pool A since start
+
+    def republish_stale(self) -> int:
+        batches = inbox.stale_batches(STALE_BATCH_SECONDS)
+        for batch in batches:
+            log.warning("republishing in-flight batch %s (%d leads)", batch.batch_id, len(batch.entries))
+            publish(batch)
+        return len(batches)
+
+    def _tenants_in_turn(self, tier: str) -> list[int]:
+        tenants = inbox.active_tenants(tier)
+        last = self._last_served.get(tier)
+        if last is None:
+            return tenants
+        after = [t for t in tenants if t > last]
+        return after + [t for t in tenants if t <= last]
+
+    def dispatch_once(self) -> int:
+        """One pass: fill the pools' queues up to their watermarks. Returns leads dispatched."""
+        sent = 0
+        for tier in TIERS:
+            # Strict order: a lower tier gets room only when every tier above it is empty.
+            while pools_have_room():
+                served = 0
+                for tenant_id in self._tenants_in_turn(tier):
+                    if served and not pools_have_room():
+                        break
+                    batch = inbox.claim_batch(tier, tenant_id, settings.DISPATCH_BATCH_MAX)
+                    self._last_served[tier] = tenant_id
+                    if batch is None:
+                        continue
+                    publish(batch)
+                    served += len(batch.entries)
+                self.dispatched[tier] += served
+                sent += served
+                if not served:
+                    break
+            if inbox.active_tenants(tier):
+                break  # this tier still waits: the tiers below it wait too
+        return sent

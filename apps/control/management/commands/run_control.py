@@ -1,0 +1,77 @@
+"""The control process: the dispatcher loop, and the controller's tick once a second.
+
+Only one instance is active at a time (a Redis lock with expiry), so running replicas is
+safe: the others wait and take over within seconds if the active one dies.
+"""
+
+import logging
+import signal
+import time
+
+from django.core.management.base import BaseCommand
+from redis.exceptions import LockError
+
+from apps.control.controller import Controller
+from apps.control.dispatcher import Dispatcher
+from leadflow.redis_conn import get_redis
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK = "lf:control:leader"
+LEADER_LOCK_SECONDS = 5.0
+TICK_SECONDS = 1.0
+IDLE_SLEEP_SECONDS = 0.02
+
+
+class Command(BaseCommand):
+    help = "Run the dispatcher and the controller (one active instance at a time)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--max-seconds", type=float, default=0,
+            help="Stop after this long (0 = run until SIGTERM/SIGINT). For tests and benchmarks.",
+        )
+
+    def handle(self, *args, max_seconds: float, **options) -> None:
+        self._stopping = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        deadline = time.monotonic() + max_seconds if max_seconds else None
+        lock = get_redis().lock(LEADER_LOCK, timeout=LEADER_LOCK_SECONDS)
+        self.stdout.write("control: waiting to become the active instance", ending="\n")
+        while not self._stopping and not self._expired(deadline):
+            if lock.acquire(blocking=True, blocking_timeout=1.0):
+                self.stdout.write("control: active", ending="\n")
+                try:
+                    self._lead(lock, deadline)
+                finally:
+                    try:
+                        lock.release()
+                    except LockError:
+                        pass
+        self.stdout.write("control: stopped", ending="\n")
+
+    def _lead(self, lock, deadline: float | None) -> None:
+        dispatcher, controller = Dispatcher(), Controller()
+        dispatcher.republish_stale()
+        next_tick = 0.0
+        while not self._stopping and not self._expired(deadline):
+            now = time.monotonic()
+            if now >= next_tick:
+                try:
+                    lock.reacquire()
+                except LockError:
+                    log.warning("control: lost the leader lock")
+                    return
+                controller.tick(dispatcher.dispatched)
+                dispatcher.republish_stale()
+                next_tick = now + TICK_SECONDS
+            if not dispatcher.dispatch_once():
+                time.sleep(IDLE_SLEEP_SECONDS)
+
+    def _stop(self, signum, frame) -> None:
+        self._stopping = True
+
+    @staticmethod
+    def _expired(deadline: float | None) -> bool:
+        return deadline is not None and time.monotonic() >= deadline

@@ -1,0 +1,48 @@
+"""One exception type for expected failures and the one handler that turns errors into 4xx JSON.
+
+Every error body has the same shape: {"error": code, "detail": text, "fields": {...}?}.
+"""
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, code: str, detail: str, fields: dict | None = None):
+        super().__init__(detail)
+        self.status_code = status_code
+        self.code = code
+        self.detail = detail
+        self.fields = fields
+
+
+def _body(code: str, detail, fields=None) -> dict:
+    body = {"error": code, "detail": detail}
+    if fields:
+        body["fields"] = fields
+    return body
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, ApiError):
+        return Response(_body(exc.code, exc.detail, exc.fields), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            _body("body_too_large", "the request body is over the limit"),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, Http404):
+        return Response(_body("not_found", "not found"), status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(
+            _body("invalid", "the lead is not valid", exc.detail), status=exc.status_code
+        )
+    if isinstance(exc, exceptions.APIException):
+        headers = {}
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            headers["WWW-Authenticate"] = 'Bearer realm="leadflow"'
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
+        return Response(_body(code, str(exc.detail)), status=exc.status_code, headers=headers)
+    return None  # a real bug: let Django log it and answer 500

@@ -1,0 +1,136 @@
+"""The absorber's Redis state: per (tier, tenant) inboxes, the backlog counters, in-flight batches.
+
+Key names live here and nowhere else. Admission pushes (admission.py); the dispatcher
+claims (claim_batch) and, once Celery holds the batch, releases it (release_batch).
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from leadflow.redis_conn import get_redis
+from workers.queues import TIERS
+
+_LUA = Path(__file__).parent / "lua"
+
+BACKLOG_KEY = "lf:backlog"  # hash tier -> leads waiting in inboxes
+DRAIN_KEY = "lf:drain"  # hash tier -> leads/s, written by the controller
+MODE_KEY = "lf:mode"
+INFLIGHT_KEY = "lf:inflight"  # zset batch id -> claim time
+
+
+def inbox_key(tier: str, tenant_id: int | str) -> str:
+    return f"lf:inbox:{tier}:{tenant_id}"
+
+
+def active_tenants_key(tier: str) -> str:
+    return f"lf:active:{tier}"
+
+
+def inflight_batch_key(batch_id: str) -> str:
+    return f"lf:inflight:{batch_id}"
+
+
+def dedup_key(tenant_id: int, digest: str) -> str:
+    return f"lf:dedup:{tenant_id}:{digest}"
+
+
+def trace_key(trace_id: str) -> str:
+    return f"lf:trace:{trace_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    batch_id: str
+    tenant_id: int
+    tier: str
+    entries: list[bytes]
+
+
+_claim_script = None
+
+
+def claim_batch(tier: str, tenant_id: int, max_leads: int) -> ClaimedBatch | None:
+    """Take up to max_leads from the tenant's inbox, oldest first; None when it was empty."""
+    global _claim_script
+    client = get_redis()
+    if _claim_script is None:
+        _claim_script = client.register_script((_LUA / "claim.lua").read_text())
+    batch_id = uuid.uuid4().hex
+    entries = _claim_script(
+        keys=[
+            inbox_key(tier, tenant_id),
+            active_tenants_key(tier),
+            BACKLOG_KEY,
+            INFLIGHT_KEY,
+            inflight_batch_key(batch_id),
+        ],
+        args=[max_leads, tenant_id, tier, batch_id, time.time()],
+        client=client,
+    )
+    if not entries:
+        return None
+    return ClaimedBatch(batch_id=batch_id, tenant_id=tenant_id, tier=tier, entries=entries)
+
+
+def release_batch(batch_id: str) -> None:
+    """Celery holds the batch now: forget the in-flight copy."""
+    get_redis().pipeline().delete(inflight_batch_key(batch_id)).zrem(
+        INFLIGHT_KEY, batch_id
+    ).execute()
+
+
+def stale_batches(older_than_seconds: float) -> list[ClaimedBatch]:
+    """In-flight batches claimed long ago and never released: their dispatcher died mid-way."""
+    client = get_redis()
+    ceiling = time.time() - older_than_seconds
+    batches = []
+    for raw_id in client.zrangebyscore(INFLIGHT_KEY, "-inf", ceiling):
+        batch_id = raw_id.decode()
+        entries = client.lrange(inflight_batch_key(batch_id), 0, -1)
+        if not entries:
+            client.zrem(INFLIGHT_KEY, batch_id)
+            continue
+        first = orjson.loads(entries[0])
+        batches.append(
+            ClaimedBatch(batch_id, tenant_id=first["tenant_id"], tier=first["tier"], entries=entries)
+        )
+    return batches
+
+
+def active_tenants(tier: str) -> list[int]:
+    return sorted(int(t) for t in get_redis().smembers(active_tenants_key(tier)))
+
+
+@dataclass(frozen=True, slots=True)
+class TierBacklog:
+    tier: str
+    waiting: int
+    oldest_received_at: float | None  # epoch seconds of the oldest waiting lead
+
+
+def backlog_by_tier() -> dict[str, TierBacklog]:
+    """Waiting leads and the age of the oldest, per tier, read from the inboxes themselves."""
+    client = get_redis()
+    counts = client.hmget(BACKLOG_KEY, list(TIERS))
+    result = {}
+    for tier, count in zip(TIERS, counts, strict=True):
+        tenants = client.smembers(active_tenants_key(tier))
+        pipe = client.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.lindex(inbox_key(tier, tenant.decode()), 0)
+        heads = [orjson.loads(h)["received_at"] for h in pipe.execute() if h]
+        result[tier] = TierBacklog(
+            tier=tier, waiting=int(count or 0), oldest_received_at=min(heads) if heads else None
+        )
+    return result
+
+
+def tenant_backlog(tenant_id: int) -> dict[str, int]:
+    pipe = get_redis().pipeline(transaction=False)
+    for tier in TIERS:
+        pipe.llen(inbox_key(tier, tenant_id))
+    return dict(zip(TIERS, pipe.execute(), strict=True))

@@ -1,0 +1,30 @@
+"""Pool A's normalization: the forms that dedup, scoring and the CRM rely on."""
+
+import phonenumbers
+
+# Regions that senders write but that are not ISO 3166 codes.
+_REGION_ALIASES = {"UK": "GB", "EN": "GB"}
+
+
+def email_normalize(email: str) -> str:
+    return email.strip().lower()
+
+
+def email_domain(email: str) -> str:
+    return email.rpartition("@")[2]
+
+
+def phone_normalize(phone: str, region: str = "") -> str:
+    """E.164 when the number parses (with the lead's region as the default country), else as given."""
+    phone = (phone or "").strip()
+    if not phone:
+        return ""
+    country = region.strip().upper()
+    country = _REGION_ALIASES.get(country, country)
+    try:
+        parsed = phonenumbers.parse(phone, country if len(country) == 2 else None)
+    except phonenumbers.NumberParseException:
+        return phone
+    if not phonenumbers.is_possible_number(parsed):
+        return phone
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

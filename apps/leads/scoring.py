@@ -1,0 +1,138 @@
+"""Scoring rules from config/scoring.yaml: loaded once, validated with errors that say where."""
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+
+FIELDS = frozenset(
+    ["email", "email_domain", "name", "phone", "company", "source", "campaign_id", "region", "tier"]
+)
+CONDITIONS = ("present", "equals", "in", "not_in", "matches")
+
+
+class ScoringConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    field: str
+    condition: str
+    operand: object
+    points: int
+
+    def holds(self, lead: dict) -> bool:
+        value = str(lead.get(self.field) or "").strip()
+        if self.condition == "present":
+            return bool(value) == self.operand
+        if not value:
+            return False
+        lowered = value.lower()
+        if self.condition == "equals":
+            return lowered == self.operand
+        if self.condition == "in":
+            return lowered in self.operand
+        if self.condition == "not_in":
+            return lowered not in self.operand
+        return self.operand.search(value) is not None  # matches
+
+
+@dataclass(frozen=True)
+class Scoring:
+    base: int
+    threshold: int
+    rules: tuple[Rule, ...]
+
+    def score(self, lead: dict) -> tuple[int, bool, list[str]]:
+        """(score 0..100, qualified, names of the rules that added points)."""
+        total = self.base
+        reasons = []
+        for rule in self.rules:
+            if rule.holds(lead):
+                total += rule.points
+                reasons.append(rule.name)
+        total = max(0, min(100, total))
+        return total, total >= self.threshold, reasons
+
+
+def _fail(path: Path, where: str, problem: str):
+    raise ScoringConfigError(f"{path}: {where}: {problem}")
+
+
+def _parse_rule(path: Path, index: int, raw: object) -> Rule:
+    where = f"rules[{index}]"
+    if not isinstance(raw, dict):
+        _fail(path, where, "must be a mapping with name, field, a condition and points")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        _fail(path, where, "needs a 'name'")
+    where = f"rules[{index}] ({name})"
+    field = raw.get("field")
+    if field not in FIELDS:
+        _fail(path, where, f"'field' must be one of {sorted(FIELDS)}, got {field!r}")
+    points = raw.get("points")
+    if not isinstance(points, int) or isinstance(points, bool):
+        _fail(path, where, f"'points' must be an integer, got {points!r}")
+    given = [c for c in CONDITIONS if c in raw]
+    if len(given) != 1:
+        _fail(path, where, f"needs exactly one condition of {list(CONDITIONS)}, got {given}")
+    unknown = set(raw) - {"name", "field", "points", *CONDITIONS}
+    if unknown:
+        _fail(path, where, f"unknown keys {sorted(unknown)}")
+    condition = given[0]
+    operand = raw[condition]
+    if condition == "present":
+        if not isinstance(operand, bool):
+            _fail(path, where, "'present' must be true or false")
+    elif condition == "equals":
+        if not isinstance(operand, str | int):
+            _fail(path, where, "'equals' must be a string")
+        operand = str(operand).lower()
+    elif condition in ("in", "not_in"):
+        if not isinstance(operand, list) or not all(isinstance(v, str | int) for v in operand):
+            _fail(path, where, f"'{condition}' must be a list of strings")
+        operand = frozenset(str(v).lower() for v in operand)
+    else:
+        try:
+            operand = re.compile(str(operand), re.IGNORECASE)
+        except re.error as exc:
+            _fail(path, where, f"'matches' is not a valid regular expression: {exc}")
+    return Rule(name=name, field=field, condition=condition, operand=operand, points=points)
+
+
+def scoring_load(path: Path) -> Scoring:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ScoringConfigError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ScoringConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        _fail(path, "top level", "must be a mapping with version, base, threshold, rules")
+    if raw.get("version") != 1:
+        _fail(path, "version", f"must be 1, got {raw.get('version')!r}")
+    for key in ("base", "threshold"):
+        value = raw.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
+            _fail(path, key, f"must be an integer from 0 to 100, got {value!r}")
+    rules = raw.get("rules")
+    if not isinstance(rules, list) or not rules:
+        _fail(path, "rules", "must be a non-empty list")
+    unknown = set(raw) - {"version", "base", "threshold", "rules"}
+    if unknown:
+        _fail(path, "top level", f"unknown keys {sorted(unknown)}")
+    return Scoring(
+        base=raw["base"],
+        threshold=raw["threshold"],
+        rules=tuple(_parse_rule(path, i, r) for i, r in enumerate(rules)),
+    )
+
+
+@functools.cache
+def scoring_current() -> Scoring:
+    return scoring_load(Path(settings.SCORING_CONFIG_PATH))

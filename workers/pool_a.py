@@ -1,0 +1,17 @@
+"""Pool A: qualification (prefork: the work is CPU — parsing, normalizing, scoring)."""
+
+from apps.leads.services import inbox_entries_decode, leads_qualify
+from leadflow.celery import app
+from workers.pool_b import enrich_leads
+from workers.pool_c import sync_leads
+from workers.queues import queue_name
+
+
+@app.task(name="pool_a.qualify_leads")
+def qualify_leads(entries: list[str], tier: str) -> None:
+    """Store and score a batch from an inbox, then pass it on: qualified → B, the rest → C."""
+    outcome = leads_qualify(inbox_entries_decode(entries))
+    if outcome.to_enrich:
+        enrich_leads.apply_async(args=[outcome.to_enrich, tier], queue=queue_name("b", tier))
+    if outcome.to_sync:
+        sync_leads.apply_async(args=[outcome.to_sync, tier], queue=queue_name("c", tier))
