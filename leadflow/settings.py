@@ -58,17 +58,33 @@ TEMPLATES = [
     },
 ]
 
-# DATABASE_URL is set by `make run` / `make test` (embedded PostgreSQL) when the caller left it unset.
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/leadflow"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
-    )
-}
+# Unset DATABASE_URL means the embedded PostgreSQL that `make run` / `make test` start
+# (leadflow/devstack.py): pgserver, listening only on a unix socket in var/pg. Spelled out
+# rather than parsed from a URL so that any checkout path works as the socket directory.
+_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 60)
+if env_str("DATABASE_URL"):
+    DATABASES = {
+        "default": dj_database_url.parse(
+            env_str("DATABASE_URL"), conn_max_age=_CONN_MAX_AGE, conn_health_checks=True
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": str(BASE_DIR / "var" / "pg"),
+            "NAME": "leadflow",
+            "USER": "postgres",
+            "CONN_MAX_AGE": _CONN_MAX_AGE,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Unset REDIS_URL means the embedded redis-server that devstack starts (port overridable).
+REDIS_URL = env_str(
+    "REDIS_URL", f"redis://127.0.0.1:{env_int('LEADFLOW_EMBEDDED_REDIS_PORT', 6390)}/0"
+)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -80,8 +96,11 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 # Intake limits. A lead's payload is capped so one tenant cannot fill Redis with blobs.
 LEAD_PAYLOAD_MAX_BYTES = env_int("LEADFLOW_PAYLOAD_MAX_BYTES", 16 * 1024)
 BATCH_MAX_LEADS = 500
-# The whole request body: 500 leads of a few hundred bytes plus payloads, with headroom.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LEADFLOW_BODY_MAX_BYTES", 2 * 1024 * 1024)
+# Whole request bodies: one lead with a full payload; a batch of 500 typical leads with room
+# for payloads (a batch of 500 maximal payloads must be split).
+LEAD_BODY_MAX_BYTES = env_int("LEADFLOW_LEAD_BODY_MAX_BYTES", 64 * 1024)
+BATCH_BODY_MAX_BYTES = env_int("LEADFLOW_BATCH_BODY_MAX_BYTES", 4 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_BODY_MAX_BYTES
 DEDUP_TTL_SECONDS = env_int("LEADFLOW_DEDUP_TTL_SECONDS", 24 * 3600)
 # How long a tenant/API key stays in a process's cache without an invalidation message.
 TENANT_CACHE_TTL_SECONDS = env_float("LEADFLOW_TENANT_CACHE_TTL_SECONDS", 30.0)
@@ -110,6 +129,15 @@ BREAKER_RESET_SECONDS = env_float("LEADFLOW_BREAKER_RESET_SECONDS", 30.0)
 CRM_TIMEOUT_SECONDS = env_float("LEADFLOW_CRM_TIMEOUT_SECONDS", 5.0)
 CRM_MAX_RETRIES = env_int("LEADFLOW_CRM_MAX_RETRIES", 3)
 CRM_RETRY_BACKOFF_MAX_SECONDS = env_int("LEADFLOW_CRM_RETRY_BACKOFF_MAX_SECONDS", 60)
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.intake.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.intake.authentication.IsTenant"],
+    "EXCEPTION_HANDLER": "apps.intake.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
 
 # ---------------------------------------------------------------------------
 # Celery. Only what matters is set, each with its reason.

