@@ -1,0 +1,42 @@
+# LeadFlow's commands. `make run` and `make test` need only Python 3.11: with DATABASE_URL /
+# REDIS_URL unset, leadflow/devstack.py starts an embedded PostgreSQL and Redis (data in var/).
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEVSTACK := $(BIN)/python -m leadflow.devstack exec --
+PYTEST_ARGS ?=
+
+# Logs of gunicorn and celery show up in honcho's output as they happen, not when a buffer fills.
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test lint fmt
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled only when pyproject.toml changes, so repeated `make run` / `make test` are fast.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# migrate and demo_tenant run before honcho, so the API and workers start on a ready schema.
+run: install
+	$(DEVSTACK) sh -c '$(BIN)/python manage.py migrate --noinput \
+		&& $(BIN)/python manage.py demo_tenant \
+		&& exec $(BIN)/honcho start -f Procfile'
+
+# Lint needs no services, so it runs (and fails fast) before any are started.
+test: lint
+	$(DEVSTACK) $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
