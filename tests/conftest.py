@@ -1,0 +1,77 @@
+"""Fixtures shared by the tests: a clean Redis test database, the live platform, tenants."""
+
+import os
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+from django.conf import settings
+
+from leadflow.redis_conn import get_redis
+from tests.doubles.client import http_double
+from tests.live.stack import Stack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis():
+    get_redis().flushdb()
+
+
+@pytest.fixture(scope="session")
+def double():
+    """The HTTP server that plays the AI provider and the CRMs."""
+    with http_double() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _reset_double_and_breakers(request):
+    if "double" in request.fixturenames:
+        request.getfixturevalue("double").reset()
+    client = get_redis()
+    for key in client.scan_iter("pybreaker:*"):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
+    """gunicorn, pools A, B, C and the control process, on the test database."""
+    test_db = settings.DATABASES["default"]["NAME"]
+    database_url = urlunsplit(urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{test_db}"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": settings.REDIS_URL,
+        "LEADFLOW_AI_URL": double.url,
+        "LEADFLOW_AI_TIMEOUT_SECONDS": "1",
+        "LEADFLOW_BREAKER_RESET_SECONDS": "3",
+        "LEADFLOW_CRM_RETRY_BACKOFF_MAX_SECONDS": "2",
+        "LEADFLOW_CRM_TIMEOUT_SECONDS": "2",
+        # Short, so a batch whose worker was SIGKILLed comes back within the test.
+        "CELERY_VISIBILITY_TIMEOUT": "20",
+        "PYTHONUNBUFFERED": "1",
+    }
+    stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
+    try:
+        stack.start_all()
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture
+def make_tenant(transactional_db):
+    """Create a tenant with an API key; returns (tenant, key)."""
+    from apps.tenants.services import tenant_create
+
+    def make(prefix: str = "tenant", **fields):
+        return tenant_create(f"{prefix}-{uuid.uuid4().hex[:8]}", **fields)
+
+    return make
+
+
+@pytest.fixture
+def api(live_stack):
+    with httpx.Client(base_url=live_stack.api_url, timeout=10.0) as client:
+        yield client

@@ -1,0 +1,22 @@
+"""Loaded with `-p tests.session_env` (pyproject addopts), before pytest-django reads settings.
+
+The tests need real PostgreSQL and Redis (DATABASE_URL, REDIS_URL; `make test` sets both).
+They use their own Redis database (LEADFLOW_TEST_REDIS_DB, default 15) of the given server,
+flushed when the session starts, so a running `make run` on the same server is not disturbed.
+"""
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+    raise pytest.UsageError(
+        "run the tests with `make test`, or set DATABASE_URL and REDIS_URL to real servers"
+    )
+
+TEST_REDIS_DB = os.environ.get("LEADFLOW_TEST_REDIS_DB", "15")
+os.environ["REDIS_URL"] = urlunsplit(
+    urlsplit(os.environ["REDIS_URL"])._replace(path=f"/{TEST_REDIS_DB}")
+)
+os.environ.pop("CELERY_BROKER_URL", None)  # the broker follows REDIS_URL in tests
