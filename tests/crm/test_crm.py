@@ -1,0 +1,425 @@
+"""Pool C's CRM sync against the real PostgreSQL, Redis (breakers, broker) and the HTTP double."""
+
+import base64
+import hmac
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.crm.adapters import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    CrmRejected,
+    CrmUnavailable,
+    webhook_signature,
+)
+from apps.crm.models import CrmSync, DeadLetter
+from apps.crm.services import dead_letters_replay, leads_dead_letter, leads_sync
+from apps.leads.models import Lead
+from apps.tenants.services import tenant_create
+from leadflow.breakers import breaker_state
+from leadflow.redis_conn import get_redis
+from tests.doubles.client import http_double
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "whsec-test-0123456789"
+
+
+def _breaker_forget(tenant_id: int) -> None:
+    # CircuitRedisStorage puts its namespace ("lf:crm:<id>") before "pybreaker".
+    redis = get_redis()
+    for key in redis.scan_iter(f"lf:crm:{tenant_id}:pybreaker:*"):
+        redis.delete(key)
+
+
+@pytest.fixture(scope="module")
+def double():
+    with http_double(max_seconds=600) as running:
+        yield running
+
+
+@pytest.fixture
+def crm(double):
+    """The double as a healthy CRM with no calls recorded."""
+    double.reset()
+    return double
+
+
+@pytest.fixture
+def make_tenant():
+    """Tenants with a closed breaker: ids restart with each test database, Redis keys do not."""
+    created: list[int] = []
+
+    def make(**fields):
+        tenant, _ = tenant_create(f"crm-{uuid.uuid4().hex[:8]}", **fields)
+        created.append(tenant.id)
+        _breaker_forget(tenant.id)
+        return tenant
+
+    yield make
+    for tenant_id in created:
+        _breaker_forget(tenant_id)
+
+
+@pytest.fixture
+def webhook_tenant(make_tenant, crm):
+    return make_tenant(crm_webhook_url=f"{crm.url}/crm/hook", crm_webhook_secret=SECRET)
+
+
+def make_lead(tenant, status="enriched", is_qualified=True, tier="normal", **fields) -> Lead:
+    defaults = {
+        "email": f"{uuid.uuid4().hex[:8]}@example.com",
+        "name": "Ada Lovelace",
+        "company": "Analytical Engines",
+        "source": "landing",
+        "score": 80 if is_qualified else 20,
+        "received_at": timezone.now(),
+        "payload": {"utm": "spring"},
+    }
+    return Lead.objects.create(
+        trace_id=uuid.uuid4(),
+        tenant=tenant,
+        tier=tier,
+        status=status,
+        is_qualified=is_qualified,
+        **{**defaults, **fields},
+    )
+
+
+def ids(*leads: Lead) -> list[str]:
+    return [str(lead.trace_id) for lead in leads]
+
+
+def test_local_adapter_syncs_ready_leads_and_records_crm_sync(make_tenant):
+    tenant = make_tenant()
+    enriched = make_lead(tenant, status="enriched")
+    under_threshold = make_lead(tenant, status="qualified", is_qualified=False)
+    awaiting_enrichment = make_lead(tenant, status="qualified", is_qualified=True)
+    duplicate = make_lead(tenant, status="duplicate")
+
+    leads_sync(ids(enriched, under_threshold, awaiting_enrichment, duplicate))
+
+    for lead in (enriched, under_threshold):
+        lead.refresh_from_db()
+        assert lead.status == "synced"
+        assert lead.synced_at is not None
+        assert lead.crm_sync.adapter == "local"
+        assert lead.crm_sync.response == {"recorded": 2}
+    for lead, status in ((awaiting_enrichment, "qualified"), (duplicate, "duplicate")):
+        lead.refresh_from_db()
+        assert lead.status == status
+        assert not CrmSync.objects.filter(lead=lead).exists()
+
+
+def test_webhook_delivers_leads_with_a_signature_the_receiver_can_verify(crm, webhook_tenant):
+    leads = [make_lead(webhook_tenant) for _ in range(3)]
+
+    leads_sync(ids(*leads))
+
+    [call] = crm.calls("crm")
+    headers = {name.lower(): value for name, value in call["headers"].items()}
+    expected = webhook_signature(SECRET, call["raw"].encode())
+    assert hmac.compare_digest(headers[SIGNATURE_HEADER.lower()], expected)
+    assert headers[DELIVERY_HEADER.lower()]
+    assert headers["content-type"] == "application/json"
+    assert call["body"]["tenant"] == webhook_tenant.name
+    sent = {lead["trace_id"]: lead for lead in call["body"]["leads"]}
+    assert set(sent) == set(ids(*leads))
+    first = sent[str(leads[0].trace_id)]
+    assert first["email"] == leads[0].email
+    assert first["score"] == 80 and first["is_qualified"] is True
+    assert first["payload"] == {"utm": "spring"}
+    assert first["enrichment"] is None
+    assert first["received_at"] == leads[0].received_at.isoformat()
+    for lead in leads:
+        lead.refresh_from_db()
+        assert lead.status == "synced"
+        assert lead.crm_sync.adapter == "webhook"
+        assert lead.crm_sync.response["status"] == 200
+        assert lead.crm_sync.response["body"] == {"accepted": 3}
+
+
+def test_webhook_payload_carries_the_leads_enrichment(crm, webhook_tenant):
+    enrichment_models = pytest.importorskip("apps.enrichment.models")
+    lead = make_lead(webhook_tenant)
+    data = {"domain": "example.com", "industry": "software", "company_size": "11-50"}
+    enrichment_models.LeadEnrichment.objects.create(lead=lead, provider="local", data=data)
+
+    leads_sync(ids(lead))
+
+    [call] = crm.calls("crm")
+    assert call["body"]["leads"][0]["enrichment"] == data
+
+
+def test_signature_changes_with_secret_and_body():
+    body = b'{"tenant":"t","leads":[]}'
+    assert webhook_signature(SECRET, body).startswith("sha256=")
+    assert webhook_signature(SECRET, body) == webhook_signature(SECRET, body)
+    assert webhook_signature(SECRET, body) != webhook_signature("other", body)
+    assert webhook_signature(SECRET, body) != webhook_signature(SECRET, body + b" ")
+
+
+def test_redelivered_batch_sends_nothing_new_and_changes_nothing(crm, webhook_tenant):
+    leads = [make_lead(webhook_tenant), make_lead(webhook_tenant, "qualified", False)]
+    leads_sync(ids(*leads))
+    before = {lead.trace_id: lead for lead in Lead.objects.filter(trace_id__in=ids(*leads))}
+
+    leads_sync(ids(*leads))
+
+    assert len(crm.calls("crm")) == 1
+    assert CrmSync.objects.filter(lead__in=leads).count() == 2
+    for lead in Lead.objects.filter(trace_id__in=ids(*leads)):
+        assert lead.status == "synced"
+        assert lead.synced_at == before[lead.trace_id].synced_at
+        assert lead.updated_at == before[lead.trace_id].updated_at
+
+
+def test_batch_spanning_two_tenants_goes_to_each_tenants_crm(crm, webhook_tenant, make_tenant):
+    local_tenant = make_tenant()
+    remote = make_lead(webhook_tenant)
+    local = make_lead(local_tenant)
+
+    leads_sync(ids(remote, local))
+
+    [call] = crm.calls("crm")
+    assert [lead["trace_id"] for lead in call["body"]["leads"]] == ids(remote)
+    assert CrmSync.objects.get(lead=remote).adapter == "webhook"
+    assert CrmSync.objects.get(lead=local).adapter == "local"
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_crm_unavailable_raises_and_leaves_leads_unsynced(crm, webhook_tenant, status):
+    crm.configure("crm", failure_rate=1.0, failure_status=status)
+    lead = make_lead(webhook_tenant)
+
+    with pytest.raises(CrmUnavailable, match=str(status)):
+        leads_sync(ids(lead))
+
+    lead.refresh_from_db()
+    assert lead.status == "enriched"
+    assert lead.synced_at is None
+    assert not CrmSync.objects.filter(lead=lead).exists()
+
+
+def test_crm_timeout_raises_crm_unavailable(crm, webhook_tenant, settings):
+    settings.CRM_TIMEOUT_SECONDS = 0.3
+    crm.configure("crm", latency_ms=1500)
+    lead = make_lead(webhook_tenant)
+
+    with pytest.raises(CrmUnavailable, match="timed out"):
+        leads_sync(ids(lead))
+
+    lead.refresh_from_db()
+    assert lead.status == "enriched"
+
+
+def test_unreachable_crm_raises_crm_unavailable(make_tenant):
+    # Port 9 (discard) on localhost: nothing listens, the connection is refused at once.
+    tenant = make_tenant(crm_webhook_url="http://127.0.0.1:9/crm/hook", crm_webhook_secret=SECRET)
+    lead = make_lead(tenant)
+
+    with pytest.raises(CrmUnavailable, match="unreachable"):
+        leads_sync(ids(lead))
+
+
+def test_breaker_opens_after_fail_max_failures_then_fails_fast_without_http(
+    crm, webhook_tenant, settings
+):
+    crm.configure("crm", failure_rate=1.0, failure_status=503)
+    lead = make_lead(webhook_tenant)
+
+    for _ in range(settings.BREAKER_FAIL_MAX):
+        with pytest.raises(CrmUnavailable):
+            leads_sync(ids(lead))
+    assert len(crm.calls("crm")) == settings.BREAKER_FAIL_MAX
+    assert breaker_state(f"crm:{webhook_tenant.id}") == "open"
+
+    crm.reset()  # the CRM is healthy again, but the breaker waits out its reset timeout
+    with pytest.raises(CrmUnavailable, match="breaker open"):
+        leads_sync(ids(lead))
+    assert crm.calls("crm") == []
+    lead.refresh_from_db()
+    assert lead.status == "enriched"
+
+
+def test_rejection_4xx_raises_crm_rejected_and_does_not_trip_breaker(crm, webhook_tenant, settings):
+    crm.configure("crm", failure_rate=1.0, failure_status=422)
+    lead = make_lead(webhook_tenant)
+
+    for _ in range(settings.BREAKER_FAIL_MAX + 1):
+        with pytest.raises(CrmRejected, match="422"):
+            leads_sync(ids(lead))
+
+    assert len(crm.calls("crm")) == settings.BREAKER_FAIL_MAX + 1
+    assert breaker_state(f"crm:{webhook_tenant.id}") == "closed"
+    lead.refresh_from_db()
+    assert lead.status == "enriched"
+
+
+def test_dead_letter_sets_dead_lettered_once_and_skips_synced_leads(make_tenant):
+    tenant = make_tenant()
+    first, second = make_lead(tenant), make_lead(tenant, "qualified", False)
+    synced = make_lead(tenant)
+    leads_sync(ids(synced))
+
+    leads_dead_letter(
+        ids(first, second, synced), stage="crm", error="CrmUnavailable: 503", attempts=4
+    )
+    leads_dead_letter(ids(first, second, synced), stage="crm", error="again", attempts=4)
+
+    letters = DeadLetter.objects.filter(tenant=tenant)
+    assert sorted(str(letter.lead_id) for letter in letters) == sorted(ids(first, second))
+    assert {(letter.stage, letter.error, letter.attempts) for letter in letters} == {
+        ("crm", "CrmUnavailable: 503", 4)
+    }
+    assert all(letter.replayed_at is None for letter in letters)
+    for lead in (first, second):
+        lead.refresh_from_db()
+        assert lead.status == "dead_lettered"
+    synced.refresh_from_db()
+    assert synced.status == "synced"
+
+
+def test_dead_letter_leaves_leads_still_waiting_for_enrichment_alone(make_tenant):
+    tenant = make_tenant()
+    waiting = make_lead(tenant, status="qualified", is_qualified=True)
+
+    leads_dead_letter(ids(waiting), stage="crm", error="boom", attempts=1)
+
+    waiting.refresh_from_db()
+    assert waiting.status == "qualified"
+    assert not DeadLetter.objects.filter(lead=waiting).exists()
+
+
+def _broker_messages(queue: str, task_name: str = "pool_c.sync_leads") -> list[tuple[bytes, list]]:
+    """(raw message, task args) for each message of task_name waiting in a Celery Redis queue."""
+    found = []
+    for raw in get_redis().lrange(queue, 0, -1):
+        message = json.loads(raw)
+        if message["headers"].get("task") == task_name:
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            found.append((raw, args))
+    return found
+
+
+@pytest.fixture
+def broker_cleanup():
+    """Remove the messages a test enqueued (those naming its trace ids) from pool C's queues."""
+    trace_ids: set[str] = set()
+    yield trace_ids
+    for queue in ("c.critical", "c.normal", "c.low"):
+        for raw, args in _broker_messages(queue):
+            if trace_ids & set(args[0]):
+                get_redis().lrem(queue, 1, raw)
+
+
+def test_replay_enqueues_dead_letters_and_a_healthy_sync_closes_them(
+    crm, webhook_tenant, broker_cleanup
+):
+    normal = [make_lead(webhook_tenant, tier="normal") for _ in range(2)]
+    critical = make_lead(webhook_tenant, tier="critical")
+    all_ids = ids(*normal, critical)
+    broker_cleanup.update(all_ids)
+    leads_dead_letter(all_ids, stage="crm", error="CrmUnavailable: 503", attempts=4)
+    letters = list(DeadLetter.objects.filter(lead_id__in=all_ids).values_list("pk", flat=True))
+
+    assert dead_letters_replay(letters) == 3
+
+    normal_batches = [
+        args for _, args in _broker_messages("c.normal") if set(args[0]) & set(all_ids)
+    ]
+    critical_batches = [
+        args for _, args in _broker_messages("c.critical") if set(args[0]) & set(all_ids)
+    ]
+    assert [(sorted(trace_ids), tier) for trace_ids, tier in normal_batches] == [
+        (sorted(ids(*normal)), "normal")
+    ]
+    assert critical_batches == [[ids(critical), "critical"]]
+    # Enqueued, not yet delivered: the dead letters stay open until the sync succeeds.
+    assert DeadLetter.objects.filter(pk__in=letters, replayed_at__isnull=True).count() == 3
+
+    for trace_ids, _tier in normal_batches + critical_batches:
+        leads_sync(trace_ids)  # what pool C's worker does with each message
+
+    assert {lead["trace_id"] for call in crm.calls("crm") for lead in call["body"]["leads"]} == set(
+        all_ids
+    )
+    assert set(Lead.objects.filter(trace_id__in=all_ids).values_list("status", flat=True)) == {
+        "synced"
+    }
+    assert DeadLetter.objects.filter(pk__in=letters, replayed_at__isnull=False).count() == 3
+    assert dead_letters_replay(letters) == 0  # replayed dead letters are not replayed again
+
+
+def test_failed_replay_keeps_the_dead_letter_open(crm, webhook_tenant):
+    lead = make_lead(webhook_tenant)
+    leads_dead_letter(ids(lead), stage="crm", error="CrmUnavailable: 503", attempts=4)
+    crm.configure("crm", failure_rate=1.0, failure_status=503)
+
+    with pytest.raises(CrmUnavailable):
+        leads_sync(ids(lead))
+
+    lead.refresh_from_db()
+    assert lead.status == "dead_lettered"
+    assert DeadLetter.objects.get(lead=lead).replayed_at is None
+
+
+def test_replay_splits_a_large_set_into_messages_of_at_most_500(make_tenant, broker_cleanup):
+    tenant = make_tenant()
+    received_at = timezone.now() - timedelta(minutes=5)
+    leads = Lead.objects.bulk_create(
+        [
+            Lead(
+                trace_id=uuid.uuid4(), tenant=tenant, tier="low", status="enriched",
+                email=f"bulk{n}@example.com", received_at=received_at, is_qualified=True,
+            )
+            for n in range(501)
+        ]
+    )  # fmt: skip
+    all_ids = ids(*leads)
+    broker_cleanup.update(all_ids)
+    leads_dead_letter(all_ids, stage="crm", error="CrmRejected: 422", attempts=1)
+
+    assert (
+        dead_letters_replay(DeadLetter.objects.filter(tenant=tenant).values_list("pk", flat=True))
+        == 501
+    )
+
+    batches = [args for _, args in _broker_messages("c.low") if set(args[0]) & set(all_ids)]
+    assert sorted(len(trace_ids) for trace_ids, _ in batches) == [1, 500]
+    assert {trace_id for trace_ids, _ in batches for trace_id in trace_ids} == set(all_ids)
+
+
+def test_sync_task_dead_letters_its_batch_once_retries_are_exhausted(crm, webhook_tenant, settings):
+    from workers.pool_c import sync_leads
+
+    crm.configure("crm", failure_rate=1.0, failure_status=503)
+    lead = make_lead(webhook_tenant)
+
+    # apply() runs the task here, retries included (eagerly, without their countdown).
+    result = sync_leads.apply(args=[ids(lead), "normal"])
+
+    assert isinstance(result.result, CrmUnavailable)
+    assert len(crm.calls("crm")) == settings.CRM_MAX_RETRIES + 1
+    lead.refresh_from_db()
+    assert lead.status == "dead_lettered"
+    letter = DeadLetter.objects.get(lead=lead)
+    assert letter.attempts == settings.CRM_MAX_RETRIES + 1
+    assert letter.error.startswith("CrmUnavailable")
+
+
+def test_sync_task_dead_letters_a_rejected_batch_without_retrying(crm, webhook_tenant):
+    from workers.pool_c import sync_leads
+
+    crm.configure("crm", failure_rate=1.0, failure_status=400)
+    lead = make_lead(webhook_tenant)
+
+    sync_leads.apply(args=[ids(lead), "normal"])
+
+    assert len(crm.calls("crm")) == 1
+    letter = DeadLetter.objects.get(lead=lead)
+    assert (letter.attempts, letter.error[:11]) == (1, "CrmRejected")
