@@ -423,3 +423,33 @@ def test_sync_task_dead_letters_a_rejected_batch_without_retrying(crm, webhook_t
     assert len(crm.calls("crm")) == 1
     letter = DeadLetter.objects.get(lead=lead)
     assert (letter.attempts, letter.error[:11]) == (1, "CrmRejected")
+
+
+def test_admin_lists_dead_letters_and_replays_the_selected_ones(
+    admin_client, make_tenant, broker_cleanup
+):
+    tenant = make_tenant()
+    lead = make_lead(tenant)
+    broker_cleanup.update(ids(lead))
+    leads_dead_letter(ids(lead), stage="crm", error="CrmUnavailable: " + "x" * 200, attempts=4)
+    letter = DeadLetter.objects.get(lead=lead)
+
+    listing = admin_client.get("/admin/crm/deadletter/", {"state": "open"})
+    assert listing.status_code == 200
+    assert str(lead.trace_id) in listing.content.decode()
+    assert admin_client.get(f"/admin/crm/deadletter/{letter.pk}/change/").status_code == 200
+
+    response = admin_client.post(
+        "/admin/crm/deadletter/",
+        {"action": "replay_selected", "_selected_action": [letter.pk]},
+        follow=True,
+    )
+
+    assert "Re-enqueued 1 lead(s) for CRM sync." in response.content.decode()
+    assert [args for _, args in _broker_messages("c.normal") if args[0] == ids(lead)] == [
+        [ids(lead), "normal"]
+    ]
+    leads_sync(ids(lead))
+    assert admin_client.get("/admin/crm/deadletter/", {"state": "replayed"}).status_code == 200
+    assert admin_client.get("/admin/crm/crmsync/").status_code == 200
+    assert admin_client.get(f"/admin/crm/crmsync/{lead.trace_id}/change/").status_code == 200
