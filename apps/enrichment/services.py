@@ -1,0 +1,231 @@
+"""Pool B's writes: enrich qualified leads by their e-mail domain, degrading to local rules.
+
+Per domain, in order: free-mail or unreadable domains take the local rules; then the Redis
+cache of earlier AI answers; then the configured provider through breaker("ai"). When that
+provider fails, is slow or its breaker is open, the local rules stand in and the lead is
+flagged ai_degraded so it can be enriched again later.
+"""
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pybreaker
+import redis
+from django.db import transaction
+from django.utils import timezone
+
+from apps.enrichment.models import EnrichmentProvider, LeadEnrichment
+from apps.enrichment.providers import (
+    FREE_MAIL_DOMAINS,
+    PROFILE_FIELDS,
+    Provider,
+    ProviderError,
+    domain_profile_local,
+    provider_from_settings,
+)
+from apps.leads.models import Lead, LeadStatus
+from leadflow.breakers import breaker
+from leadflow.redis_conn import get_redis
+
+logger = logging.getLogger(__name__)
+
+CACHE_KEY_PREFIX = "lf:enrich:domain:"
+CACHE_TTL_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class DomainOutcome:
+    provider: str  # an EnrichmentProvider value
+    profile: dict
+    degraded: bool
+
+
+def leads_enrich(trace_ids: list[str]) -> list[str]:
+    """Enrich the qualified leads among trace_ids; return those now enriched, in input order.
+
+    Idempotent: leads already enriched are not touched again but are returned, so a
+    redelivered batch still reaches pool C; leads in any other status are skipped.
+    """
+    ids = _trace_ids_parse(trace_ids)
+    if not ids:
+        return []
+    leads = Lead.objects.filter(trace_id__in=ids, status=LeadStatus.QUALIFIED)
+    domain_of = {
+        trace_id: email_domain(email) for trace_id, email in leads.values_list("trace_id", "email")
+    }
+    if domain_of:
+        outcomes = domains_enrich(set(domain_of.values()))
+        _enrichments_write(domain_of, outcomes)
+    enriched = set(
+        Lead.objects.filter(trace_id__in=ids, status=LeadStatus.ENRICHED).values_list(
+            "trace_id", flat=True
+        )
+    )
+    return [str(trace_id) for trace_id in ids if trace_id in enriched]
+
+
+def email_domain(email: str) -> str:
+    """The part after the last @, lower-case; empty when there is none."""
+    _, at, domain = email.rpartition("@")
+    return domain.strip().lower().rstrip(".") if at else ""
+
+
+def domains_enrich(domains: Iterable[str]) -> dict[str, DomainOutcome]:
+    """A profile for every domain, and where it came from. Never raises for provider trouble."""
+    outcomes: dict[str, DomainOutcome] = {}
+    askable = []
+    for domain in domains:
+        if domain in FREE_MAIL_DOMAINS or "." not in domain:
+            # A free-mail domain says nothing about the lead's company: the AI would profile
+            # Google for every gmail.com lead. The local rules are the right answer here.
+            outcomes[domain] = _local(domain, degraded=False)
+        else:
+            askable.append(domain)
+    if not askable:
+        return outcomes
+
+    for domain, profile in domain_profiles_cached(askable).items():
+        outcomes[domain] = DomainOutcome(EnrichmentProvider.CACHE, profile, degraded=False)
+    missing = sorted(d for d in askable if d not in outcomes)
+    if not missing:
+        return outcomes
+
+    provider = provider_from_settings()
+    if provider.name == EnrichmentProvider.LOCAL:  # chosen by configuration: not degraded
+        outcomes.update({domain: _local(domain, degraded=False) for domain in missing})
+        return outcomes
+
+    answered = _provider_ask(provider, missing)
+    _domain_profiles_cache(answered)
+    for domain, profile in answered.items():
+        outcomes[domain] = DomainOutcome(EnrichmentProvider.HTTP, profile, degraded=False)
+    failed = [domain for domain in missing if domain not in answered]
+    if failed:
+        # Another worker may have cached some of them while this one waited on the provider.
+        late = domain_profiles_cached(failed)
+        for domain in failed:
+            if domain in late:
+                outcomes[domain] = DomainOutcome(EnrichmentProvider.CACHE, late[domain], False)
+            else:
+                outcomes[domain] = _local(domain, degraded=True)
+    return outcomes
+
+
+def domain_profiles_cached(domains: list[str]) -> dict[str, dict]:
+    """Earlier AI answers for these domains (one MGET); a Redis failure reads as no answers."""
+    if not domains:
+        return {}
+    try:
+        raw_values = get_redis().mget([CACHE_KEY_PREFIX + domain for domain in domains])
+    except redis.RedisError as error:
+        logger.warning("enrichment cache unreadable, asking the provider instead: %r", error)
+        return {}
+    found = {}
+    for domain, raw in zip(domains, raw_values, strict=True):
+        profile = _profile_decode(raw)
+        if profile is not None:
+            found[domain] = profile
+    return found
+
+
+def _profile_decode(raw: bytes | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        profile = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(profile, dict) or not all(
+        isinstance(profile.get(field), str) for field in PROFILE_FIELDS
+    ):
+        return None
+    return {field: profile[field] for field in PROFILE_FIELDS}
+
+
+def _domain_profiles_cache(profiles: dict[str, dict]) -> None:
+    if not profiles:
+        return
+    try:
+        with get_redis().pipeline(transaction=False) as pipe:
+            for domain, profile in profiles.items():
+                pipe.set(CACHE_KEY_PREFIX + domain, json.dumps(profile), ex=CACHE_TTL_SECONDS)
+            pipe.execute()
+    except redis.RedisError as error:
+        # The answers are still used for this batch; only later batches lose the shortcut.
+        logger.warning("enrichment cache not written: %r", error)
+
+
+def _provider_ask(provider: Provider, domains: list[str]) -> dict[str, dict]:
+    """The provider's answers, one breaker call per request; failed requests are left out."""
+    ai = breaker("ai")
+    answered: dict[str, dict] = {}
+    failures: list[str] = []
+    size = provider.max_domains_per_call
+    for start in range(0, len(domains), size):
+        chunk = domains[start : start + size]
+        try:
+            # An open breaker raises at once, so a dead provider costs nothing after fail_max.
+            profiles = ai.call(provider.enrich_domains, chunk)
+        except (ProviderError, pybreaker.CircuitBreakerError) as error:
+            failures.append(str(error))
+            continue
+        answered.update({domain: profiles[domain] for domain in chunk if domain in profiles})
+    if failures:
+        logger.warning(
+            "AI provider failed %d of %d requests, local rules stand in (breaker %s): %s",
+            len(failures),
+            -(-len(domains) // size),
+            ai.current_state,
+            failures[-1],
+        )
+    return answered
+
+
+def _local(domain: str, degraded: bool) -> DomainOutcome:
+    return DomainOutcome(EnrichmentProvider.LOCAL, domain_profile_local(domain), degraded)
+
+
+def _enrichments_write(domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome]) -> None:
+    now = timezone.now()
+    # Sorted by key so two deliveries of overlapping batches lock rows in the same order.
+    trace_ids = sorted(domain_of)
+    rows = []
+    by_degraded: dict[bool, list[uuid.UUID]] = {False: [], True: []}
+    for trace_id in trace_ids:
+        domain = domain_of[trace_id]
+        outcome = outcomes[domain]
+        rows.append(
+            LeadEnrichment(
+                lead_id=trace_id,
+                provider=outcome.provider,
+                data={"domain": domain, **outcome.profile},
+                degraded=outcome.degraded,
+            )
+        )
+        by_degraded[outcome.degraded].append(trace_id)
+    with transaction.atomic():
+        # A concurrent delivery of the same leads loses both races: its rows conflict on the
+        # lead key and are ignored, and its UPDATE no longer finds them "qualified".
+        LeadEnrichment.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+        for degraded, group in by_degraded.items():
+            if group:
+                Lead.objects.filter(trace_id__in=group, status=LeadStatus.QUALIFIED).update(
+                    status=LeadStatus.ENRICHED,
+                    enriched_at=now,
+                    ai_degraded=degraded,
+                    updated_at=now,
+                )
+
+
+def _trace_ids_parse(trace_ids: list[str]) -> list[uuid.UUID]:
+    """Unique ids in input order; a value that is not a UUID cannot name a lead and is dropped."""
+    seen: dict[uuid.UUID, None] = {}
+    for raw in trace_ids:
+        try:
+            seen.setdefault(raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw)), None)
+        except ValueError:
+            logger.warning("pool B got a trace id that is not a UUID: %r", raw)
+    return list(seen)
