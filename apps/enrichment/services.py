@@ -8,6 +8,7 @@ flagged ai_degraded so it can be enriched again later.
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -177,7 +178,7 @@ def _provider_ask(provider: Provider, domains: list[str]) -> dict[str, dict]:
         logger.warning(
             "AI provider failed %d of %d requests, local rules stand in (breaker %s): %s",
             len(failures),
-            -(-len(domains) // size),
+            math.ceil(len(domains) / size),
             ai.current_state,
             failures[-1],
         )
