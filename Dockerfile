@@ -30,4 +30,4 @@ RUN python manage.py collectstatic --noinput \
     && chown -R leadflow:leadflow /app/var
 USER leadflow
 EXPOSE 8000
-CMD ["gunicorn", "leadflow.wsgi", "-b", "0.0.0.0:8000", "-k", "sync", "-w", "2", "--timeout", "30"]
+CMD ["gunicorn", "leadflow.wsgi", "-b", "0.0.0.0:8000", "--no-control-socket", "-k", "sync", "-w", "2", "--timeout", "30"]
