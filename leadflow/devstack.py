@@ -42,7 +42,10 @@ class DevstackError(RuntimeError):
 
 
 def log(message: str) -> None:
-    print(f"devstack: {message}", file=sys.stderr, flush=True)
+    # Never raises: a closed stderr (`make run | tee` after Ctrl-C killed tee) must not stop
+    # the cleanup that follows a log line.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"devstack: {message}", file=sys.stderr, flush=True)
 
 
 def redis_port() -> int:
@@ -161,7 +164,10 @@ class EmbeddedRedis:
         client = self._client()
         try:
             client.ping()
-            return Path(client.config_get("dir")["dir"].decode()).resolve()
+            data_dir = client.config_get("dir")["dir"]
+            if isinstance(data_dir, bytes):
+                data_dir = data_dir.decode()
+            return Path(data_dir).resolve()
         except redis.ConnectionError:
             return None
         finally:
