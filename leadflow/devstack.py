@@ -93,12 +93,12 @@ class EmbeddedPostgres:
         else:
             log(f"starting the embedded PostgreSQL in {self.data_dir}")
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.started = True
             # cleanup_mode=None: pgserver's own atexit stop counts handles through a pid file,
             # which a killed process leaves stale; this module stops what it started instead.
             server = pgserver.get_server(self.data_dir, cleanup_mode=None)
             self._system_user = server.system_user
             info = server.get_postmaster_info()
-            self.started = True
         if info.socket_dir is None:
             raise DevstackError("the embedded PostgreSQL reports no unix socket")
         if info.socket_dir.resolve() != self.data_dir.resolve():
@@ -272,27 +272,28 @@ def _startup_lock():
 
 def services_ensure(env: dict[str, str]) -> list:
     """Start (or reuse) the embedded services for the unset URLs; fill env; return those started."""
-    started = []
+    services = []
     try:
         with _startup_lock():
+            # Listed before they start, so an interrupt half-way through still stops them.
             if not env.get("DATABASE_URL"):
                 postgres = EmbeddedPostgres()
+                services.append(postgres)
                 env["DATABASE_URL"] = postgres.ensure()
-                if postgres.started:
-                    started.append(postgres)
             if not env.get("REDIS_URL"):
                 redis_server = EmbeddedRedis()
+                services.append(redis_server)
                 env["REDIS_URL"] = redis_server.ensure()
-                if redis_server.started:
-                    started.append(redis_server)
     except BaseException:
-        services_stop(started)
+        services_stop(services)
         raise
-    return started
+    return [service for service in services if service.started]
 
 
 def services_stop(started: list) -> None:
     for service in reversed(started):
+        if not service.started:
+            continue
         try:
             service.stop()
         except Exception as exc:  # noqa: BLE001 - stop the others all the same
@@ -306,14 +307,17 @@ def exec_command(argv: list[str]) -> int:
     env = dict(os.environ)
     # The venv's python, celery, gunicorn and honcho come first, whoever called make.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    started = services_ensure(env)
+    started: list = []
     child: subprocess.Popen | None = None
     signals_seen = 0
 
     def forward(signum, _frame) -> None:
         nonlocal signals_seen
         signals_seen += 1
-        if child is None or child.poll() is not None:
+        if child is None:
+            # Still starting the services: abort, and the finally below stops what started.
+            raise KeyboardInterrupt
+        if child.poll() is not None:
             return
         if signals_seen > 1:
             child.kill()
@@ -325,6 +329,7 @@ def exec_command(argv: list[str]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
     try:
+        started = services_ensure(env)
         child = subprocess.Popen(argv, env=env)
         returncode = child.wait()
     finally:
@@ -343,7 +348,10 @@ def exec_command(argv: list[str]) -> int:
 
 def stop_all() -> int:
     """Stop this checkout's embedded services, whoever started them."""
-    services_stop([EmbeddedPostgres(), EmbeddedRedis()])
+    services = [EmbeddedPostgres(), EmbeddedRedis()]
+    for service in services:
+        service.started = True
+    services_stop(services)
     return 0
 
 
@@ -363,6 +371,9 @@ def main(argv: list[str]) -> int:
     except DevstackError as exc:
         log(str(exc))
         return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
     log(usage)
     return 2
 
