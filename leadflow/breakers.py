@@ -1,4 +1,4 @@
-"""Circuit breakers whose state every process shares through Redis (pybreaker + CircuitRedisStorage).
+"""Circuit breakers whose state every process shares through Redis (pybreaker, Redis storage).
 
 One breaker per external dependency, e.g. breaker("ai") or breaker("crm:42"). When it is
 open, calls fail at once with pybreaker.CircuitBreakerError instead of waiting on a timeout.
@@ -20,7 +20,11 @@ def _storage_client() -> redis.Redis:
 
 
 def breaker(name: str) -> pybreaker.CircuitBreaker:
-    """The process's breaker for `name`, its state in Redis under pybreaker:lf:<name>."""
+    """The process's breaker for `name`, its state in Redis under lf:<name>:pybreaker:*.
+
+    Guard a call with `with breaker(name).calling():` — unlike .call(), it does not hold the
+    breaker's in-process lock during the call, so threads of one process call concurrently.
+    """
     global _pid
     if _pid != os.getpid():  # never share a Redis connection across fork
         _breakers.clear()

@@ -113,7 +113,9 @@ DISPATCH_WATERMARK_BC = env_int("LEADFLOW_DISPATCH_WATERMARK_BC", 16)  # message
 # Drain rate assumed before the controller has measured one (leads/s per tier).
 DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
 
-SCORING_CONFIG_PATH = Path(env_str("LEADFLOW_SCORING_CONFIG", str(BASE_DIR / "config" / "scoring.yaml")))
+SCORING_CONFIG_PATH = Path(
+    env_str("LEADFLOW_SCORING_CONFIG", str(BASE_DIR / "config" / "scoring.yaml"))
+)
 
 # Pool B: AI enrichment. With no URL the local provider is used.
 AI_PROVIDER_URL = env_str("LEADFLOW_AI_URL", "")
@@ -169,4 +171,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # An unacked message is redelivered after this long; it must exceed the hard time
     # limit plus the longest retry countdown, or a running batch would run twice.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
+    # How soon a message of a dead worker comes back once its visibility timeout passed:
+    # kombu's default sweeps only every 10 s x 10 calls (~100 s); one cheap ZRANGE every 5 s
+    # per worker brings a killed batch back within seconds of its timeout.
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
 }

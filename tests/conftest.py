@@ -30,7 +30,7 @@ def _reset_double_and_breakers(request):
     if "double" in request.fixturenames:
         request.getfixturevalue("double").reset()
     client = get_redis()
-    for key in client.scan_iter("pybreaker:*"):
+    for key in client.scan_iter("lf:*:pybreaker:*"):
         client.delete(key)
 
 

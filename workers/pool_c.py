@@ -1,4 +1,4 @@
-"""Pool C: CRM sync (thread pool). Transient CRM failures retry with backoff; the last one dead-letters."""
+"""Pool C: CRM sync (thread pool). Transient failures retry with backoff; the last dead-letters."""
 
 from celery import Task
 from django.conf import settings
@@ -9,12 +9,14 @@ from leadflow.celery import app
 
 
 class DeadLetterOnFailure(Task):
-    """Whatever makes the task give up (retries exhausted, a bug), its leads are kept as dead letters."""
+    """Whatever makes the task give up (retries exhausted, a bug), its leads become dead letters."""
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         trace_ids = kwargs.get("trace_ids", args[0] if args else [])
         leads_dead_letter(
-            trace_ids, stage="crm", error=f"{type(exc).__name__}: {exc}",
+            trace_ids,
+            stage="crm",
+            error=f"{type(exc).__name__}: {exc}",
             attempts=self.request.retries + 1,
         )
 

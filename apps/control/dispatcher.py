@@ -56,7 +56,9 @@ class Dispatcher:
     def republish_stale(self) -> int:
         batches = inbox.stale_batches(STALE_BATCH_SECONDS)
         for batch in batches:
-            log.warning("republishing in-flight batch %s (%d leads)", batch.batch_id, len(batch.entries))
+            log.warning(
+                "republishing in-flight batch %s (%d leads)", batch.batch_id, len(batch.entries)
+            )
             publish(batch)
         return len(batches)
 

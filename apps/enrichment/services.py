@@ -28,6 +28,7 @@ from apps.enrichment.providers import (
     provider_from_settings,
 )
 from apps.leads.models import Lead, LeadStatus
+from apps.leads.normalization import email_domain
 from leadflow.breakers import breaker
 from leadflow.redis_conn import get_redis
 
@@ -53,7 +54,8 @@ def leads_enrich(trace_ids: list[str]) -> list[str]:
     ids = _trace_ids_parse(trace_ids)
     if not ids:
         return []
-    leads = Lead.objects.filter(trace_id__in=ids, status=LeadStatus.QUALIFIED)
+    # Only leads that passed scoring are enriched; the rest go to the CRM as they are.
+    leads = Lead.objects.filter(trace_id__in=ids, status=LeadStatus.QUALIFIED, is_qualified=True)
     domain_of = {
         trace_id: email_domain(email) for trace_id, email in leads.values_list("trace_id", "email")
     }
@@ -66,12 +68,6 @@ def leads_enrich(trace_ids: list[str]) -> list[str]:
         )
     )
     return [str(trace_id) for trace_id in ids if trace_id in enriched]
-
-
-def email_domain(email: str) -> str:
-    """The part after the last @, lower-case; empty when there is none."""
-    _, at, domain = email.rpartition("@")
-    return domain.strip().lower().rstrip(".") if at else ""
 
 
 def domains_enrich(domains: Iterable[str]) -> dict[str, DomainOutcome]:
@@ -169,7 +165,10 @@ def _provider_ask(provider: Provider, domains: list[str]) -> dict[str, dict]:
         chunk = domains[start : start + size]
         try:
             # An open breaker raises at once, so a dead provider costs nothing after fail_max.
-            profiles = ai.call(provider.enrich_domains, chunk)
+            # calling() rather than call(): call() holds the breaker's lock for the whole
+            # request, which would let only one thread of pool B talk to the provider.
+            with ai.calling():
+                profiles = provider.enrich_domains(chunk)
         except (ProviderError, pybreaker.CircuitBreakerError) as error:
             failures.append(str(error))
             continue

@@ -81,11 +81,16 @@ class LeadBatchCreateView(IntakeView):
         body = _require_json_body(request, settings.BATCH_BODY_MAX_BYTES)
         leads = body.get("leads") if isinstance(body, dict) else None
         if not isinstance(leads, list) or not leads:
-            raise ApiError(400, "invalid", "send {\"leads\": [...]} with 1 to 500 leads",
-                           {"leads": ["must be a non-empty list"]})
+            raise ApiError(
+                400,
+                "invalid",
+                'send {"leads": [...]} with 1 to 500 leads',
+                {"leads": ["must be a non-empty list"]},
+            )
         if len(leads) > settings.BATCH_MAX_LEADS:
             raise ApiError(
-                400, "batch_too_large",
+                400,
+                "batch_too_large",
                 f"{len(leads)} leads; a batch holds at most {settings.BATCH_MAX_LEADS}",
                 {"leads": [f"at most {settings.BATCH_MAX_LEADS} leads"]},
             )

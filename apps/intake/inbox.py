@@ -96,7 +96,9 @@ def stale_batches(older_than_seconds: float) -> list[ClaimedBatch]:
             continue
         first = orjson.loads(entries[0])
         batches.append(
-            ClaimedBatch(batch_id, tenant_id=first["tenant_id"], tier=first["tier"], entries=entries)
+            ClaimedBatch(
+                batch_id, tenant_id=first["tenant_id"], tier=first["tier"], entries=entries
+            )
         )
     return batches
 

@@ -11,11 +11,13 @@ def email_normalize(email: str) -> str:
 
 
 def email_domain(email: str) -> str:
-    return email.rpartition("@")[2]
+    """The part after the last @, lower-case; empty when there is none."""
+    _, at, domain = email.rpartition("@")
+    return domain.strip().lower().rstrip(".") if at else ""
 
 
 def phone_normalize(phone: str, region: str = "") -> str:
-    """E.164 when the number parses (with the lead's region as the default country), else as given."""
+    """E.164 when the number parses (the lead's region is the default country), else as given."""
     phone = (phone or "").strip()
     if not phone:
         return ""

@@ -10,7 +10,7 @@ def _iso(value) -> str | None:
 
 
 def lead_status(tenant_id: int, trace_id: str) -> dict | None:
-    """The lead's status and stage results, or None if this tenant has no such lead in PostgreSQL."""
+    """The lead's status and stage results; None if this tenant has no such lead in PostgreSQL."""
     try:
         trace_uuid = uuid.UUID(trace_id)
     except ValueError:
@@ -32,16 +32,22 @@ def lead_status(tenant_id: int, trace_id: str) -> dict | None:
         "qualified": lead.is_qualified,
         "ai_degraded": lead.ai_degraded,
         "stages": {
-            "qualification": {"score": lead.score, "qualified": lead.is_qualified,
-                              "reasons": lead.score_reasons},
+            "qualification": {
+                "score": lead.score,
+                "qualified": lead.is_qualified,
+                "reasons": lead.score_reasons,
+            },
             "enrichment": (
-                {"provider": enrichment.provider, "degraded": enrichment.degraded,
-                 "data": enrichment.data}
-                if enrichment else None
+                {
+                    "provider": enrichment.provider,
+                    "degraded": enrichment.degraded,
+                    "data": enrichment.data,
+                }
+                if enrichment
+                else None
             ),
             "crm": (
-                {"adapter": crm_sync.adapter, "response": crm_sync.response}
-                if crm_sync else None
+                {"adapter": crm_sync.adapter, "response": crm_sync.response} if crm_sync else None
             ),
         },
         "timestamps": {

@@ -114,8 +114,12 @@ def make_handler(state: DoubleState):
             with state.lock:
                 behaviour = dict(state.behaviour[kind])
                 state.calls[kind].append(
-                    {"path": self.path, "headers": dict(self.headers), "body": body,
-                     "raw": raw.decode(errors="replace")}
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": body,
+                        "raw": raw.decode(errors="replace"),
+                    }
                 )
             if behaviour["latency_ms"]:
                 time.sleep(behaviour["latency_ms"] / 1000)
@@ -131,13 +135,21 @@ def make_handler(state: DoubleState):
             except (TypeError, KeyError, ValueError):
                 return self._send(400, {"error": "expected a user message with JSON domains"})
             content = json.dumps({"results": {d: company_profile(d) for d in domains}})
-            self._send(200, {
-                "id": "chatcmpl-double",
-                "object": "chat.completion",
-                "model": body.get("model", "double"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
-            })
+            self._send(
+                200,
+                {
+                    "id": "chatcmpl-double",
+                    "object": "chat.completion",
+                    "model": body.get("model", "double"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                },
+            )
 
         def _crm(self, body) -> None:
             leads = body.get("leads", []) if isinstance(body, dict) else []

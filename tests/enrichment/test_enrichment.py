@@ -87,6 +87,7 @@ def _lead(tenant, email: str, status: str = "qualified") -> Lead:
         tenant=tenant,
         tier="normal",
         status=status,
+        is_qualified=True,
         email=email,
         received_at=timezone.now(),
     )

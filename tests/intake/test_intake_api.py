@@ -178,7 +178,9 @@ def test_idempotency_key_repeat_returns_original_trace_id(api, make_tenant):
     assert first.status_code == 202
     assert second.status_code == 200
     assert second.json() == {
-        "trace_id": first.json()["trace_id"], "duplicate": True, "tier": "normal"
+        "trace_id": first.json()["trace_id"],
+        "duplicate": True,
+        "tier": "normal",
     }
 
 

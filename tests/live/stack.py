@@ -5,6 +5,7 @@ them get SIGTERM, then SIGKILL, when the test session ends, and die with the tes
 dies first (PR_SET_PDEATHSIG).
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -45,11 +46,26 @@ class Process:
 
 def _pool_argv(pool: str, pool_type: str, concurrency: int, run_id: str) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "leadflow", "worker",
-        "-n", f"pool-{pool}-{run_id}@%h",
-        "-Q", f"{pool}.critical,{pool}.normal,{pool}.low",
-        "--pool", pool_type, "-c", str(concurrency),
-        "-O", "fair", "--without-mingle", "--without-gossip", "-l", "INFO",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "leadflow",
+        "worker",
+        "-n",
+        f"pool-{pool}-{run_id}@%h",
+        "-Q",
+        f"{pool}.critical,{pool}.normal,{pool}.low",
+        "--pool",
+        pool_type,
+        "-c",
+        str(concurrency),
+        "-O",
+        "fair",
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "INFO",
     ]
 
 
@@ -67,18 +83,39 @@ class Stack:
     def definitions(self) -> list[Process]:
         run_id = str(os.getpid())
         gunicorn = [
-            sys.executable, "-m", "gunicorn", "leadflow.wsgi", "-b", f"127.0.0.1:{self.api_port}",
-            "-w", "2", "--access-logfile", "-",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "leadflow.wsgi",
+            "-b",
+            f"127.0.0.1:{self.api_port}",
+            "-w",
+            "2",
+            "--no-control-socket",
+            "--access-logfile",
+            "-",
         ]
         control = [sys.executable, "manage.py", "run_control"]
         return [
             Process("api", gunicorn, self.log_dir / "api.log", "Booting worker"),
-            Process("pool-a", _pool_argv("a", "prefork", 2, run_id), self.log_dir / "pool-a.log",
-                    "ready."),
-            Process("pool-b", _pool_argv("b", "threads", 8, run_id), self.log_dir / "pool-b.log",
-                    "ready."),
-            Process("pool-c", _pool_argv("c", "threads", 8, run_id), self.log_dir / "pool-c.log",
-                    "ready."),
+            Process(
+                "pool-a",
+                _pool_argv("a", "prefork", 2, run_id),
+                self.log_dir / "pool-a.log",
+                "ready.",
+            ),
+            Process(
+                "pool-b",
+                _pool_argv("b", "threads", 8, run_id),
+                self.log_dir / "pool-b.log",
+                "ready.",
+            ),
+            Process(
+                "pool-c",
+                _pool_argv("c", "threads", 8, run_id),
+                self.log_dir / "pool-c.log",
+                "ready.",
+            ),
             Process("control", control, self.log_dir / "control.log", "control: active"),
         ]
 
@@ -93,8 +130,14 @@ class Stack:
     def _spawn(self, process: Process) -> None:
         log = process.log_path.open("ab")
         process.popen = subprocess.Popen(
-            process.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+            process.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def _wait_ready(self, process: Process, timeout: float = 60.0) -> None:
@@ -121,10 +164,8 @@ class Stack:
     def kill(self, name: str) -> None:
         """SIGKILL the process and all its children (e.g. a pool's prefork children)."""
         process = self.processes[name]
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.popen.wait(timeout=10)
 
     def restart(self, name: str) -> None:
@@ -140,19 +181,13 @@ class Stack:
     def stop_all(self) -> None:
         for process in self.processes.values():
             if process.popen and process.popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 15
         for process in self.processes.values():
             if not process.popen:
                 continue
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.popen.pid, signal.SIGKILL)  # any child left behind
-            except ProcessLookupError:
-                pass

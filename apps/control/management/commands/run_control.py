@@ -4,6 +4,7 @@ Only one instance is active at a time (a Redis lock with expiry), so running rep
 safe: the others wait and take over within seconds if the active one dies.
 """
 
+import contextlib
 import logging
 import signal
 import time
@@ -28,7 +29,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
-            "--max-seconds", type=float, default=0,
+            "--max-seconds",
+            type=float,
+            default=0,
             help="Stop after this long (0 = run until SIGTERM/SIGINT). For tests and benchmarks.",
         )
 
@@ -45,10 +48,8 @@ class Command(BaseCommand):
                 try:
                     self._lead(lock, deadline)
                 finally:
-                    try:
+                    with contextlib.suppress(LockError):
                         lock.release()
-                    except LockError:
-                        pass
         self.stdout.write("control: stopped", ending="\n")
 
     def _lead(self, lock, deadline: float | None) -> None:

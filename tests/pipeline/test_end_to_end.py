@@ -1,0 +1,206 @@
+"""The whole platform, end to end: HTTP intake → inboxes → dispatcher → pools A, B, C → PostgreSQL.
+
+Real gunicorn, Celery workers and control process (the live_stack fixture); leads are posted
+over HTTP and their outcome is read from PostgreSQL.
+"""
+
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from django.db.models import Count
+
+from apps.crm.models import DeadLetter
+from apps.crm.services import dead_letters_replay
+from apps.leads.models import Lead, LeadStatus
+from leadflow.redis_conn import get_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIERS = ("critical", "normal", "low")
+
+
+def auth(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.25, message: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s: {message}")
+
+
+def make_leads(count: int, tag: str, qualified_every: int = 2) -> list[dict]:
+    """Unique emails; every `qualified_every`-th lead scores over the threshold."""
+    leads = []
+    for i in range(count):
+        tier = TIERS[i % 3]
+        if i % qualified_every == 0:
+            lead = {
+                "email": f"buyer-{tag}-{i}@acme-{i % 7}.com",
+                "company": "Acme",
+                "phone": "+1 415 555 0100",
+                "source": "google_ads",
+                "region": "us",
+            }
+        else:
+            lead = {"email": f"someone-{tag}-{i}@gmail.com"}
+        leads.append({**lead, "priority": tier})
+    return leads
+
+
+def post_batches(api, key: str, leads: list[dict], size: int = 100) -> list[str]:
+    trace_ids = []
+    for start in range(0, len(leads), size):
+        response = api.post(
+            "/api/v1/leads/batch", json={"leads": leads[start : start + size]}, headers=auth(key)
+        )
+        assert response.status_code == 202, response.text
+        trace_ids += [r["trace_id"] for r in response.json()["results"]]
+    return trace_ids
+
+
+def statuses(trace_ids: list[str]) -> Counter:
+    rows = Lead.objects.filter(trace_id__in=trace_ids).values_list("status", flat=True)
+    return Counter(rows)
+
+
+def test_1000_leads_from_3_tenants_all_reach_synced(api, make_tenant, double):
+    tenants = [
+        make_tenant("webhook", crm_webhook_url=f"{double.url}/crm/t1", crm_webhook_secret="s3"),
+        make_tenant("local-a"),
+        make_tenant("local-b"),
+    ]
+    accepted: dict[int, list[str]] = {}
+    for index, (tenant, key) in enumerate(tenants):
+        count = 334 if index == 0 else 333
+        accepted[tenant.id] = post_batches(api, key, make_leads(count, f"{tenant.id}"))
+    all_ids = [t for ids in accepted.values() for t in ids]
+    assert len(all_ids) == 1000
+
+    wait_until(
+        lambda: statuses(all_ids)[LeadStatus.SYNCED] == 1000,
+        timeout=240,
+        message=f"not all synced: {statuses(all_ids)}",
+    )
+    rows_per_tenant = dict(
+        Lead.objects.filter(trace_id__in=all_ids)
+        .values_list("tenant_id")
+        .annotate(n=Count("trace_id"))
+    )
+    assert rows_per_tenant == {tenant_id: len(ids) for tenant_id, ids in accepted.items()}
+
+    # Qualified leads went through enrichment; the others went straight to the CRM.
+    synced = Lead.objects.filter(trace_id__in=all_ids).select_related("enrichment")
+    for lead in synced:
+        assert lead.score is not None and lead.qualified_at and lead.synced_at
+        assert hasattr(lead, "enrichment") == lead.is_qualified
+    assert Counter(lead.tier for lead in synced) == Counter(
+        {"critical": 334, "normal": 333, "low": 333}
+    )
+
+    # The webhook tenant's CRM received each of its leads exactly once.
+    delivered = [lead["trace_id"] for call in double.calls("crm") for lead in call["body"]["leads"]]
+    assert sorted(delivered) == sorted(accepted[tenants[0][0].id])
+
+    # And the API tells the client the same story.
+    tenant, key = tenants[1]
+    body = api.get(f"/api/v1/leads/{accepted[tenant.id][0]}", headers=auth(key)).json()
+    assert body["status"] == "synced"
+    assert body["stages"]["crm"]["adapter"] == "local"
+    assert body["timestamps"]["synced_at"]
+
+
+def test_same_email_within_24h_is_marked_duplicate_and_not_processed(api, make_tenant):
+    _, key = make_tenant()
+    first = {"email": "Repeat@Example.com", "company": "Acme", "source": "partner"}
+    second = {"email": "  repeat@example.COM ", "name": "Same person, other body"}
+    ids = post_batches(api, key, [first])
+    ids += post_batches(api, key, [second])
+    wait_until(
+        lambda: statuses(ids)[LeadStatus.DUPLICATE] == 1 and sum(statuses(ids).values()) == 2,
+        timeout=60,
+    )
+    original = Lead.objects.get(trace_id=ids[0])
+    duplicate = Lead.objects.get(trace_id=ids[1])
+    assert duplicate.status == LeadStatus.DUPLICATE
+    assert str(duplicate.duplicate_of) == str(original.trace_id)
+    assert duplicate.synced_at is None and duplicate.score is None
+
+
+def test_pool_a_killed_mid_batch_loses_no_lead(api, make_tenant, live_stack):
+    _, key = make_tenant()
+    leads = make_leads(4000, uuid.uuid4().hex[:6], qualified_every=3)
+    trace_ids = []
+    for start in range(0, len(leads), 500):
+        response = api.post(
+            "/api/v1/leads/batch", json={"leads": leads[start : start + 500]}, headers=auth(key)
+        )
+        trace_ids += [r["trace_id"] for r in response.json()["results"]]
+
+    def pool_a_holds_a_batch() -> bool:
+        # kombu keeps every delivered, not yet acked message in the "unacked" hash.
+        return any(b'"a.' in message for message in get_redis().hvals("unacked"))
+
+    wait_until(pool_a_holds_a_batch, timeout=60, interval=0.01, message="pool A never got a batch")
+    live_stack.kill("pool-a")
+    stored_at_kill = Lead.objects.filter(trace_id__in=trace_ids).count()
+    assert stored_at_kill < len(trace_ids), "pool A finished everything before it was killed"
+    live_stack.restart("pool-a")
+
+    # The killed batch comes back after the broker's visibility timeout (20 s in tests).
+    wait_until(
+        lambda: Lead.objects.filter(trace_id__in=trace_ids).count() == len(trace_ids),
+        timeout=180,
+        message="accepted leads missing from PostgreSQL",
+    )
+    stored = list(Lead.objects.filter(trace_id__in=trace_ids).values_list("trace_id", flat=True))
+    assert sorted(str(t) for t in stored) == sorted(trace_ids)  # each exactly once
+    wait_until(
+        lambda: statuses(trace_ids)[LeadStatus.SYNCED] == len(trace_ids),
+        timeout=180,
+        message=f"not all synced after the kill: {statuses(trace_ids)}",
+    )
+
+
+def test_failing_ai_provider_degrades_enrichment_but_leads_complete(api, make_tenant, double):
+    double.configure("ai", failure_rate=1.0)
+    _, key = make_tenant()
+    ids = post_batches(api, key, make_leads(30, uuid.uuid4().hex[:6], qualified_every=1))
+    wait_until(
+        lambda: statuses(ids)[LeadStatus.SYNCED] == 30, timeout=90, message=f"{statuses(ids)}"
+    )
+    leads = Lead.objects.filter(trace_id__in=ids).select_related("enrichment")
+    assert all(lead.ai_degraded for lead in leads)
+    assert all(lead.enrichment.degraded for lead in leads)
+    assert double.calls("ai"), "the provider was never tried"
+
+
+def test_failing_crm_dead_letters_after_retries_and_replay_delivers(api, make_tenant, double):
+    tenant, key = make_tenant(crm_webhook_url=f"{double.url}/crm/down", crm_webhook_secret="k")
+    double.configure("crm", failure_rate=1.0)
+    ids = post_batches(api, key, make_leads(10, uuid.uuid4().hex[:6], qualified_every=2))
+    wait_until(
+        lambda: statuses(ids)[LeadStatus.DEAD_LETTERED] == 10,
+        timeout=120,
+        message=f"{statuses(ids)}",
+    )
+    letters = DeadLetter.objects.filter(tenant=tenant, replayed_at__isnull=True)
+    assert letters.count() == 10
+    assert all(letter.attempts >= 2 for letter in letters)  # retried before giving up
+    assert all(letter.stage == "crm" for letter in letters)
+
+    double.reset()  # the CRM is back
+    get_redis().delete(*get_redis().keys("lf:*:pybreaker:*") or ["-"])
+    assert dead_letters_replay(list(letters.values_list("id", flat=True))) == 10
+    wait_until(
+        lambda: statuses(ids)[LeadStatus.SYNCED] == 10, timeout=60, message=f"{statuses(ids)}"
+    )
+    assert DeadLetter.objects.filter(tenant=tenant, replayed_at__isnull=True).count() == 0
+    delivered = {lead["trace_id"] for call in double.calls("crm") for lead in call["body"]["leads"]}
+    assert delivered == set(ids)
