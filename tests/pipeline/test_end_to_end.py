@@ -42,7 +42,7 @@ def make_leads(count: int, tag: str, qualified_every: int = 2) -> list[dict]:
         tier = TIERS[i % 3]
         if i % qualified_every == 0:
             lead = {
-                "email": f"buyer-{tag}-{i}@acme-{i % 7}.com",
+                "email": f"buyer-{tag}-{i}@acme-{tag}-{i % 7}.com",
                 "company": "Acme",
                 "phone": "+1 415 555 0100",
                 "source": "google_ads",
@@ -169,6 +169,7 @@ def test_pool_a_killed_mid_batch_loses_no_lead(api, make_tenant, live_stack):
 
 
 def test_failing_ai_provider_degrades_enrichment_but_leads_complete(api, make_tenant, double):
+    # Domains never seen before: no cached AI answer can stand in for the provider.
     double.configure("ai", failure_rate=1.0)
     _, key = make_tenant()
     ids = post_batches(api, key, make_leads(30, uuid.uuid4().hex[:6], qualified_every=1))
