@@ -110,6 +110,9 @@ TENANT_CACHE_TTL_SECONDS = env_float("LEADFLOW_TENANT_CACHE_TTL_SECONDS", 30.0)
 DISPATCH_BATCH_MAX = env_int("LEADFLOW_DISPATCH_BATCH_MAX", 500)
 DISPATCH_WATERMARK_A = env_int("LEADFLOW_DISPATCH_WATERMARK_A", 4)  # messages in a.*
 DISPATCH_WATERMARK_BC = env_int("LEADFLOW_DISPATCH_WATERMARK_BC", 16)  # messages in b.* or c.*
+# A batch handed to pool A and not stored within this long is published again (at-least-once:
+# storing is idempotent). Above the task time limit, so a slow batch is not doubled needlessly.
+INFLIGHT_REPUBLISH_SECONDS = env_float("LEADFLOW_INFLIGHT_REPUBLISH_SECONDS", 360.0)
 # Drain rate assumed before the controller has measured one (leads/s per tier).
 DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
 

@@ -1,5 +1,6 @@
 """Pool A: qualification (prefork: the work is CPU — parsing, normalizing, scoring)."""
 
+from apps.intake.inbox import release_batch
 from apps.leads.services import inbox_entries_decode, leads_qualify
 from leadflow.celery import app
 from workers.pool_b import enrich_leads
@@ -8,10 +9,16 @@ from workers.queues import queue_name
 
 
 @app.task(name="pool_a.qualify_leads")
-def qualify_leads(entries: list[str], tier: str) -> None:
-    """Store and score a batch from an inbox, then pass it on: qualified → B, the rest → C."""
+def qualify_leads(entries: list[str], tier: str, batch_id: str | None = None) -> None:
+    """Store and score a batch from an inbox, then pass it on: qualified → B, the rest → C.
+
+    Only then is the dispatcher's in-flight copy released; until that, a lost message is
+    republished by the control process (storing is idempotent by trace id).
+    """
     outcome = leads_qualify(inbox_entries_decode(entries))
     if outcome.to_enrich:
         enrich_leads.apply_async(args=[outcome.to_enrich, tier], queue=queue_name("b", tier))
     if outcome.to_sync:
         sync_leads.apply_async(args=[outcome.to_sync, tier], queue=queue_name("c", tier))
+    if batch_id:
+        release_batch(batch_id)

@@ -18,9 +18,6 @@ from workers.queues import TIERS, pool_queues, queue_name
 
 log = logging.getLogger(__name__)
 
-# A claimed batch not released within this long belongs to a dispatcher that died mid-way.
-STALE_BATCH_SECONDS = 30.0
-
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting in each pool's Celery queues (not counting those a worker holds)."""
@@ -42,10 +39,11 @@ def pools_have_room() -> bool:
 
 
 def publish(batch: inbox.ClaimedBatch) -> None:
+    """Hand the batch to pool A. Its in-flight copy stays until pool A has stored it."""
     entries = [entry.decode() for entry in batch.entries]
-    qualify_leads.apply_async(args=[entries, batch.tier], queue=queue_name("a", batch.tier))
-    # Only now that the broker holds the batch may the in-flight copy go.
-    inbox.release_batch(batch.batch_id)
+    qualify_leads.apply_async(
+        args=[entries, batch.tier, batch.batch_id], queue=queue_name("a", batch.tier)
+    )
 
 
 class Dispatcher:
@@ -54,7 +52,10 @@ class Dispatcher:
         self.dispatched = Counter()  # tier -> leads sent to pool A since start
 
     def republish_stale(self) -> int:
-        batches = inbox.stale_batches(STALE_BATCH_SECONDS)
+        """Batches claimed long ago and still not stored: the dispatcher died before publishing,
+        or the message was lost between the broker and pool A (kombu's Redis transport pops a
+        message before it records it as unacked, so a worker killed in between drops it)."""
+        batches = inbox.stale_batches(settings.INFLIGHT_REPUBLISH_SECONDS)
         for batch in batches:
             log.warning(
                 "republishing in-flight batch %s (%d leads)", batch.batch_id, len(batch.entries)

@@ -77,23 +77,28 @@ def claim_batch(tier: str, tenant_id: int, max_leads: int) -> ClaimedBatch | Non
 
 
 def release_batch(batch_id: str) -> None:
-    """Celery holds the batch now: forget the in-flight copy."""
+    """Pool A has stored the batch in PostgreSQL: forget the in-flight copy."""
     get_redis().pipeline().delete(inflight_batch_key(batch_id)).zrem(
         INFLIGHT_KEY, batch_id
     ).execute()
 
 
 def stale_batches(older_than_seconds: float) -> list[ClaimedBatch]:
-    """In-flight batches claimed long ago and never released: their dispatcher died mid-way."""
+    """In-flight batches claimed (or last republished) long ago and never released.
+
+    Each one returned is stamped with the current time, so it is returned again only after
+    another full period.
+    """
     client = get_redis()
-    ceiling = time.time() - older_than_seconds
+    now = time.time()
     batches = []
-    for raw_id in client.zrangebyscore(INFLIGHT_KEY, "-inf", ceiling):
+    for raw_id in client.zrangebyscore(INFLIGHT_KEY, "-inf", now - older_than_seconds):
         batch_id = raw_id.decode()
         entries = client.lrange(inflight_batch_key(batch_id), 0, -1)
         if not entries:
             client.zrem(INFLIGHT_KEY, batch_id)
             continue
+        client.zadd(INFLIGHT_KEY, {batch_id: now}, xx=True)
         first = orjson.loads(entries[0])
         batches.append(
             ClaimedBatch(
