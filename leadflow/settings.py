@@ -113,6 +113,9 @@ DISPATCH_WATERMARK_BC = env_int("LEADFLOW_DISPATCH_WATERMARK_BC", 16)  # message
 # A batch handed to pool A and not stored within this long is published again (at-least-once:
 # storing is idempotent). Above the task time limit, so a slow batch is not doubled needlessly.
 INFLIGHT_REPUBLISH_SECONDS = env_float("LEADFLOW_INFLIGHT_REPUBLISH_SECONDS", 360.0)
+# A stored lead still waiting for enrichment or CRM sync after this long is sent on again.
+# Above the CRM's whole retry schedule, so a lead between retries is not doubled needlessly.
+STALLED_LEAD_SECONDS = env_float("LEADFLOW_STALLED_LEAD_SECONDS", 900.0)
 # Drain rate assumed before the controller has measured one (leads/s per tier).
 DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
 

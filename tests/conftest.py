@@ -51,6 +51,7 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         # Short, so a batch whose worker was SIGKILLed comes back within the test.
         "CELERY_VISIBILITY_TIMEOUT": "20",
         "LEADFLOW_INFLIGHT_REPUBLISH_SECONDS": "20",
+        "LEADFLOW_STALLED_LEAD_SECONDS": "30",
         "PYTHONUNBUFFERED": "1",
     }
     stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))

@@ -53,6 +53,12 @@ class Lead(models.Model):
             # Semantic dedup: same tenant, same normalized email, recent.
             models.Index(fields=["tenant", "email", "received_at"], name="lead_dedup_idx"),
             models.Index(fields=["tenant", "status"], name="lead_tenant_status_idx"),
+            # The stalled-lead sweeper reads only leads between pool A and the CRM: few rows.
+            models.Index(
+                fields=["qualified_at"],
+                condition=models.Q(status__in=["qualified", "enriched"]),
+                name="lead_in_flight_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -7,9 +7,11 @@ over HTTP and their outcome is read from PostgreSQL.
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from django.db.models import Count
+from django.utils import timezone
 
 from apps.crm.models import DeadLetter
 from apps.crm.services import dead_letters_replay
@@ -205,3 +207,30 @@ def test_failing_crm_dead_letters_after_retries_and_replay_delivers(api, make_te
     assert DeadLetter.objects.filter(tenant=tenant, replayed_at__isnull=True).count() == 0
     delivered = {lead["trace_id"] for call in double.calls("crm") for lead in call["body"]["leads"]}
     assert delivered == set(ids)
+
+
+def test_a_lead_whose_next_message_was_lost_is_sent_on_by_the_sweeper(live_stack, make_tenant):
+    # As if pool A stored these leads an hour ago and their messages to B and C were lost.
+    tenant, _ = make_tenant()
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    common = {
+        "tenant": tenant,
+        "tier": "normal",
+        "status": LeadStatus.QUALIFIED,
+        "received_at": an_hour_ago,
+        "qualified_at": an_hour_ago,
+        "score": 70,
+    }
+    for_b = Lead.objects.create(
+        trace_id=uuid.uuid4(), email="lost-b@acme.com", is_qualified=True, **common
+    )
+    for_c = Lead.objects.create(
+        trace_id=uuid.uuid4(), email="lost-c@gmail.com", is_qualified=False, **common
+    )
+    ids = [str(for_b.trace_id), str(for_c.trace_id)]
+    # The control process sweeps every 10 s.
+    wait_until(
+        lambda: statuses(ids)[LeadStatus.SYNCED] == 2, timeout=60, message=f"{statuses(ids)}"
+    )
+    assert Lead.objects.get(trace_id=for_b.trace_id).enriched_at is not None
+    assert Lead.objects.get(trace_id=for_c.trace_id).enriched_at is None

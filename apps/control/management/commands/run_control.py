@@ -14,6 +14,7 @@ from redis.exceptions import LockError
 
 from apps.control.controller import Controller
 from apps.control.dispatcher import Dispatcher
+from apps.control.sweeper import stalled_leads_resend
 from leadflow.redis_conn import get_redis
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 LEADER_LOCK = "lf:control:leader"
 LEADER_LOCK_SECONDS = 5.0
 TICK_SECONDS = 1.0
+SWEEP_SECONDS = 10.0
 IDLE_SLEEP_SECONDS = 0.02
 
 
@@ -55,9 +57,14 @@ class Command(BaseCommand):
     def _lead(self, lock, deadline: float | None) -> None:
         dispatcher, controller = Dispatcher(), Controller()
         dispatcher.republish_stale()
-        next_tick = 0.0
+        next_tick = next_sweep = 0.0
         while not self._stopping and not self._expired(deadline):
             now = time.monotonic()
+            if now >= next_sweep:
+                resent = stalled_leads_resend()
+                if resent:
+                    log.warning("control: sent %d stalled leads on again", resent)
+                next_sweep = now + SWEEP_SECONDS
             if now >= next_tick:
                 try:
                     lock.reacquire()

@@ -1,0 +1,38 @@
+"""The stalled-lead sweeper: a lead stored by pool A that has not moved on for a long time lost
+its message to B or C (kombu's Redis transport can drop a message popped by a worker killed
+before it recorded it as unacked). Send those leads on again; every stage is idempotent."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.leads.models import Lead, LeadStatus
+from workers.pool_b import enrich_leads
+from workers.pool_c import sync_leads
+from workers.queues import queue_name
+
+SWEEP_LIMIT = 5000  # leads per sweep; the next sweep takes the rest
+
+
+def stalled_leads_resend() -> int:
+    """Re-enqueue leads waiting for B or C longer than LEADFLOW_STALLED_LEAD_SECONDS."""
+    cutoff = timezone.now() - timedelta(seconds=settings.STALLED_LEAD_SECONDS)
+    for_enrichment = Q(status=LeadStatus.QUALIFIED, is_qualified=True, qualified_at__lt=cutoff)
+    for_crm = Q(status=LeadStatus.QUALIFIED, is_qualified=False, qualified_at__lt=cutoff) | Q(
+        status=LeadStatus.ENRICHED, enriched_at__lt=cutoff
+    )
+    groups: dict[tuple, list[str]] = {}
+    rows = Lead.objects.filter(for_enrichment | for_crm).values_list(
+        "trace_id", "status", "is_qualified", "tier"
+    )[:SWEEP_LIMIT]
+    for trace_id, status, is_qualified, tier in rows:
+        pool = "b" if status == LeadStatus.QUALIFIED and is_qualified else "c"
+        groups.setdefault((pool, tier), []).append(str(trace_id))
+    for (pool, tier), trace_ids in groups.items():
+        task = enrich_leads if pool == "b" else sync_leads
+        for start in range(0, len(trace_ids), settings.DISPATCH_BATCH_MAX):
+            chunk = trace_ids[start : start + settings.DISPATCH_BATCH_MAX]
+            task.apply_async(args=[chunk, tier], queue=queue_name(pool, tier))
+    return sum(len(ids) for ids in groups.values())
