@@ -1,7 +1,7 @@
 """Pool A: qualification (prefork: the work is CPU — parsing, normalizing, scoring)."""
 
-from apps.intake.inbox import release_batch
-from apps.leads.services import inbox_entries_decode, leads_qualify
+from apps.intake.inbox import entries_decode, release_batch
+from apps.leads.services import leads_qualify
 from leadflow.celery import app
 from workers.pool_b import enrich_leads
 from workers.pool_c import sync_leads
@@ -15,7 +15,7 @@ def qualify_leads(entries: list[str], tier: str, batch_id: str | None = None) ->
     Only then is the dispatcher's in-flight copy released; until that, a lost message is
     republished by the control process (storing is idempotent by trace id).
     """
-    outcome = leads_qualify(inbox_entries_decode(entries))
+    outcome = leads_qualify(entries_decode(entries))
     if outcome.to_enrich:
         enrich_leads.apply_async(args=[outcome.to_enrich, tier], queue=queue_name("b", tier))
     if outcome.to_sync:

@@ -2,7 +2,7 @@
 publish what the intake needs for honest answers (drain rates, mode).
 
 This is the seam for overload control: the mode machine, backpressure and shedding hang off
-`Controller.tick`, fed by the same measurements.
+`Controller.tick`, fed by the same measurements (it returns them).
 """
 
 import time
@@ -61,21 +61,8 @@ class Controller:
         return measures
 
     def _publish(self, measures: dict[str, TierMeasure]) -> None:
-        pipe = get_redis().pipeline()
+        # The intake reads these for estimated_completion (admit.lua); the mode needs no write
+        # while it is always normal: the script reads a missing mode as "normal".
         rates = {m.tier: f"{m.drain_rate:.3f}" for m in measures.values() if m.drain_rate > 0}
         if rates:
-            pipe.hset(inbox.DRAIN_KEY, mapping=rates)
-        pipe.hset(
-            "lf:measures",
-            mapping={
-                f"{m.tier}:{name}": value
-                for m in measures.values()
-                for name, value in (
-                    ("backlog", m.backlog),
-                    ("lag_seconds", f"{m.lag_seconds:.3f}"),
-                    ("drain_rate", f"{m.drain_rate:.3f}"),
-                )
-            },
-        )
-        pipe.set(inbox.MODE_KEY, "normal", nx=True)
-        pipe.execute()
+            get_redis().hset(inbox.DRAIN_KEY, mapping=rates)

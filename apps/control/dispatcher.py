@@ -14,19 +14,19 @@ from django.conf import settings
 from apps.intake import inbox
 from leadflow.redis_conn import get_redis
 from workers.pool_a import qualify_leads
-from workers.queues import TIERS, pool_queues, queue_name
+from workers.queues import POOLS, TIERS, pool_queues, queue_name
 
 log = logging.getLogger(__name__)
 
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting in each pool's Celery queues (not counting those a worker holds)."""
-    names = [name for pool in ("a", "b", "c") for name in pool_queues(pool)]
+    names = [name for pool in POOLS for name in pool_queues(pool)]
     pipe = get_redis().pipeline(transaction=False)
     for name in names:
         pipe.llen(name)
     depths = dict(zip(names, pipe.execute(), strict=True))
-    return {pool: sum(depths[q] for q in pool_queues(pool)) for pool in ("a", "b", "c")}
+    return {pool: sum(depths[q] for q in pool_queues(pool)) for pool in POOLS}
 
 
 def pools_have_room() -> bool:
@@ -75,22 +75,26 @@ class Dispatcher:
         """One pass: fill the pools' queues up to their watermarks. Returns leads dispatched."""
         sent = 0
         for tier in TIERS:
-            # Strict order: a lower tier gets room only when every tier above it is empty.
-            while pools_have_room():
-                served = 0
-                for tenant_id in self._tenants_in_turn(tier):
-                    if served and not pools_have_room():
-                        break
-                    batch = inbox.claim_batch(tier, tenant_id, settings.DISPATCH_BATCH_MAX)
-                    self._last_served[tier] = tenant_id
-                    if batch is None:
-                        continue
-                    publish(batch)
-                    served += len(batch.entries)
+            # Strict order: a lower tier is served only once this one has nothing left.
+            while True:
+                if not pools_have_room():
+                    return sent  # this tier may still wait, and the tiers below it with it
+                served = self._serve_round(tier)
                 self.dispatched[tier] += served
                 sent += served
                 if not served:
-                    break
-            if inbox.active_tenants(tier):
-                break  # this tier still waits: the tiers below it wait too
+                    break  # this tier is empty
         return sent
+
+    def _serve_round(self, tier: str) -> int:
+        """One batch for each tenant waiting in the tier, in turn, while the pools have room."""
+        served = 0
+        for tenant_id in self._tenants_in_turn(tier):
+            if served and not pools_have_room():
+                break
+            batch = inbox.claim_batch(tier, tenant_id, settings.DISPATCH_BATCH_MAX)
+            self._last_served[tier] = tenant_id
+            if batch is not None:
+                publish(batch)
+                served += len(batch.entries)
+        return served

@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.leads.models import Lead, LeadStatus
 from workers.pool_b import enrich_leads
 from workers.pool_c import sync_leads
-from workers.queues import queue_name
+from workers.queues import send_in_batches
 
 SWEEP_LIMIT = 5000  # leads per sweep; the next sweep takes the rest
 
@@ -31,8 +31,5 @@ def stalled_leads_resend() -> int:
         pool = "b" if status == LeadStatus.QUALIFIED and is_qualified else "c"
         groups.setdefault((pool, tier), []).append(str(trace_id))
     for (pool, tier), trace_ids in groups.items():
-        task = enrich_leads if pool == "b" else sync_leads
-        for start in range(0, len(trace_ids), settings.DISPATCH_BATCH_MAX):
-            chunk = trace_ids[start : start + settings.DISPATCH_BATCH_MAX]
-            task.apply_async(args=[chunk, tier], queue=queue_name(pool, tier))
+        send_in_batches(enrich_leads if pool == "b" else sync_leads, pool, tier, trace_ids)
     return sum(len(ids) for ids in groups.values())

@@ -5,7 +5,6 @@ and replay dead letters. Every function is idempotent by trace_id (delivery is a
 from collections import defaultdict
 from collections.abc import Iterable
 
-from django.core.exceptions import FieldDoesNotExist
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -14,8 +13,6 @@ from apps.crm.adapters import adapter_for
 from apps.crm.models import CrmSync, DeadLetter
 from apps.leads.models import Lead, LeadStatus
 
-REPLAY_BATCH_MAX = 500
-
 # Ready for the CRM: enriched; or scored under the threshold (those skip enrichment); or
 # dead-lettered (a replay). A qualified lead that passed is still waiting for enrichment.
 CRM_READY = (
@@ -23,15 +20,6 @@ CRM_READY = (
     | Q(status=LeadStatus.QUALIFIED, is_qualified=False)
     | Q(status=LeadStatus.DEAD_LETTERED)
 )
-
-
-def _has_enrichment_relation() -> bool:
-    # apps.enrichment may not define LeadEnrichment yet; the payload then carries null.
-    try:
-        Lead._meta.get_field("enrichment")
-    except FieldDoesNotExist:
-        return False
-    return True
 
 
 def _enrichment_data(lead: Lead) -> dict | None:
@@ -67,9 +55,9 @@ def leads_sync(trace_ids: list[str]) -> None:
     CrmUnavailable and CrmRejected propagate: the task retries the first and dead-letters
     on the second. Tenants already delivered in this call stay recorded.
     """
-    leads = Lead.objects.filter(CRM_READY, trace_id__in=trace_ids).select_related("tenant")
-    if _has_enrichment_relation():
-        leads = leads.select_related("enrichment")
+    leads = Lead.objects.filter(CRM_READY, trace_id__in=trace_ids).select_related(
+        "tenant", "enrichment"
+    )
 
     by_tenant: dict[int, list[Lead]] = defaultdict(list)
     for lead in leads.order_by("received_at"):
@@ -134,7 +122,7 @@ def dead_letters_replay(dead_letter_ids: Iterable[int]) -> int:
     The dead letters stay open until the sync succeeds, which sets their replayed_at.
     """
     from workers.pool_c import sync_leads  # workers import this module
-    from workers.queues import queue_name
+    from workers.queues import send_in_batches
 
     rows = (
         DeadLetter.objects.filter(pk__in=list(dead_letter_ids), replayed_at__isnull=True)
@@ -149,9 +137,5 @@ def dead_letters_replay(dead_letter_ids: Iterable[int]) -> int:
             chunks[(tenant_id, tier)].append(str(trace_id))
 
     for (_, tier), trace_ids in chunks.items():
-        for start in range(0, len(trace_ids), REPLAY_BATCH_MAX):
-            sync_leads.apply_async(
-                args=[trace_ids[start : start + REPLAY_BATCH_MAX], tier],
-                queue=queue_name("c", tier),
-            )
+        send_in_batches(sync_leads, "c", tier, trace_ids)
     return len(seen)

@@ -15,7 +15,7 @@ import orjson
 from django.conf import settings
 
 from apps.intake import inbox
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_redis, lua_script
 from workers.queues import TIERS
 
 _SCRIPT_PATH = Path(__file__).parent / "lua" / "admit.lua"
@@ -49,16 +49,8 @@ def dedup_digest_for_key(idempotency_key: str) -> str:
     return hashlib.sha256(b"idempotency-key:" + idempotency_key.encode()).hexdigest()
 
 
-_script = None
-
-
 def admit(tenant_id: int, candidates: list[Candidate]) -> tuple[str, list[Admission]]:
     """Admit the tenant's leads in order; returns the platform mode and one Admission per lead."""
-    global _script
-    client = get_redis()
-    if _script is None:
-        _script = client.register_script(_SCRIPT_PATH.read_text())
-
     received_at = time.time()
     keys = [inbox.inbox_key(tier, tenant_id) for tier in TIERS]
     keys += [inbox.active_tenants_key(tier) for tier in TIERS]
@@ -82,7 +74,7 @@ def admit(tenant_id: int, candidates: list[Candidate]) -> tuple[str, list[Admiss
             orjson.dumps(entry),
         ]
 
-    raw_mode, raw_drain, results = _script(keys=keys, args=args, client=client)
+    raw_mode, raw_drain, results = lua_script(_SCRIPT_PATH)(keys=keys, args=args)
     drain = [float(rate) if rate else settings.DRAIN_RATE_DEFAULT for rate in raw_drain]
     now = datetime.fromtimestamp(received_at, tz=UTC)
     admissions = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_redis, lua_script
 from workers.queues import TIERS
 
 _LUA = Path(__file__).parent / "lua"
@@ -50,17 +50,10 @@ class ClaimedBatch:
     entries: list[bytes]
 
 
-_claim_script = None
-
-
 def claim_batch(tier: str, tenant_id: int, max_leads: int) -> ClaimedBatch | None:
     """Take up to max_leads from the tenant's inbox, oldest first; None when it was empty."""
-    global _claim_script
-    client = get_redis()
-    if _claim_script is None:
-        _claim_script = client.register_script((_LUA / "claim.lua").read_text())
     batch_id = uuid.uuid4().hex
-    entries = _claim_script(
+    entries = lua_script(_LUA / "claim.lua")(
         keys=[
             inbox_key(tier, tenant_id),
             active_tenants_key(tier),
@@ -69,11 +62,15 @@ def claim_batch(tier: str, tenant_id: int, max_leads: int) -> ClaimedBatch | Non
             inflight_batch_key(batch_id),
         ],
         args=[max_leads, tenant_id, tier, batch_id, time.time()],
-        client=client,
     )
     if not entries:
         return None
     return ClaimedBatch(batch_id=batch_id, tenant_id=tenant_id, tier=tier, entries=entries)
+
+
+def entries_decode(raw_entries: list[str]) -> list[dict]:
+    """Inbox entries (JSON, as admission wrote them) back into lead dicts."""
+    return [orjson.loads(raw) for raw in raw_entries]
 
 
 def release_batch(batch_id: str) -> None:

@@ -3,7 +3,6 @@
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -102,7 +101,3 @@ def leads_qualify(entries: list[dict]) -> QualifyOutcome:
     for trace_id, is_qualified in stored:
         (outcome.to_enrich if is_qualified else outcome.to_sync).append(str(trace_id))
     return outcome
-
-
-def inbox_entries_decode(raw_entries: list[str]) -> list[dict]:
-    return [orjson.loads(raw) for raw in raw_entries]
