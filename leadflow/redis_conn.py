@@ -9,7 +9,7 @@ from redis.commands.core import Script
 
 _client: redis.Redis | None = None
 _client_pid: int | None = None
-_scripts: dict[Path, Script] = {}
+_scripts: dict[tuple[Path, ...], Script] = {}
 
 
 def get_redis() -> redis.Redis:
@@ -22,10 +22,15 @@ def get_redis() -> redis.Redis:
     return _client
 
 
-def lua_script(path: Path) -> Script:
-    """The Lua script in `path`, read once per process; redis-py runs it by EVALSHA."""
+def lua_script(path: Path, *includes: Path) -> Script:
+    """The Lua script in `path`, with `includes` (shared local functions) put ahead of it.
+
+    Read once per process; redis-py runs it by EVALSHA.
+    """
     client = get_redis()
-    script = _scripts.get(path)
+    parts = (*includes, path)
+    script = _scripts.get(parts)
     if script is None:
-        script = _scripts[path] = client.register_script(path.read_text())
+        source = "\n".join(part.read_text() for part in parts)
+        script = _scripts[parts] = client.register_script(source)
     return script

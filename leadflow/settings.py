@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "apps.enrichment",
     "apps.crm",
     "apps.control",
+    "apps.reports",
 ]
 
 MIDDLEWARE = [
@@ -118,6 +119,53 @@ INFLIGHT_REPUBLISH_SECONDS = env_float("LEADFLOW_INFLIGHT_REPUBLISH_SECONDS", 36
 STALLED_LEAD_SECONDS = env_float("LEADFLOW_STALLED_LEAD_SECONDS", 900.0)
 # Drain rate assumed before the controller has measured one (leads/s per tier).
 DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
+
+# ---------------------------------------------------------------------------
+# Overload control: admission limits, backpressure, the controller's modes, shedding.
+# Defaults are ARCHITECTURE.md's; every one can be set small for tests.
+# ---------------------------------------------------------------------------
+# Requests without a valid API key, per IP address (a token bucket): bots guessing keys.
+ANONYMOUS_IP_RATE = env_float("LEADFLOW_ANONYMOUS_IP_RATE", 100.0)
+ANONYMOUS_IP_BURST = env_int("LEADFLOW_ANONYMOUS_IP_BURST", 200)
+# Behind a load balancer, the client's address is the first X-Forwarded-For hop. Only turn
+# this on when a proxy you run sets the header: otherwise clients choose their own address.
+TRUST_X_FORWARDED_FOR = env_bool("LEADFLOW_TRUST_X_FORWARDED_FOR", False)
+# Backpressure: a tier refuses leads (429) while the backlog ahead of a new lead (its tier and
+# the tiers before it) is at this bound, or while its lag is over the lag bound. Critical's
+# bounds are the widest, so critical intake is refused last.
+BACKPRESSURE_BACKLOG = {
+    "critical": env_int("LEADFLOW_BACKPRESSURE_BACKLOG_CRITICAL", 400_000),
+    "normal": env_int("LEADFLOW_BACKPRESSURE_BACKLOG_NORMAL", 200_000),
+    "low": env_int("LEADFLOW_BACKPRESSURE_BACKLOG_LOW", 100_000),
+}
+BACKPRESSURE_LAG_SECONDS = {
+    "critical": env_float("LEADFLOW_BACKPRESSURE_LAG_CRITICAL", 120.0),
+    "normal": env_float("LEADFLOW_BACKPRESSURE_LAG_NORMAL", 600.0),
+    "low": env_float("LEADFLOW_BACKPRESSURE_LAG_LOW", 1800.0),
+}
+# Retry-After under backpressure is backlog ÷ drain rate, clamped to at most this.
+RETRY_AFTER_MAX_SECONDS = env_int("LEADFLOW_RETRY_AFTER_MAX_SECONDS", 300)
+# The mode machine (apps/control/modes.py). Lags in seconds; a transition happens only after
+# its condition has held for MODE_DWELL_SECONDS, so the mode cannot flap around a threshold.
+MODE_THIN_ENTER_LAG = env_float("LEADFLOW_MODE_THIN_ENTER_LAG", 30.0)  # normal tier
+MODE_THIN_EXIT_LAG = env_float("LEADFLOW_MODE_THIN_EXIT_LAG", 10.0)
+MODE_SEVERE_ENTER_LAG = env_float("LEADFLOW_MODE_SEVERE_ENTER_LAG", 300.0)  # normal tier
+MODE_SEVERE_EXIT_LAG = env_float("LEADFLOW_MODE_SEVERE_EXIT_LAG", 120.0)
+MODE_EMERGENCY_ENTER_LAG = env_float("LEADFLOW_MODE_EMERGENCY_ENTER_LAG", 60.0)  # critical
+MODE_EMERGENCY_EXIT_LAG = env_float("LEADFLOW_MODE_EMERGENCY_EXIT_LAG", 20.0)
+MODE_DWELL_SECONDS = env_float("LEADFLOW_MODE_DWELL_SECONDS", 10.0)
+# SEVERE: the share of non-critical leads that still go on past qualification (admin can
+# change it on the policy page); the rest wait in the deferred ledger.
+SEVERE_SAMPLING_PERCENT = env_int("LEADFLOW_SEVERE_SAMPLING_PERCENT", 25)
+# CRM sync pace per tenant (leads/s), and the pace while "CRM sync throttled" is shed.
+CRM_RATE_PER_SECOND = env_float("LEADFLOW_CRM_RATE_PER_SECOND", 500.0)
+CRM_THROTTLED_RATE_PER_SECOND = env_float("LEADFLOW_CRM_THROTTLED_RATE_PER_SECOND", 50.0)
+# Reports and analytics are built per tenant for each period once it has ended (pool C, LOW).
+REPORT_PERIOD_SECONDS = env_int("LEADFLOW_REPORT_PERIOD_SECONDS", 3600)
+# Deferred work is backfilled in NORMAL mode, this many ledger rows per pass at most; a row
+# sent and not done within BACKFILL_RETRY_SECONDS is sent again.
+BACKFILL_BATCH = env_int("LEADFLOW_BACKFILL_BATCH", 500)
+BACKFILL_RETRY_SECONDS = env_float("LEADFLOW_BACKFILL_RETRY_SECONDS", 900.0)
 
 SCORING_CONFIG_PATH = Path(
     env_str("LEADFLOW_SCORING_CONFIG", str(BASE_DIR / "config" / "scoring.yaml"))

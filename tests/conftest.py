@@ -1,6 +1,7 @@
 """Fixtures shared by the tests: a clean Redis test database, the live platform, tenants."""
 
 import os
+import random
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -52,6 +53,8 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "CELERY_VISIBILITY_TIMEOUT": "20",
         "LEADFLOW_INFLIGHT_REPUBLISH_SECONDS": "20",
         "LEADFLOW_STALLED_LEAD_SECONDS": "30",
+        # Tests act as clients from many addresses through X-Forwarded-For (see `api`).
+        "LEADFLOW_TRUST_X_FORWARDED_FOR": "true",
         "PYTHONUNBUFFERED": "1",
     }
     stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
@@ -75,5 +78,9 @@ def make_tenant(transactional_db):
 
 @pytest.fixture
 def api(live_stack):
-    with httpx.Client(base_url=live_stack.api_url, timeout=10.0) as client:
+    """An HTTP client of the live API, from an address of its own (per-IP limits)."""
+    address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    with httpx.Client(
+        base_url=live_stack.api_url, timeout=10.0, headers={"X-Forwarded-For": address}
+    ) as client:
         yield client

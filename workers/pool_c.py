@@ -1,10 +1,13 @@
 """Pool C: CRM sync (thread pool). Transient failures retry with backoff; the last dead-letters."""
 
+from datetime import datetime
+
 from celery import Task
 from django.conf import settings
 
 from apps.crm.adapters import CrmUnavailable
 from apps.crm.services import leads_dead_letter, leads_sync
+from apps.reports.services import report_build
 from leadflow.celery import app
 
 
@@ -30,6 +33,12 @@ class DeadLetterOnFailure(Task):
     retry_backoff_max=settings.CRM_RETRY_BACKOFF_MAX_SECONDS,
     retry_jitter=True,  # spread retries so a CRM that comes back is not hit all at once
 )
-def sync_leads(trace_ids: list[str], tier: str) -> None:
-    """Deliver the batch to the tenant's CRM; leads already synced are skipped."""
-    leads_sync(trace_ids)
+def sync_leads(trace_ids: list[str], tier: str, resend: bool = False) -> None:
+    """Deliver the batch to the tenant's CRM; leads already synced are skipped unless resend."""
+    leads_sync(trace_ids, resend=resend)
+
+
+@app.task(name="pool_c.build_report")
+def build_report(tenant_id: int, kind: str, period_start: str) -> None:
+    """LOW: one tenant's report or analytics for one period (idempotent: rebuilt in place)."""
+    report_build(tenant_id, kind, datetime.fromisoformat(period_start))

@@ -1,19 +1,32 @@
-"""The controller: once a second, measure each tier (backlog, lag, drain rate) from Redis and
-publish what the intake needs for honest answers (drain rates, mode).
-
-This is the seam for overload control: the mode machine, backpressure and shedding hang off
-`Controller.tick`, fed by the same measurements (it returns them).
+"""The controller: once a second, measure each tier from Redis (backlog, lag, drain rate), run
+the mode machine, apply the operators' policy, and publish what every process needs:
+the Shedding (mode and what runs), the drain rates (for honest answers), the tiers closed by
+backpressure, and the backlog figures autoscalers read. Every change of mode is audited.
 """
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from django.conf import settings
+
+from apps.control import consumers
+from apps.control.dispatcher import queue_depths
+from apps.control.models import ControlEvent, Mode, Policy
+from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
+from apps.control.state import shedding_publish
 from apps.intake import inbox
 from leadflow.redis_conn import get_redis
 from workers.queues import TIERS
 
+log = logging.getLogger(__name__)
+
 # Weight of the newest sample in the drain-rate average: smooth, yet current within seconds.
 DRAIN_EWMA_ALPHA = 0.3
+MACHINE_KEY = "lf:control:machine"  # the mode machine's state, for the next active controller
+SCALING_KEY = "lf:scaling"  # pool -> backlog, for autoscalers (KEDA's redis scaler)
+# While LOW is paused, the cancel is sent again this often, for workers started since.
+LOW_PAUSE_REASSERT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,25 +42,43 @@ class Controller:
         self._drain: dict[str, float] = {}
         self._last_tick: float | None = None
         self._last_dispatched: dict[str, int] = {}
+        self.machine = _machine_restore()
+        self.shedding: Shedding | None = None
+        self._forced = False
+        self._low_paused_at: float | None = None  # when the cancel was last sent
 
     def tick(self, dispatched: dict[str, int]) -> dict[str, TierMeasure]:
-        """Measure every tier; `dispatched` is the dispatcher's running count of leads per tier."""
+        """One control step; `dispatched` is the dispatcher's running count of leads per tier."""
         now = time.time()
+        measures = self._measure(now, dispatched)
+        policy = Policy.current()
+        changes = self.machine.observe(
+            now, measures["normal"].lag_seconds, measures["critical"].lag_seconds
+        )
+        shedding = shedding_for(
+            self.machine.load_mode,
+            self.machine.emergency_level,
+            policy,
+            settings.SEVERE_SAMPLING_PERCENT,
+        )
+        self._audit(changes, shedding, policy, measures)
+        self._publish(measures, shedding)
+        self._low_pause_apply(shedding.low_paused, now)
+        self.shedding = shedding
+        return measures
+
+    def _measure(self, now: float, dispatched: dict[str, int]) -> dict[str, TierMeasure]:
         backlogs = inbox.backlog_by_tier()
         elapsed = now - self._last_tick if self._last_tick else None
         measures = {}
+        moved_total = 0
         for tier in TIERS:
             backlog = backlogs[tier]
             moved = dispatched.get(tier, 0) - self._last_dispatched.get(tier, 0)
+            moved_total += moved
             # The rate is only measured while leads wait: an idle tier says nothing of capacity.
             if elapsed and (backlog.waiting or moved):
-                sample = moved / elapsed
-                previous = self._drain.get(tier)
-                self._drain[tier] = (
-                    sample
-                    if previous is None
-                    else DRAIN_EWMA_ALPHA * sample + (1 - DRAIN_EWMA_ALPHA) * previous
-                )
+                self._drain[tier] = self._average(self._drain.get(tier), moved / elapsed)
             lag = now - backlog.oldest_received_at if backlog.oldest_received_at else 0.0
             measures[tier] = TierMeasure(
                 tier=tier,
@@ -55,14 +86,108 @@ class Controller:
                 lag_seconds=max(lag, 0.0),
                 drain_rate=self._drain.get(tier, 0.0),
             )
+        waiting = sum(m.backlog for m in measures.values())
+        if elapsed and (waiting or moved_total):
+            self._drain["total"] = self._average(self._drain.get("total"), moved_total / elapsed)
         self._last_tick = now
         self._last_dispatched = dict(dispatched)
-        self._publish(measures)
         return measures
 
-    def _publish(self, measures: dict[str, TierMeasure]) -> None:
-        # The intake reads these for estimated_completion (admit.lua); the mode needs no write
-        # while it is always normal: the script reads a missing mode as "normal".
-        rates = {m.tier: f"{m.drain_rate:.3f}" for m in measures.values() if m.drain_rate > 0}
+    @staticmethod
+    def _average(previous: float | None, sample: float) -> float:
+        if previous is None:
+            return sample
+        return DRAIN_EWMA_ALPHA * sample + (1 - DRAIN_EWMA_ALPHA) * previous
+
+    def _audit(self, changes: list[Change], shedding: Shedding, policy, measures) -> None:
+        values = {tier: asdict(m) for tier, m in measures.items()}
+        forced = bool(policy.forced_mode)
+        for change in changes:
+            reason = change.reason
+            if forced:
+                reason += f" (not applied: the mode is forced to {policy.forced_mode})"
+            _event(change.kind, change.from_mode, change.to_mode, "controller", reason, values)
+        before = self.shedding.mode if self.shedding else None
+        if before is not None and shedding.mode != before and (forced or self._forced):
+            actor = policy.updated_by or "admin"
+            reason = (
+                f"forced by {actor} on the policy page"
+                if forced
+                else f"override cleared by {actor}: the controller's mode applies"
+            )
+            _event(ControlEvent.Kind.TRANSITION, before, shedding.mode, actor, reason, values)
+        self._forced = forced
+        if changes:
+            get_redis().hset(
+                MACHINE_KEY,
+                mapping={
+                    "load_mode": self.machine.load_mode,
+                    "emergency_level": self.machine.emergency_level,
+                },
+            )
+
+    def _publish(self, measures: dict[str, TierMeasure], shedding: Shedding) -> None:
+        rates = {tier: f"{rate:.3f}" for tier, rate in self._drain.items() if rate > 0}
+        closed = _tiers_closed(measures, self._drain.get("total", 0.0))
+        pipe = get_redis().pipeline(transaction=True)
         if rates:
-            get_redis().hset(inbox.DRAIN_KEY, mapping=rates)
+            pipe.hset(inbox.DRAIN_KEY, mapping=rates)
+        pipe.delete(inbox.CLOSED_KEY)
+        if closed:
+            pipe.hset(inbox.CLOSED_KEY, mapping=closed)
+        if not shedding.stop_scaling:
+            depths = queue_depths()
+            waiting = sum(m.backlog for m in measures.values())
+            pipe.hset(SCALING_KEY, mapping={"a": waiting + depths["a"], **depths})
+        pipe.execute()
+        shedding_publish(shedding)
+
+    def _low_pause_apply(self, paused: bool, now: float) -> None:
+        was_paused = self._low_paused_at is not None
+        if paused and (not was_paused or now - self._low_paused_at >= LOW_PAUSE_REASSERT_SECONDS):
+            if not was_paused:
+                log.warning("control: LOW paused; cancelling the *.low consumers")
+            consumers.low_consumers_cancel()
+            self._low_paused_at = now
+        elif not paused and (was_paused or self.shedding is None):
+            # Also at start: a controller that died while LOW was paused left it cancelled.
+            log.info("control: LOW runs; the *.low consumers are back")
+            consumers.low_consumers_add()
+            self._low_paused_at = None
+
+
+def _tiers_closed(measures: dict[str, TierMeasure], drain_total: float) -> dict[str, int]:
+    """Backpressure by lag: a tier whose oldest lead waited past its bound refuses new leads,
+    and so do the tiers after it (critical is refused last). Value: the Retry-After."""
+    closed: dict[str, int] = {}
+    ahead = 0
+    shut = False
+    for tier in TIERS:
+        ahead += measures[tier].backlog
+        shut = shut or measures[tier].lag_seconds > settings.BACKPRESSURE_LAG_SECONDS[tier]
+        if shut:
+            rate = max(drain_total, 0.001)
+            closed[tier] = max(1, min(settings.RETRY_AFTER_MAX_SECONDS, round(ahead / rate)))
+    return closed
+
+
+def _event(kind, from_mode, to_mode, actor, reason, measures) -> None:
+    log.warning("control: %s %s → %s by %s: %s", kind, from_mode, to_mode, actor, reason)
+    ControlEvent.objects.create(
+        kind=kind,
+        from_mode=from_mode,
+        to_mode=to_mode,
+        actor=actor,
+        reason=reason,
+        measures=measures,
+    )
+
+
+def _machine_restore() -> ModeMachine:
+    saved = get_redis().hgetall(MACHINE_KEY)
+    if not saved:
+        return ModeMachine()
+    return ModeMachine(
+        load_mode=Mode(saved[b"load_mode"].decode()),
+        emergency_level=int(saved[b"emergency_level"]),
+    )

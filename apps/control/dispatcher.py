@@ -71,10 +71,14 @@ class Dispatcher:
         after = [t for t in tenants if t > last]
         return after + [t for t in tenants if t <= last]
 
-    def dispatch_once(self) -> int:
-        """One pass: fill the pools' queues up to their watermarks. Returns leads dispatched."""
+    def dispatch_once(self, paused_tiers: frozenset[str] = frozenset()) -> int:
+        """One pass: fill the pools' queues up to their watermarks. Returns leads dispatched.
+
+        A paused tier (LOW under overload) is left waiting in its inboxes."""
         sent = 0
         for tier in TIERS:
+            if tier in paused_tiers:
+                continue
             # Strict order: a lower tier is served only once this one has nothing left.
             while True:
                 if not pools_have_room():

@@ -9,15 +9,20 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.control.ledger import leads_deferral_close
+from apps.control.models import DeferredKind
 from apps.crm.adapters import adapter_for
 from apps.crm.models import CrmSync, DeadLetter
+from apps.crm.pace import crm_pace_wait
 from apps.leads.models import Lead, LeadStatus
 
 # Ready for the CRM: enriched; or scored under the threshold (those skip enrichment); or
+# qualified with its enrichment shed under overload (it comes later, in a second delivery); or
 # dead-lettered (a replay). A qualified lead that passed is still waiting for enrichment.
 CRM_READY = (
     Q(status=LeadStatus.ENRICHED)
     | Q(status=LeadStatus.QUALIFIED, is_qualified=False)
+    | Q(status=LeadStatus.QUALIFIED, enrichment_deferred=True)
     | Q(status=LeadStatus.DEAD_LETTERED)
 )
 
@@ -49,13 +54,16 @@ def lead_crm_payload(lead: Lead) -> dict:
     }
 
 
-def leads_sync(trace_ids: list[str]) -> None:
+def leads_sync(trace_ids: list[str], resend: bool = False) -> None:
     """Deliver the CRM-ready, not yet synced leads among trace_ids; mark them synced.
 
-    CrmUnavailable and CrmRejected propagate: the task retries the first and dead-letters
-    on the second. Tenants already delivered in this call stay recorded.
+    With resend, synced leads are delivered again too (a backfilled enrichment). Each tenant's
+    leads wait for the tenant's CRM pace (crm_pace_wait). CrmUnavailable and CrmRejected
+    propagate: the task retries the first and dead-letters on the second. Tenants already
+    delivered in this call stay recorded.
     """
-    leads = Lead.objects.filter(CRM_READY, trace_id__in=trace_ids).select_related(
+    ready = CRM_READY | Q(status=LeadStatus.SYNCED) if resend else CRM_READY
+    leads = Lead.objects.filter(ready, trace_id__in=trace_ids).select_related(
         "tenant", "enrichment"
     )
 
@@ -66,6 +74,7 @@ def leads_sync(trace_ids: list[str]) -> None:
     for tenant_leads in by_tenant.values():
         tenant = tenant_leads[0].tenant
         adapter = adapter_for(tenant)
+        crm_pace_wait(tenant.id, len(tenant_leads))
         response = adapter.deliver(tenant, [lead_crm_payload(lead) for lead in tenant_leads])
         _record_delivered([lead.trace_id for lead in tenant_leads], adapter.name, response)
 
@@ -87,6 +96,7 @@ def _record_delivered(trace_ids: list, adapter_name: str, response: dict) -> Non
     DeadLetter.objects.filter(lead_id__in=trace_ids, replayed_at__isnull=True).update(
         replayed_at=now
     )
+    leads_deferral_close(DeferredKind.CRM_SYNC, trace_ids)
 
 
 @transaction.atomic

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 import pybreaker
 import redis
 from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from apps.control.ledger import leads_deferral_close
+from apps.control.models import DeferredKind
 from apps.enrichment.models import EnrichmentProvider, LeadEnrichment
 from apps.enrichment.providers import (
     FREE_MAIL_DOMAINS,
@@ -68,6 +71,23 @@ def leads_enrich(trace_ids: list[str]) -> list[str]:
         )
     )
     return [str(trace_id) for trace_id in ids if trace_id in enriched]
+
+
+def leads_enrich_deferred(trace_ids: list[str]) -> list[str]:
+    """Backfill: enrich the leads among trace_ids whose enrichment was shed under overload.
+
+    Returns them, for the CRM: those already synced get a second delivery that carries the
+    enrichment (receivers upsert by trace id), the others their first.
+    """
+    ids = _trace_ids_parse(trace_ids)
+    leads = Lead.objects.filter(trace_id__in=ids, enrichment_deferred=True)
+    domain_of = {
+        trace_id: email_domain(email) for trace_id, email in leads.values_list("trace_id", "email")
+    }
+    if domain_of:
+        outcomes = domains_enrich(set(domain_of.values()))
+        _enrichments_write(domain_of, outcomes)
+    return [str(trace_id) for trace_id in ids if trace_id in domain_of]
 
 
 def domains_enrich(domains: Iterable[str]) -> dict[str, DomainOutcome]:
@@ -212,12 +232,20 @@ def _enrichments_write(domain_of: dict[uuid.UUID, str], outcomes: dict[str, Doma
         LeadEnrichment.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
         for degraded, group in by_degraded.items():
             if group:
-                Lead.objects.filter(trace_id__in=group, status=LeadStatus.QUALIFIED).update(
-                    status=LeadStatus.ENRICHED,
+                # A lead whose enrichment was shed may be synced already: it keeps its status.
+                Lead.objects.filter(
+                    Q(status=LeadStatus.QUALIFIED) | Q(enrichment_deferred=True),
+                    trace_id__in=group,
+                ).update(
+                    status=Case(
+                        When(status=LeadStatus.QUALIFIED, then=Value(LeadStatus.ENRICHED)),
+                        default=F("status"),
+                    ),
                     enriched_at=now,
                     ai_degraded=degraded,
                     updated_at=now,
                 )
+        leads_deferral_close(DeferredKind.ENRICHMENT, trace_ids)
 
 
 def _trace_ids_parse(trace_ids: list[str]) -> list[uuid.UUID]:

@@ -1,10 +1,12 @@
 """Admission: the intake's single Redis round trip (apps/intake/lua/admit.lua).
 
-Dedup, inbox push and the numbers for an honest answer (position, drain rate, mode)
-are decided in one atomic script, so the hot path costs one round trip and no SQL.
+Rate limits, dedup, the hourly budget, critical credits, backpressure, the inbox push and the
+numbers for an honest answer (position, drain rate, mode) are decided in one atomic script,
+so the hot path costs one round trip and no SQL.
 """
 
 import hashlib
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,11 +17,14 @@ import orjson
 from django.conf import settings
 
 from apps.intake import inbox
+from apps.tenants.cache import TenantAuth
+from leadflow.ratelimit import TOKEN_BUCKET_LUA
 from leadflow.redis_conn import get_redis, lua_script
 from workers.queues import TIERS
 
 _SCRIPT_PATH = Path(__file__).parent / "lua" / "admit.lua"
 _TIER_INDEX = {tier: index for index, tier in enumerate(TIERS, start=1)}
+_ACCEPTED, _DUPLICATE, _REFUSED = 1, 2, 3  # admit.lua's outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +36,58 @@ class Candidate:
     fields: dict
 
 
+# What a refusal says, for the client and the logs. Budget and backpressure refuse one lead;
+# the rate limits refuse the whole request.
+LIMIT_DETAILS = {
+    "ip_rate": "too many requests from this IP address",
+    "tenant_rate": "your tenant's request rate limit is reached",
+    "hourly_budget": "your tenant's hourly lead budget is spent",
+    "backpressure": "this tier's backlog is over its bound; come back when there is room",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    limit: str  # a key of LIMIT_DETAILS
+    retry_after: int  # whole seconds, as the Retry-After header says them
+
+    @property
+    def detail(self) -> str:
+        return LIMIT_DETAILS[self.limit]
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
-    trace_id: str
+    """One lead's answer: accepted, a duplicate of an accepted lead, or refused by a limit."""
+
+    trace_id: str | None
     duplicate: bool
     tier: str | None
-    position: int
-    estimated_completion: datetime | None
+    demoted: bool = False
+    position: int = 0
+    estimated_completion: datetime | None = None
+    retry_after: int | None = None  # when accepted under overload: when to poll the status
+    refusal: Refusal | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return not self.duplicate and self.refusal is None
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionResult:
+    mode: str
+    refusal: Refusal | None  # the whole request was refused (rate limits)
+    admissions: list[Admission]
+
+
+def retry_after_seconds(wait: float, limit: str) -> int:
+    """A wait in seconds as a Retry-After: whole seconds, at least 1; backpressure's at most
+    RETRY_AFTER_MAX_SECONDS (an estimate from the drain rate grows less reliable with time)."""
+    seconds = max(1, math.ceil(wait))
+    if limit == "backpressure":
+        seconds = min(seconds, settings.RETRY_AFTER_MAX_SECONDS)
+    return seconds
 
 
 def dedup_digest_for_body(body: object) -> str:
@@ -49,58 +99,118 @@ def dedup_digest_for_key(idempotency_key: str) -> str:
     return hashlib.sha256(b"idempotency-key:" + idempotency_key.encode()).hexdigest()
 
 
-def admit(tenant_id: int, candidates: list[Candidate]) -> tuple[str, list[Admission]]:
-    """Admit the tenant's leads in order; returns the platform mode and one Admission per lead."""
+def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> AdmissionResult:
+    """Admit the tenant's leads in order, in one Redis round trip (apps/intake/lua/admit.lua)."""
+    tenant_id = tenant.tenant_id
     received_at = time.time()
     keys = [inbox.inbox_key(tier, tenant_id) for tier in TIERS]
     keys += [inbox.active_tenants_key(tier) for tier in TIERS]
-    keys += [inbox.BACKLOG_KEY, inbox.DRAIN_KEY, inbox.MODE_KEY]
-    args: list = [tenant_id, settings.DEDUP_TTL_SECONDS, len(candidates)]
+    keys += [
+        inbox.BACKLOG_KEY,
+        inbox.DRAIN_KEY,
+        inbox.MODE_KEY,
+        inbox.CLOSED_KEY,
+        inbox.request_window_key(tenant_id),
+        inbox.ip_bucket_key(tenant_id, client_ip),
+        inbox.credits_key(tenant_id),
+        inbox.budget_key(tenant_id),
+        inbox.CLAIMED_KEY,
+    ]
+    args: list = [
+        tenant_id,
+        settings.DEDUP_TTL_SECONDS,
+        len(candidates),
+        uuid.uuid4().hex,
+        tenant.rate_limit_per_second,
+        tenant.per_ip_rate_limit_per_second or 0,
+        tenant.critical_capacity,
+        tenant.critical_refill_per_second,
+        tenant.hourly_budget,
+        *(settings.BACKPRESSURE_BACKLOG[tier] for tier in TIERS),
+        settings.DRAIN_RATE_DEFAULT,
+        received_at,
+    ]
     for candidate in candidates:
         trace_id = str(uuid.uuid4())
-        tier_index = _TIER_INDEX[candidate.tier]
         keys += [inbox.dedup_key(tenant_id, candidate.dedup_digest), inbox.trace_key(trace_id)]
-        entry = {
+        fields = {
             "trace_id": trace_id,
             "tenant_id": tenant_id,
-            "tier": candidate.tier,
             "received_at": received_at,
             **candidate.fields,
         }
-        args += [
-            trace_id,
-            tier_index,
-            f"{tenant_id}|{tier_index}|{received_at}",
-            orjson.dumps(entry),
-        ]
+        args += [trace_id, _TIER_INDEX[candidate.tier], inbox.entry_open(fields)]
 
-    raw_mode, raw_drain, results = lua_script(_SCRIPT_PATH)(keys=keys, args=args)
-    drain = [float(rate) if rate else settings.DRAIN_RATE_DEFAULT for rate in raw_drain]
+    script = lua_script(_SCRIPT_PATH, TOKEN_BUCKET_LUA)
+    raw_mode, refused, wait, raw_drain, results = script(keys=keys, args=args)
+    mode = raw_mode.decode()
+    if refused:
+        limit = refused.decode()
+        return AdmissionResult(mode, Refusal(limit, retry_after_seconds(float(wait), limit)), [])
+    drain = float(raw_drain)
     now = datetime.fromtimestamp(received_at, tz=UTC)
     admissions = []
-    for outcome, trace_id, tier_index, position in results:
-        tier = TIERS[tier_index - 1] if tier_index else None
-        eta = None
-        if outcome == 1:
-            # Leads of this tier and the tiers before it drain at about the slowest of their rates.
-            rate = max(min(drain[:tier_index]), 0.001)
-            eta = now + timedelta(seconds=position / rate)
-        admissions.append(
-            Admission(
-                trace_id=trace_id.decode(),
-                duplicate=outcome == 2,
-                tier=tier,
-                position=position,
-                estimated_completion=eta,
+    for outcome, trace_id, tier_index, position, demoted, limit, lead_wait in results:
+        tier = TIERS[tier_index - 1]
+        if outcome == _DUPLICATE:
+            admissions.append(Admission(trace_id=trace_id.decode(), duplicate=True, tier=tier))
+        elif outcome == _REFUSED:
+            limit = limit.decode()
+            refusal = Refusal(limit, retry_after_seconds(float(lead_wait), limit))
+            admissions.append(Admission(None, False, tier, bool(demoted), refusal=refusal))
+        else:
+            wait_seconds = position / drain
+            admissions.append(
+                Admission(
+                    trace_id=trace_id.decode(),
+                    duplicate=False,
+                    tier=tier,
+                    demoted=bool(demoted),
+                    position=position,
+                    estimated_completion=now + timedelta(seconds=wait_seconds),
+                    retry_after=(
+                        None
+                        if mode == "normal"
+                        else retry_after_seconds(wait_seconds, "backpressure")
+                    ),
+                )
             )
-        )
-    return raw_mode.decode(), admissions
+    return AdmissionResult(mode, None, admissions)
 
 
-def queued_lead(trace_id: str) -> tuple[int, str, float] | None:
-    """(tenant id, tier, received_at) of a lead admitted in the last 24 h, from Redis."""
-    record = get_redis().get(inbox.trace_key(trace_id))
+@dataclass(frozen=True, slots=True)
+class QueuedLead:
+    tenant_id: int
+    tier: str
+    received_at: datetime
+    position: int
+    estimated_completion: datetime
+
+
+def queued_lead(trace_id: str) -> QueuedLead | None:
+    """A lead admitted in the last 24 h and its place in the backlog now, from Redis.
+
+    The position is the one it was admitted with, less the leads of its tier and the tiers
+    before it that the dispatcher has taken since, and never more than what waits there now.
+    """
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.get(inbox.trace_key(trace_id))
+    pipe.hmget(inbox.CLAIMED_KEY, list(TIERS))
+    pipe.hmget(inbox.BACKLOG_KEY, list(TIERS))
+    pipe.hget(inbox.DRAIN_KEY, "total")
+    record, claimed, waiting, drain = pipe.execute()
     if record is None:
         return None
-    tenant_id, tier_index, received_at = record.decode().split("|")
-    return int(tenant_id), TIERS[int(tier_index) - 1], float(received_at)
+    tenant_id, tier_index, received_at, position, claimed_at_admit = record.decode().split("|")
+    ahead = int(tier_index)
+    moved = sum(int(count or 0) for count in claimed[:ahead]) - int(claimed_at_admit)
+    waiting_ahead = sum(int(count or 0) for count in waiting[:ahead])
+    position_now = max(1, min(int(position) - moved, waiting_ahead))
+    rate = max(float(drain or settings.DRAIN_RATE_DEFAULT), 0.001)
+    return QueuedLead(
+        tenant_id=int(tenant_id),
+        tier=TIERS[ahead - 1],
+        received_at=datetime.fromtimestamp(float(received_at), tz=UTC),
+        position=position_now,
+        estimated_completion=datetime.now(tz=UTC) + timedelta(seconds=position_now / rate),
+    )

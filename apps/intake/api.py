@@ -1,8 +1,6 @@
 """The intake API: POST one lead or a batch, GET a lead's status. Views validate and shape;
 admission (one Redis round trip) decides."""
 
-from datetime import UTC, datetime
-
 from django.conf import settings
 from rest_framework import status
 from rest_framework.parsers import JSONParser
@@ -10,8 +8,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.intake import admission
-from apps.intake.authentication import ApiKeyAuthentication, IsTenant
-from apps.intake.errors import ApiError
+from apps.intake.authentication import ApiKeyAuthentication, IsTenant, client_ip
+from apps.intake.errors import ApiError, rate_limited
 from apps.intake.serializers import LeadSerializer
 from apps.leads.selectors import lead_status
 from apps.tenants.cache import TenantAuth
@@ -35,16 +33,36 @@ def _require_json_body(request, max_bytes: int) -> object:
     return request.data
 
 
-def _accepted_body(result: admission.Admission) -> dict:
+def _lead_body(result: admission.Admission) -> dict:
     if result.duplicate:
         return {"trace_id": result.trace_id, "duplicate": True, "tier": result.tier}
-    return {
+    if result.refusal:
+        return {
+            "error": "rate_limited",
+            "limit": result.refusal.limit,
+            "detail": result.refusal.detail,
+            "retry_after": result.refusal.retry_after,
+        }
+    body = {
         "trace_id": result.trace_id,
         "status": "queued",
         "tier": result.tier,
+        "demoted": result.demoted,
         "position": result.position,
         "estimated_completion": result.estimated_completion.isoformat(),
     }
+    if result.retry_after is not None:
+        body["retry_after"] = result.retry_after  # overloaded: poll the status no sooner
+    return body
+
+
+def _admit(request, candidates: list[admission.Candidate]) -> admission.AdmissionResult:
+    result = admission.admit(request.user, client_ip(request), candidates)
+    if result.refusal:
+        raise rate_limited(
+            result.refusal.limit, result.refusal.retry_after, result.refusal.detail, result.mode
+        )
+    return result
 
 
 def _candidate(lead: dict, raw: object, idempotency_key: str | None) -> admission.Candidate:
@@ -71,9 +89,13 @@ class LeadCreateView(IntakeView):
         candidate = _candidate(
             dict(serializer.validated_data), body, request.headers.get("Idempotency-Key")
         )
-        mode, [result] = admission.admit(request.user.tenant_id, [candidate])
+        admitted = _admit(request, [candidate])
+        [result] = admitted.admissions
+        if result.refusal:
+            refusal = result.refusal
+            raise rate_limited(refusal.limit, refusal.retry_after, refusal.detail, admitted.mode)
         code = status.HTTP_200_OK if result.duplicate else status.HTTP_202_ACCEPTED
-        return Response(_accepted_body(result), status=code, headers={"X-LeadFlow-Mode": mode})
+        return Response(_lead_body(result), status=code, headers={"X-LeadFlow-Mode": admitted.mode})
 
 
 class LeadBatchCreateView(IntakeView):
@@ -106,21 +128,34 @@ class LeadBatchCreateView(IntakeView):
             candidates.append(_candidate(dict(serializer.validated_data), raw, key))
             positions.append(index)
         mode = None
+        refusals: list[admission.Refusal] = []
         if candidates:
-            mode, admissions = admission.admit(request.user.tenant_id, candidates)
-            for index, result in zip(positions, admissions, strict=True):
-                results[index] = {"index": index, **_accepted_body(result)}
+            admitted = _admit(request, candidates)
+            mode = admitted.mode
+            for index, result in zip(positions, admitted.admissions, strict=True):
+                results[index] = {"index": index, **_lead_body(result)}
+                if result.refusal:
+                    refusals.append(result.refusal)
         accepted = sum(1 for r in results if r.get("status") == "queued")
         duplicates = sum(1 for r in results if r.get("duplicate"))
-        invalid = len(leads) - accepted - duplicates
+        refused = len(refusals)
+        invalid = len(leads) - accepted - duplicates - refused
+        headers = {"X-LeadFlow-Mode": mode} if mode else {}
         if accepted:
             code = status.HTTP_202_ACCEPTED
         elif duplicates:
             code = status.HTTP_200_OK
+        elif refused:
+            code = status.HTTP_429_TOO_MANY_REQUESTS
+            headers["Retry-After"] = str(min(refusal.retry_after for refusal in refusals))
         else:
             code = status.HTTP_400_BAD_REQUEST
-        headers = {"X-LeadFlow-Mode": mode} if mode else {}
-        summary = {"accepted": accepted, "duplicates": duplicates, "invalid": invalid}
+        summary = {
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "refused": refused,
+            "invalid": invalid,
+        }
         return Response({**summary, "results": results}, status=code, headers=headers)
 
 
@@ -138,12 +173,13 @@ class LeadDetailView(IntakeView):
 def _queued_status(tenant_id: int, trace_id: str) -> dict | None:
     """A lead admitted but not yet written by pool A is known only to Redis."""
     queued = admission.queued_lead(trace_id)
-    if queued is None or queued[0] != tenant_id:
+    if queued is None or queued.tenant_id != tenant_id:
         return None
-    _, tier, received_at = queued
     return {
         "trace_id": trace_id,
         "status": "queued",
-        "tier": tier,
-        "received_at": datetime.fromtimestamp(received_at, tz=UTC).isoformat(),
+        "tier": queued.tier,
+        "position": queued.position,
+        "estimated_completion": queued.estimated_completion.isoformat(),
+        "received_at": queued.received_at.isoformat(),
     }

@@ -10,12 +10,37 @@ from rest_framework.response import Response
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, code: str, detail: str, fields: dict | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        detail: str,
+        fields: dict | None = None,
+        *,
+        extra: dict | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(detail)
         self.status_code = status_code
         self.code = code
         self.detail = detail
         self.fields = fields
+        self.extra = extra or {}  # more top-level keys, e.g. the limit a 429 hit
+        self.headers = headers or {}
+
+
+def rate_limited(limit: str, retry_after: int, detail: str, mode: str | None = None) -> ApiError:
+    """429 with an honest Retry-After, naming the limit that was hit."""
+    headers = {"Retry-After": str(retry_after)}
+    if mode:
+        headers["X-LeadFlow-Mode"] = mode
+    return ApiError(
+        429,
+        "rate_limited",
+        detail,
+        extra={"limit": limit, "retry_after": retry_after},
+        headers=headers,
+    )
 
 
 def _body(code: str, detail, fields=None) -> dict:
@@ -27,7 +52,11 @@ def _body(code: str, detail, fields=None) -> dict:
 
 def api_exception_handler(exc, context):
     if isinstance(exc, ApiError):
-        return Response(_body(exc.code, exc.detail, exc.fields), status=exc.status_code)
+        return Response(
+            {**_body(exc.code, exc.detail, exc.fields), **exc.extra},
+            status=exc.status_code,
+            headers=exc.headers,
+        )
     if isinstance(exc, RequestDataTooBig):
         return Response(
             _body("body_too_large", "the request body is over the limit"),

@@ -17,8 +17,10 @@ from workers.queues import TIERS
 _LUA = Path(__file__).parent / "lua"
 
 BACKLOG_KEY = "lf:backlog"  # hash tier -> leads waiting in inboxes
-DRAIN_KEY = "lf:drain"  # hash tier -> leads/s, written by the controller
-MODE_KEY = "lf:mode"
+CLAIMED_KEY = "lf:claimed"  # hash tier -> leads ever claimed (positions of queued leads)
+DRAIN_KEY = "lf:drain"  # hash tier|"total" -> leads/s, written by the controller
+MODE_KEY = "lf:mode"  # the platform mode, written by the controller
+CLOSED_KEY = "lf:closed"  # hash tier -> Retry-After (s) while the controller closes a tier
 INFLIGHT_KEY = "lf:inflight"  # zset batch id -> claim time
 
 
@@ -42,6 +44,30 @@ def trace_key(trace_id: str) -> str:
     return f"lf:trace:{trace_id}"
 
 
+# A tenant's admission state (apps/intake/lua/admit.lua keeps it).
+def request_window_key(tenant_id: int) -> str:
+    return f"lf:rate:{tenant_id}"
+
+
+def ip_bucket_key(tenant_id: int | None, ip: str) -> str:
+    """Requests from one IP address: inside a tenant, or without a valid key (tenant None)."""
+    return f"lf:ip:{tenant_id if tenant_id is not None else 'anonymous'}:{ip}"
+
+
+def credits_key(tenant_id: int) -> str:
+    return f"lf:credits:{tenant_id}"
+
+
+def budget_key(tenant_id: int) -> str:
+    return f"lf:budget:{tenant_id}"
+
+
+def entry_open(fields: dict) -> bytes:
+    """An inbox entry (JSON) without its closing brace: admission appends the tier it decides
+    (and "demoted") inside the script. entries_decode reads the completed entry."""
+    return orjson.dumps(fields)[:-1]
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedBatch:
     batch_id: str
@@ -60,6 +86,7 @@ def claim_batch(tier: str, tenant_id: int, max_leads: int) -> ClaimedBatch | Non
             BACKLOG_KEY,
             INFLIGHT_KEY,
             inflight_batch_key(batch_id),
+            CLAIMED_KEY,
         ],
         args=[max_leads, tenant_id, tier, batch_id, time.time()],
     )

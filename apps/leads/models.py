@@ -41,6 +41,13 @@ class Lead(models.Model):
     score_reasons = models.JSONField(default=list, blank=True)
     duplicate_of = models.UUIDField(null=True, blank=True)
     ai_degraded = models.BooleanField(default=False)
+    demoted = models.BooleanField(
+        default=False, help_text="Sent as critical without a critical credit: runs as normal."
+    )
+    # Work shed under overload (see apps.control.models.DeferredWork, the ledger that says why
+    # and when it is done). The flags keep the sweeper and pool A's fan-out from resending it.
+    enrichment_deferred = models.BooleanField(default=False)
+    sync_deferred = models.BooleanField(default=False)
 
     received_at = models.DateTimeField()
     qualified_at = models.DateTimeField(null=True)

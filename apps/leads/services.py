@@ -29,6 +29,7 @@ def _lead_row(entry: dict) -> Lead:
         trace_id=entry["trace_id"],
         tenant_id=entry["tenant_id"],
         tier=entry["tier"],
+        demoted=entry.get("demoted", False),
         email=email,
         name=entry.get("name", ""),
         phone=phone_normalize(entry.get("phone", ""), entry.get("region", "")),

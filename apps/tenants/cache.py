@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 
 from apps.tenants.models import ApiKey, api_key_digest
 from leadflow.redis_conn import get_redis
@@ -23,8 +24,15 @@ _MAX_ENTRIES = 100_000
 
 @dataclass(frozen=True, slots=True)
 class TenantAuth:
+    """Who is calling, and the limits admission applies to them."""
+
     tenant_id: int
     tenant_name: str
+    rate_limit_per_second: int
+    per_ip_rate_limit_per_second: int | None
+    critical_capacity: int
+    critical_refill_per_second: float
+    hourly_budget: int
 
 
 _entries: dict[str, tuple[TenantAuth | None, float]] = {}
@@ -51,10 +59,18 @@ def tenant_for_key(raw_key: str) -> TenantAuth | None:
 def _load(digest: str) -> TenantAuth | None:
     row = (
         ApiKey.objects.filter(digest=digest, revoked_at__isnull=True, tenant__is_active=True)
-        .values_list("tenant_id", "tenant__name")
+        .values(
+            "tenant_id",
+            tenant_name=F("tenant__name"),
+            rate_limit_per_second=F("tenant__rate_limit_per_second"),
+            per_ip_rate_limit_per_second=F("tenant__per_ip_rate_limit_per_second"),
+            critical_capacity=F("tenant__critical_capacity"),
+            critical_refill_per_second=F("tenant__critical_refill_per_second"),
+            hourly_budget=F("tenant__hourly_budget"),
+        )
         .first()
     )
-    return TenantAuth(tenant_id=row[0], tenant_name=row[1]) if row else None
+    return TenantAuth(**row) if row else None
 
 
 def clear() -> None:

@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 
+from django.core.validators import MinValueValidator
 from django.db import models
 
 API_KEY_PREFIX = "lf_"
@@ -25,6 +26,28 @@ class Tenant(models.Model):
     )
     crm_webhook_secret = models.CharField(
         max_length=200, blank=True, help_text="HMAC-SHA256 key for the webhook signature."
+    )
+    # Admission limits, applied by the intake's one Redis round trip (apps/intake/lua/admit.lua).
+    rate_limit_per_second = models.PositiveIntegerField(
+        default=1000, help_text="Requests per second (sliding window of 1 s); beyond it 429."
+    )
+    per_ip_rate_limit_per_second = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests per second from one IP address; empty = no per-IP limit.",
+    )
+    critical_capacity = models.PositiveIntegerField(
+        default=100,
+        help_text="Critical credits the bucket holds; a critical lead without one is demoted.",
+    )
+    critical_refill_per_second = models.FloatField(
+        default=10.0,
+        validators=[MinValueValidator(0.0)],
+        help_text="Critical credits added back per second.",
+    )
+    hourly_budget = models.PositiveIntegerField(
+        default=1_000_000,
+        help_text="Leads accepted per clock hour (the cost cap); beyond it 429 until it ends.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

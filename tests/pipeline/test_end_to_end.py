@@ -56,14 +56,21 @@ def make_leads(count: int, tag: str, qualified_every: int = 2) -> list[dict]:
     return leads
 
 
-def post_batches(api, key: str, leads: list[dict], size: int = 100) -> list[str]:
+def post_batches(
+    api, key: str, leads: list[dict], size: int = 100, answers: list | None = None
+) -> list[str]:
+    """Post the leads in batches, all accepted; returns their trace ids (and, in `answers`,
+    each lead's answer)."""
     trace_ids = []
     for start in range(0, len(leads), size):
         response = api.post(
             "/api/v1/leads/batch", json={"leads": leads[start : start + size]}, headers=auth(key)
         )
         assert response.status_code == 202, response.text
-        trace_ids += [r["trace_id"] for r in response.json()["results"]]
+        results = response.json()["results"]
+        trace_ids += [r["trace_id"] for r in results]
+        if answers is not None:
+            answers += results
     return trace_ids
 
 
@@ -79,9 +86,12 @@ def test_1000_leads_from_3_tenants_all_reach_synced(api, make_tenant, double):
         make_tenant("local-b"),
     ]
     accepted: dict[int, list[str]] = {}
+    answers: list[dict] = []
     for index, (tenant, key) in enumerate(tenants):
         count = 334 if index == 0 else 333
-        accepted[tenant.id] = post_batches(api, key, make_leads(count, f"{tenant.id}"))
+        accepted[tenant.id] = post_batches(
+            api, key, make_leads(count, f"{tenant.id}"), answers=answers
+        )
     all_ids = [t for ids in accepted.values() for t in ids]
     assert len(all_ids) == 1000
 
@@ -102,8 +112,13 @@ def test_1000_leads_from_3_tenants_all_reach_synced(api, make_tenant, double):
     for lead in synced:
         assert lead.score is not None and lead.qualified_at and lead.synced_at
         assert hasattr(lead, "enrichment") == lead.is_qualified
+    # Each lead ran in the tier it was answered with: critical leads beyond a tenant's
+    # critical credits were demoted to normal, and say so.
+    answered = {a["trace_id"]: (a["tier"], a["demoted"]) for a in answers}
+    assert {str(lead.trace_id): (lead.tier, lead.demoted) for lead in synced} == answered
+    demoted = sum(1 for _, was_demoted in answered.values() if was_demoted)
     assert Counter(lead.tier for lead in synced) == Counter(
-        {"critical": 334, "normal": 333, "low": 333}
+        {"critical": 334 - demoted, "normal": 333 + demoted, "low": 333}
     )
 
     # The webhook tenant's CRM received each of its leads exactly once.

@@ -1,59 +1,148 @@
--- Admit one tenant's leads in ONE round trip: dedup, push into the tier inbox, count the backlog.
--- This script is the seam for admission control (rate limits, credits, mode) added later:
--- every decision about a lead is taken here, atomically, next to the state it depends on.
+-- Admit one request's leads in ONE round trip: every admission decision, atomically, next to
+-- the state it depends on (leadflow/lua/token_bucket.lua is prepended: bucket_take, now_seconds).
+--
+-- Request checks, in order (a refused request consumes nothing after the check that refused it):
+--   per-IP token bucket inside the tenant (when the tenant sets one), then the tenant's
+--   sliding window of requests (1 s).
+-- Per lead, in order: dedup (a duplicate is answered with the original, whatever the limits);
+--   the hourly budget; a critical credit (none left: demoted to normal); backpressure on the
+--   lead's tier (the backlog ahead of it over its bound, or the tier closed by the controller
+--   because its lag passed its bound); then accepted: pushed into its inbox.
 --
 -- KEYS[1..3]  inbox lists of this tenant: critical, normal, low
 -- KEYS[4..6]  sets of tenants with waiting leads: critical, normal, low
 -- KEYS[7]     hash tier -> leads waiting in inboxes
--- KEYS[8]     hash tier -> drain rate (leads/s) measured by the controller
+-- KEYS[8]     hash tier|"total" -> drain rate (leads/s) measured by the controller
 -- KEYS[9]     the platform mode (string)
--- KEYS[10..]  per lead, in order: dedup key, trace key
--- ARGV[1] tenant id   ARGV[2] dedup TTL (s)   ARGV[3] lead count
--- ARGV[4..]   per lead, in order: trace id, tier index (1..3), trace record, inbox entry
+-- KEYS[10]    hash tier -> Retry-After (s) of a tier the controller closed (lag over bound)
+-- KEYS[11]    zset: this tenant's requests in the last second (sliding window)
+-- KEYS[12]    token bucket: this tenant's requests from this IP address
+-- KEYS[13]    token bucket: this tenant's critical credits
+-- KEYS[14]    hash {hour, used}: this tenant's leads accepted in the current clock hour
+-- KEYS[15]    hash tier -> leads ever claimed by the dispatcher (for positions on GET)
+-- KEYS[16..]  per lead, in order: dedup key, trace key
+-- ARGV[1] tenant id   ARGV[2] dedup TTL (s)   ARGV[3] lead count   ARGV[4] request id
+-- ARGV[5] requests/s   ARGV[6] requests/s per IP (0 = no limit)   ARGV[7] critical capacity
+-- ARGV[8] critical refill/s   ARGV[9] hourly budget   ARGV[10..12] backlog bounds per tier
+-- ARGV[13] drain rate assumed before one is measured   ARGV[14] received_at (epoch s)
+-- ARGV[15..]  per lead, in order: trace id, requested tier index (1..3), inbox entry with its
+--             closing brace left off (the script completes it with the tier it decides)
 --
--- Returns {mode, {drain rates}, then per lead {outcome, trace id, tier index, position}}
---   outcome 1 = accepted, 2 = duplicate (trace id is the original's; position 0)
+-- Returns {mode, refused limit or "", wait (s), drain rate, per lead
+--          {outcome, trace id, tier index, position, demoted, limit, wait (s)}}
+--   outcome 1 = accepted, 2 = duplicate (trace id and tier are the original's), 3 = refused
 
 local tenant = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
-
-local backlog = {}
 local names = {"critical", "normal", "low"}
-for i = 1, 3 do
-  backlog[i] = tonumber(redis.call("HGET", KEYS[7], names[i]) or "0")
+local now = now_seconds()
+
+local mode = redis.call("GET", KEYS[9]) or "normal"
+local drain = tonumber(redis.call("HGET", KEYS[8], "total") or "") or tonumber(ARGV[13])
+drain = math.max(drain, 0.001)
+
+local function refuse_request(limit, wait)
+  return {mode, limit, tostring(wait), tostring(drain), {}}
 end
 
+-- Per-IP limit inside the tenant (its own servers may legitimately send from one address).
+local ip_rate = tonumber(ARGV[6])
+if ip_rate > 0 then
+  local allowed, wait = bucket_take(KEYS[12], ip_rate, ip_rate, 1, now)
+  if not allowed then
+    return refuse_request("ip_rate", wait)
+  end
+end
+
+-- The tenant's sliding window: at most `rate` requests in any second.
+local rate = tonumber(ARGV[5])
+redis.call("ZREMRANGEBYSCORE", KEYS[11], "-inf", now - 1)
+if redis.call("ZCARD", KEYS[11]) >= rate then
+  local oldest = redis.call("ZRANGE", KEYS[11], 0, 0, "WITHSCORES")
+  return refuse_request("tenant_rate", tonumber(oldest[2]) + 1 - now)
+end
+redis.call("ZADD", KEYS[11], now, ARGV[4])
+redis.call("EXPIRE", KEYS[11], 2)
+
+local backlog, bounds, closed = {}, {}, {}
+local waiting = redis.call("HMGET", KEYS[7], names[1], names[2], names[3])
+local closed_for = redis.call("HMGET", KEYS[10], names[1], names[2], names[3])
+for i = 1, 3 do
+  backlog[i] = tonumber(waiting[i] or "0")
+  bounds[i] = tonumber(ARGV[9 + i])
+  closed[i] = tonumber(closed_for[i] or "")
+end
+
+local hour = math.floor(now / 3600)
+local budget = tonumber(ARGV[9])
+local used = 0
+local budget_state = redis.call("HMGET", KEYS[14], "hour", "used")
+if tonumber(budget_state[1]) == hour then
+  used = tonumber(budget_state[2])
+end
+
+local claimed = redis.call("HMGET", KEYS[15], names[1], names[2], names[3])
+local critical_capacity, critical_refill = tonumber(ARGV[7]), tonumber(ARGV[8])
+local accepted = 0
 local results = {}
 for n = 1, count do
-  local dedup_key = KEYS[8 + 2 * n]
-  local trace_key = KEYS[9 + 2 * n]
-  local trace_id = ARGV[4 * n]
-  local tier = tonumber(ARGV[4 * n + 1])
+  local dedup_key = KEYS[14 + 2 * n]
+  local trace_key = KEYS[15 + 2 * n]
+  local trace_id = ARGV[12 + 3 * n]
+  local tier = tonumber(ARGV[13 + 3 * n])
   local original = redis.call("GET", dedup_key)
   if original then
     -- The dedup value is "<trace id>|<tier index>" of the lead that was accepted first.
     local original_id, original_tier = string.match(original, "^([^|]+)|(%d)$")
-    results[n] = {2, original_id, tonumber(original_tier), 0}
+    results[n] = {2, original_id, tonumber(original_tier), 0, 0, "", "0"}
+  elseif used >= budget then
+    results[n] = {3, "", tier, 0, 0, "hourly_budget", tostring((hour + 1) * 3600 - now)}
   else
-    redis.call("SET", dedup_key, trace_id .. "|" .. tier, "EX", ttl)
-    redis.call("SET", trace_key, ARGV[4 * n + 2], "EX", ttl)
-    redis.call("RPUSH", KEYS[tier], ARGV[4 * n + 3])
-    redis.call("SADD", KEYS[3 + tier], tenant)
-    redis.call("HINCRBY", KEYS[7], names[tier], 1)
-    backlog[tier] = backlog[tier] + 1
-    -- Position: everything waiting in this tier and the tiers dispatched before it.
-    local position = 0
-    for i = 1, tier do
-      position = position + backlog[i]
+    local demoted = 0
+    local took_credit = false
+    if tier == 1 then
+      took_credit = bucket_take(KEYS[13], critical_capacity, critical_refill, 1, now)
+      if not took_credit then
+        tier, demoted = 2, 1
+      end
     end
-    results[n] = {1, trace_id, tier, position}
+    -- Everything waiting in this tier and the tiers dispatched before it is ahead of the lead.
+    local ahead = 0
+    local claimed_ahead = 0
+    for i = 1, tier do
+      ahead = ahead + backlog[i]
+      claimed_ahead = claimed_ahead + tonumber(claimed[i] or "0")
+    end
+    if ahead >= bounds[tier] or closed[tier] then
+      if took_credit then
+        redis.call("HINCRBYFLOAT", KEYS[13], "tokens", 1)  -- the credit was not spent
+      end
+      local wait = closed[tier] or (ahead / drain)
+      results[n] = {3, "", tier, ahead, demoted, "backpressure", tostring(wait)}
+    else
+      local entry = ARGV[14 + 3 * n] .. ',"tier":"' .. names[tier] .. '"'
+      if demoted == 1 then
+        entry = entry .. ',"demoted":true'
+      end
+      redis.call("SET", dedup_key, trace_id .. "|" .. tier, "EX", ttl)
+      redis.call(
+        "SET", trace_key,
+        table.concat({tenant, tier, ARGV[14], ahead + 1, claimed_ahead}, "|"), "EX", ttl
+      )
+      redis.call("RPUSH", KEYS[tier], entry .. "}")
+      redis.call("SADD", KEYS[3 + tier], tenant)
+      redis.call("HINCRBY", KEYS[7], names[tier], 1)
+      backlog[tier] = backlog[tier] + 1
+      used = used + 1
+      accepted = accepted + 1
+      results[n] = {1, trace_id, tier, ahead + 1, demoted, "", "0"}
+    end
   end
 end
 
-local drain = redis.call("HMGET", KEYS[8], names[1], names[2], names[3])
-for i = 1, 3 do
-  drain[i] = drain[i] or ""
+if accepted > 0 then
+  redis.call("HSET", KEYS[14], "hour", hour, "used", used)
+  redis.call("EXPIRE", KEYS[14], 7200)
 end
-local mode = redis.call("GET", KEYS[9]) or "normal"
-return {mode, drain, results}
+return {mode, "", "0", tostring(drain), results}

@@ -1,4 +1,5 @@
-"""The control process: the dispatcher loop, and the controller's tick once a second.
+"""The control process: the dispatcher loop; once a second the controller's tick, then the
+reports that are due and, in NORMAL mode, a pass of backfill from the deferred ledger.
 
 Only one instance is active at a time (a Redis lock with expiry), so running replicas is
 safe: the others wait and take over within seconds if the active one dies.
@@ -12,9 +13,12 @@ import time
 from django.core.management.base import BaseCommand
 from redis.exceptions import LockError
 
+from apps.control.backfill import deferred_backfill, report_send
 from apps.control.controller import Controller
-from apps.control.dispatcher import Dispatcher
+from apps.control.dispatcher import Dispatcher, pools_have_room
+from apps.control.models import Mode
 from apps.control.sweeper import stalled_leads_resend
+from apps.reports.services import reports_schedule
 from leadflow.redis_conn import get_redis
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ class Command(BaseCommand):
     def _lead(self, lock, deadline: float | None) -> None:
         dispatcher, controller = Dispatcher(), Controller()
         dispatcher.republish_stale()
+        paused: frozenset[str] = frozenset()
         next_tick = next_sweep = 0.0
         while not self._stopping and not self._expired(deadline):
             now = time.monotonic()
@@ -72,9 +77,14 @@ class Command(BaseCommand):
                     log.warning("control: lost the leader lock")
                     return
                 controller.tick(dispatcher.dispatched)
+                shedding = controller.shedding
+                paused = frozenset({"low"}) if shedding.low_paused else frozenset()
                 dispatcher.republish_stale()
+                reports_schedule(shedding, report_send)
+                if shedding.mode == Mode.NORMAL and not shedding.low_paused and pools_have_room():
+                    deferred_backfill()
                 next_tick = now + TICK_SECONDS
-            if not dispatcher.dispatch_once():
+            if not dispatcher.dispatch_once(paused):
                 time.sleep(IDLE_SLEEP_SECONDS)
 
     def _stop(self, signum, frame) -> None:

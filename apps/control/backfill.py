@@ -1,0 +1,48 @@
+"""Backfill: the deferred ledger's open work is sent to the pools' LOW queues, in NORMAL mode
+only, a bounded number of rows per pass. A row sent and not done within
+LEADFLOW_BACKFILL_RETRY_SECONDS is sent again (its stage is idempotent)."""
+
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.control.models import DeferredKind, DeferredWork
+from workers.pool_b import enrich_deferred_leads
+from workers.pool_c import build_report, sync_leads
+from workers.queues import queue_name, send_in_batches
+
+
+def deferred_backfill() -> int:
+    """Send up to LEADFLOW_BACKFILL_BATCH open ledger rows on; returns how many."""
+    now = timezone.now()
+    retry_before = now - timedelta(seconds=settings.BACKFILL_RETRY_SECONDS)
+    due = Q(sent_at__isnull=True) | Q(sent_at__lt=retry_before)
+    rows = list(
+        DeferredWork.objects.filter(due, done_at__isnull=True)
+        # A lead waiting for both goes to enrichment first, which delivers it after.
+        .exclude(kind=DeferredKind.CRM_SYNC, lead__enrichment_deferred=True)
+        .order_by("created_at")
+        .values_list("id", "kind", "tenant_id", "lead_id", "period_start")[
+            : settings.BACKFILL_BATCH
+        ]
+    )
+    lead_ids: dict[str, list[str]] = defaultdict(list)
+    for _, kind, tenant_id, lead_id, period_start in rows:
+        if lead_id is not None:
+            lead_ids[kind].append(str(lead_id))
+        else:
+            report_send(tenant_id, kind, period_start)
+    send_in_batches(enrich_deferred_leads, "b", "low", lead_ids[DeferredKind.ENRICHMENT])
+    send_in_batches(sync_leads, "c", "low", lead_ids[DeferredKind.CRM_SYNC])
+    DeferredWork.objects.filter(id__in=[row[0] for row in rows]).update(sent_at=now)
+    return len(rows)
+
+
+def report_send(tenant_id: int, kind: str, period_start) -> None:
+    """A tenant's report or analytics for a period, to pool C's LOW queue."""
+    build_report.apply_async(
+        args=[tenant_id, kind, period_start.isoformat()], queue=queue_name("c", "low")
+    )

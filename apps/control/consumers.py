@@ -1,0 +1,31 @@
+"""LOW pause reaches the workers: their consumers of *.low are cancelled through Celery's
+remote control, and added back on resume, so LOW messages already queued wait too.
+
+Workers are named pool-<pool>…@host (Procfile), which tells the controller where a.low goes
+back on resume; a cancel is broadcast (a worker not consuming the queue ignores it).
+"""
+
+import logging
+
+from leadflow.celery import app
+from workers.queues import POOLS, queue_name
+
+log = logging.getLogger(__name__)
+
+PING_TIMEOUT_SECONDS = 1.0
+
+
+def low_consumers_cancel() -> None:
+    for pool in POOLS:
+        app.control.cancel_consumer(queue_name(pool, "low"), reply=False)
+
+
+def low_consumers_add() -> None:
+    """Every pool's workers consume their *.low queue again."""
+    workers = [name for reply in app.control.ping(timeout=PING_TIMEOUT_SECONDS) for name in reply]
+    for pool in POOLS:
+        destination = [name for name in workers if name.startswith(f"pool-{pool}")]
+        if destination:
+            app.control.add_consumer(queue_name(pool, "low"), destination=destination, reply=False)
+        else:
+            log.warning("no pool %s worker answered: its *.low consumer comes back at start", pool)

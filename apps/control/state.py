@@ -1,0 +1,30 @@
+"""The controller's published state, read by every process: the mode (for the intake's
+answers) and the Shedding (for the dispatcher and the pools). One Redis hash."""
+
+import time
+
+from apps.control.modes import Shedding
+from apps.intake import inbox
+from leadflow.redis_conn import get_redis
+
+STATE_KEY = "lf:state"
+# A worker reads the state at most this often: a change reaches every process within about
+# a second of the controller's tick (the policy page promises 2 s).
+_READ_EVERY_SECONDS = 0.5
+
+_cached: tuple[float, Shedding] | None = None
+
+
+def shedding_publish(shedding: Shedding) -> None:
+    get_redis().pipeline(transaction=True).hset(STATE_KEY, mapping=shedding.as_redis()).set(
+        inbox.MODE_KEY, shedding.mode
+    ).execute()
+
+
+def shedding_current() -> Shedding:
+    """What runs now; the default (everything) until a controller has published."""
+    global _cached
+    now = time.monotonic()
+    if _cached is None or now - _cached[0] > _READ_EVERY_SECONDS:
+        _cached = (now, Shedding.from_redis(get_redis().hgetall(STATE_KEY)))
+    return _cached[1]
