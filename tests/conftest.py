@@ -55,6 +55,9 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "LEADFLOW_STALLED_LEAD_SECONDS": "30",
         # Tests act as clients from many addresses through X-Forwarded-For (see `api`).
         "LEADFLOW_TRUST_X_FORWARDED_FOR": "true",
+        # Requests without a valid key: a burst of 5 per address, then 1/s (boundary tests).
+        "LEADFLOW_ANONYMOUS_IP_BURST": "5",
+        "LEADFLOW_ANONYMOUS_IP_RATE": "1",
         "PYTHONUNBUFFERED": "1",
     }
     stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
@@ -63,6 +66,17 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         yield stack
     finally:
         stack.stop_all()
+
+
+@pytest.fixture(scope="module")
+def control_stopped(live_stack):
+    """The control process is stopped for the module: inboxes, drain rates and the mode stay
+    as the tests set them. It is started again afterwards (a new leader within ~5 s)."""
+    live_stack.kill("control")
+    try:
+        yield live_stack
+    finally:
+        live_stack.restart("control")
 
 
 @pytest.fixture

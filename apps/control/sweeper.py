@@ -19,16 +19,27 @@ SWEEP_LIMIT = 5000  # leads per sweep; the next sweep takes the rest
 def stalled_leads_resend() -> int:
     """Re-enqueue leads waiting for B or C longer than LEADFLOW_STALLED_LEAD_SECONDS."""
     cutoff = timezone.now() - timedelta(seconds=settings.STALLED_LEAD_SECONDS)
-    for_enrichment = Q(status=LeadStatus.QUALIFIED, is_qualified=True, qualified_at__lt=cutoff)
-    for_crm = Q(status=LeadStatus.QUALIFIED, is_qualified=False, qualified_at__lt=cutoff) | Q(
-        status=LeadStatus.ENRICHED, enriched_at__lt=cutoff
+    # Work shed under overload is not stalled: it waits in the deferred ledger for backfill.
+    waiting_enrichment = Q(
+        status=LeadStatus.QUALIFIED,
+        is_qualified=True,
+        enrichment_deferred=False,
+        qualified_at__lt=cutoff,
     )
+    for_crm = Q(status=LeadStatus.QUALIFIED, qualified_at__lt=cutoff) & (
+        Q(is_qualified=False) | Q(enrichment_deferred=True)
+    ) | Q(status=LeadStatus.ENRICHED, enriched_at__lt=cutoff)
     groups: dict[tuple, list[str]] = {}
-    rows = Lead.objects.filter(for_enrichment | for_crm).values_list(
-        "trace_id", "status", "is_qualified", "tier"
-    )[:SWEEP_LIMIT]
-    for trace_id, status, is_qualified, tier in rows:
-        pool = "b" if status == LeadStatus.QUALIFIED and is_qualified else "c"
+    rows = (
+        Lead.objects.filter(waiting_enrichment | for_crm)
+        .filter(sync_deferred=False)
+        .values_list("trace_id", "status", "is_qualified", "enrichment_deferred", "tier")[
+            :SWEEP_LIMIT
+        ]
+    )
+    for trace_id, status, is_qualified, enrichment_deferred, tier in rows:
+        to_enrich = status == LeadStatus.QUALIFIED and is_qualified and not enrichment_deferred
+        pool = "b" if to_enrich else "c"
         groups.setdefault((pool, tier), []).append(str(trace_id))
     for (pool, tier), trace_ids in groups.items():
         send_in_batches(enrich_leads if pool == "b" else sync_leads, pool, tier, trace_ids)

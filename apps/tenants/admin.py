@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, Q
 
+from apps.intake.selectors import admission_state
 from apps.tenants.models import ApiKey, Tenant
 from apps.tenants.services import api_key_create, api_key_revoke
 
@@ -24,10 +25,34 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_active", "active_key_count", "created_at")
+    list_display = (
+        "name",
+        "is_active",
+        "active_key_count",
+        "rate_limit_per_second",
+        "critical_capacity",
+        "critical_credits_now",
+        "hourly_budget",
+        "budget_used_this_hour",
+    )
     list_filter = ("is_active",)
     search_fields = ("name",)
-    readonly_fields = ("created_at",)
+    fieldsets = (
+        (None, {"fields": ("name", "is_active", "created_at")}),
+        ("CRM", {"fields": ("crm_webhook_url", "crm_webhook_secret")}),
+        (
+            "Admission limits (applied within 30 s, at once on save)",
+            {
+                "fields": (
+                    "rate_limit_per_second",
+                    "per_ip_rate_limit_per_second",
+                    ("critical_capacity", "critical_refill_per_second", "critical_credits_now"),
+                    ("hourly_budget", "budget_used_this_hour"),
+                )
+            },
+        ),
+    )
+    readonly_fields = ("created_at", "critical_credits_now", "budget_used_this_hour")
     inlines = (ApiKeyInline,)
     actions = ("create_api_key",)
 
@@ -43,6 +68,18 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.display(description="active keys", ordering="_active_key_count")
     def active_key_count(self, tenant: Tenant) -> int:
         return tenant._active_key_count
+
+    @admin.display(description="critical credits now")
+    def critical_credits_now(self, tenant: Tenant) -> str:
+        if tenant.pk is None:
+            return "-"
+        return f"{admission_state(tenant).critical_credits:.0f} of {tenant.critical_capacity}"
+
+    @admin.display(description="budget used this hour")
+    def budget_used_this_hour(self, tenant: Tenant) -> str:
+        if tenant.pk is None:
+            return "-"
+        return f"{admission_state(tenant).budget_used} of {tenant.hourly_budget}"
 
     @admin.action(description="Create an API key")
     def create_api_key(self, request, queryset) -> None:

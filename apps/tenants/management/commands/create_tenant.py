@@ -1,8 +1,59 @@
-"""`manage.py create_tenant NAME`: a new tenant and its first API key, printed once."""
+"""`manage.py create_tenant NAME [limits]`: a new tenant and its first API key, printed once.
+
+The limits can be changed later in Django admin; omitted ones take the model's defaults.
+"""
+
+import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.tenants.services import TenantError, tenant_create
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} must be at least 1")
+    return value
+
+
+def _non_negative_number(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} must not be negative")
+    return value
+
+
+# option -> (Tenant field, parser, help)
+LIMIT_OPTIONS = {
+    "--rate": ("rate_limit_per_second", _positive_int, "requests per second (default 1000)"),
+    "--per-ip-rate": (
+        "per_ip_rate_limit_per_second",
+        _positive_int,
+        "requests per second from one IP address (default: no per-IP limit)",
+    ),
+    "--critical-capacity": (
+        "critical_capacity",
+        _positive_int,
+        "critical credits the bucket holds (default 100)",
+    ),
+    "--critical-refill": (
+        "critical_refill_per_second",
+        _non_negative_number,
+        "critical credits added back per second (default 10)",
+    ),
+    "--hourly-budget": (
+        "hourly_budget",
+        _positive_int,
+        "leads accepted per clock hour (default 1,000,000)",
+    ),
+}
 
 
 class Command(BaseCommand):
@@ -10,10 +61,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", help="unique tenant name")
+        for option, (field, parse, help_text) in LIMIT_OPTIONS.items():
+            parser.add_argument(option, dest=field, type=parse, help=help_text)
 
     def handle(self, *args, name: str, **options) -> None:
+        limits = {
+            field: options[field]
+            for field, _, _ in LIMIT_OPTIONS.values()
+            if options.get(field) is not None
+        }
         try:
-            tenant, raw_key = tenant_create(name)
+            tenant, raw_key = tenant_create(name, **limits)
         except TenantError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(

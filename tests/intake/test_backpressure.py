@@ -1,0 +1,145 @@
+"""Backpressure and honest answers, with the control process stopped: the backlog, the drain
+rate and the closed tiers are the ones each test sets in Redis, so the numbers are known."""
+
+import math
+import time
+import uuid
+from datetime import datetime
+
+import pytest
+
+from apps.intake import inbox
+from leadflow.redis_conn import get_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DRAIN_RATE = 1000.0  # leads/s, as if measured by the controller
+
+
+def auth(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def a_lead(priority: str) -> dict:
+    return {"email": f"{uuid.uuid4().hex[:12]}@example.com", "priority": priority}
+
+
+@pytest.fixture
+def known_state(control_stopped):
+    """A drain rate of 1000 leads/s and no tier closed; whatever a test adds to the backlog
+    counters is taken away again."""
+    client = get_redis()
+    saved_drain = client.hgetall(inbox.DRAIN_KEY)
+    client.hset(inbox.DRAIN_KEY, "total", DRAIN_RATE)
+    client.delete(inbox.CLOSED_KEY)
+    added: dict[str, int] = {}
+
+    def add_backlog(tier: str, leads: int) -> None:
+        client.hincrby(inbox.BACKLOG_KEY, tier, leads)
+        added[tier] = added.get(tier, 0) + leads
+
+    yield add_backlog
+    for tier, leads in added.items():
+        client.hincrby(inbox.BACKLOG_KEY, tier, -leads)
+    client.delete(inbox.CLOSED_KEY, inbox.DRAIN_KEY)
+    if saved_drain:
+        client.hset(inbox.DRAIN_KEY, mapping=saved_drain)
+
+
+def backlog() -> dict[str, int]:
+    counts = get_redis().hmget(inbox.BACKLOG_KEY, ["critical", "normal", "low"])
+    return dict(zip(["critical", "normal", "low"], (int(c or 0) for c in counts), strict=True))
+
+
+def test_a_tier_over_its_backlog_bound_is_429_with_retry_after_from_the_drain_rate(
+    api, make_tenant, known_state, settings
+):
+    _, key = make_tenant()
+    bound = settings.BACKPRESSURE_BACKLOG["low"]  # the live API runs with the same defaults
+    waiting = sum(backlog().values())
+    known_state("low", bound - waiting - 1)  # one place left for LOW
+
+    assert api.post("/api/v1/leads", json=a_lead("low"), headers=auth(key)).status_code == 202
+    refused = api.post("/api/v1/leads", json=a_lead("low"), headers=auth(key))
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["limit"] == "backpressure"
+    # Everything waiting ahead of the lead, drained at the measured rate.
+    expected = math.ceil(sum(backlog().values()) / DRAIN_RATE)
+    assert body["retry_after"] == expected == int(refused.headers["Retry-After"])
+
+    # The tiers dispatched first still have room.
+    for tier in ("normal", "critical"):
+        answer = api.post("/api/v1/leads", json=a_lead(tier), headers=auth(key))
+        assert answer.status_code == 202, answer.text
+
+
+def test_retry_after_is_clamped_to_300_seconds(api, make_tenant, known_state, settings):
+    _, key = make_tenant()
+    get_redis().hset(inbox.DRAIN_KEY, "total", 1.0)  # 1 lead/s: a backlog of days
+    known_state("low", settings.BACKPRESSURE_BACKLOG["low"])
+    refused = api.post("/api/v1/leads", json=a_lead("low"), headers=auth(key))
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "300"
+
+
+def test_critical_intake_is_refused_last(api, make_tenant, known_state, settings):
+    _, key = make_tenant(critical_capacity=1000)
+    known_state("normal", settings.BACKPRESSURE_BACKLOG["normal"])
+    codes = {
+        tier: api.post("/api/v1/leads", json=a_lead(tier), headers=auth(key)).status_code
+        for tier in ("low", "normal", "critical")
+    }
+    assert codes == {"low": 429, "normal": 429, "critical": 202}
+
+
+def test_a_demoted_critical_lead_meets_the_normal_tiers_backpressure(
+    api, make_tenant, known_state, settings
+):
+    _, key = make_tenant(critical_capacity=1, critical_refill_per_second=0)
+    known_state("normal", settings.BACKPRESSURE_BACKLOG["normal"])
+    assert api.post("/api/v1/leads", json=a_lead("critical"), headers=auth(key)).status_code == 202
+    refused = api.post("/api/v1/leads", json=a_lead("critical"), headers=auth(key))
+    assert refused.status_code == 429 and refused.json()["limit"] == "backpressure"
+
+
+def test_a_tier_the_controller_closed_answers_with_its_retry_after(api, make_tenant, known_state):
+    _, key = make_tenant()
+    get_redis().hset(inbox.CLOSED_KEY, mapping={"normal": 42, "low": 42})
+    refused = api.post("/api/v1/leads", json=a_lead("normal"), headers=auth(key))
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "42"
+    assert api.post("/api/v1/leads", json=a_lead("critical"), headers=auth(key)).status_code == 202
+
+
+def test_position_and_eta_come_from_the_backlog_ahead_and_the_drain_rate(
+    api, make_tenant, known_state
+):
+    _, key = make_tenant()
+    known_state("critical", 3000)  # 3 s of work ahead of any normal lead
+    before = backlog()
+    sent = time.time()
+    answer = api.post("/api/v1/leads", json=a_lead("normal"), headers=auth(key)).json()
+    assert answer["position"] == before["critical"] + before["normal"] + 1
+    eta = datetime.fromisoformat(answer["estimated_completion"]).timestamp()
+    assert eta - sent == pytest.approx(answer["position"] / DRAIN_RATE, abs=0.5)
+
+    # GET tells the same while the lead waits (nothing is dispatched: control is stopped).
+    status = api.get(f"/api/v1/leads/{answer['trace_id']}", headers=auth(key)).json()
+    assert status["status"] == "queued"
+    assert status["position"] == answer["position"]
+    eta_now = datetime.fromisoformat(status["estimated_completion"]).timestamp()
+    assert eta_now - time.time() == pytest.approx(status["position"] / DRAIN_RATE, abs=0.5)
+
+
+def test_an_overloaded_mode_adds_retry_after_for_status_polling(api, make_tenant, known_state):
+    _, key = make_tenant()
+    client = get_redis()
+    client.set(inbox.MODE_KEY, "thin")
+    try:
+        known_state("normal", 20_000)  # 20 s at 1000 leads/s
+        response = api.post("/api/v1/leads", json=a_lead("normal"), headers=auth(key))
+        assert response.status_code == 202
+        assert response.headers["X-LeadFlow-Mode"] == "thin"
+        body = response.json()
+        assert body["retry_after"] == math.ceil(body["position"] / DRAIN_RATE)
+    finally:
+        client.set(inbox.MODE_KEY, "normal")
