@@ -5,6 +5,7 @@ backpressure, and the backlog figures autoscalers read. Every change of mode is 
 """
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -128,7 +129,7 @@ class Controller:
 
     def _publish(self, measures: dict[str, TierMeasure], shedding: Shedding) -> None:
         rates = {tier: f"{rate:.3f}" for tier, rate in self._drain.items() if rate > 0}
-        closed = _tiers_closed(measures, self._drain.get("total", 0.0))
+        closed = tiers_closed(measures, self._drain.get("total", 0.0))
         pipe = get_redis().pipeline(transaction=True)
         if rates:
             pipe.hset(inbox.DRAIN_KEY, mapping=rates)
@@ -156,7 +157,7 @@ class Controller:
             self._low_paused_at = None
 
 
-def _tiers_closed(measures: dict[str, TierMeasure], drain_total: float) -> dict[str, int]:
+def tiers_closed(measures: dict[str, TierMeasure], drain_total: float) -> dict[str, int]:
     """Backpressure by lag: a tier whose oldest lead waited past its bound refuses new leads,
     and so do the tiers after it (critical is refused last). Value: the Retry-After."""
     closed: dict[str, int] = {}
@@ -167,7 +168,7 @@ def _tiers_closed(measures: dict[str, TierMeasure], drain_total: float) -> dict[
         shut = shut or measures[tier].lag_seconds > settings.BACKPRESSURE_LAG_SECONDS[tier]
         if shut:
             rate = max(drain_total, 0.001)
-            closed[tier] = max(1, min(settings.RETRY_AFTER_MAX_SECONDS, round(ahead / rate)))
+            closed[tier] = max(1, min(settings.RETRY_AFTER_MAX_SECONDS, math.ceil(ahead / rate)))
     return closed
 
 
