@@ -1,6 +1,7 @@
 # LeadFlow's one image: the API, the three pools, control and flower differ only by command
-# (see docker-compose.yml). Two stages: dependencies are built apart, and the final image runs
-# as an unprivileged user with no compiler and no pip cache.
+# (docker-compose.yml, deploy/k8s/). Two stages: dependencies are built apart, and the final
+# image runs as an unprivileged user with no compiler, no pip cache and a read-only-friendly
+# layout (nothing is written under /app at run time; /tmp is the only scratch space).
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -15,19 +16,25 @@ FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    DJANGO_SETTINGS_MODULE=leadflow.settings
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin leadflow
+    DJANGO_SETTINGS_MODULE=leadflow.settings \
+    LEADFLOW_LOG_FORMAT=json
+# Numeric uid/gid, so Kubernetes can check runAsNonRoot against the image.
+RUN groupadd --system --gid 10001 leadflow \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin leadflow
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# Only the code: no .venv, no var/ (embedded data) from a developer's checkout.
+# Only the code: no .venv, no var/ (embedded data), no tests from a developer's checkout.
 COPY manage.py pyproject.toml ./
 COPY leadflow ./leadflow
 COPY apps ./apps
 COPY workers ./workers
 COPY config ./config
-RUN python manage.py collectstatic --noinput \
-    && mkdir -p /app/var \
-    && chown -R leadflow:leadflow /app/var
-USER leadflow
-EXPOSE 8000
-CMD ["gunicorn", "leadflow.wsgi", "-b", "0.0.0.0:8000", "--no-control-socket", "-k", "sync", "-w", "2", "--timeout", "30"]
+# The admin's static files, compressed, for WhiteNoise to serve (root-owned: read-only is fine).
+RUN python manage.py collectstatic --noinput
+USER 10001:10001
+EXPOSE 8000 5555
+# The API by default (the Procfile's api line, listening on all interfaces); the other
+# processes set their own command. --graceful-timeout: in-flight requests finish on SIGTERM.
+CMD ["gunicorn", "leadflow.wsgi", "-b", "0.0.0.0:8000", "--no-control-socket", "-k", "sync", \
+     "-w", "2", "--timeout", "30", "--graceful-timeout", "10", \
+     "--max-requests", "20000", "--max-requests-jitter", "2000"]
