@@ -1,0 +1,177 @@
+"""/healthz, /readyz and /scaling/backlog (Django's test client and over HTTP against the live
+stack), the admin's static files under gunicorn, and the pools' worker liveness probe."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+from django.db import connections
+
+from leadflow.redis_conn import get_redis
+from tests.live.stack import ROOT, free_port
+from workers.queues import POOLS, TIERS
+
+
+@pytest.fixture
+def closed_port() -> int:
+    return free_port()  # bound and released: nothing listens there
+
+
+def test_healthz_answers_without_an_api_key(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "alive"}
+
+
+def test_readyz_is_ready_when_redis_and_postgres_answer(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ready" and body["failed"] == []
+    assert body["checks"] == {"redis": "ok", "postgres": "ok"}
+
+
+def test_readyz_names_redis_when_redis_is_unreachable(client, settings, closed_port):
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{closed_port}/0"
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["redis"]
+    assert body["checks"]["redis"].startswith("ConnectionError")
+    assert body["checks"]["postgres"] == "ok"
+
+
+def test_readyz_checks_a_separate_broker_too(client, settings, closed_port):
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{closed_port}/0"
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["broker"]
+
+
+def test_readyz_names_postgres_when_postgres_is_unreachable(client, monkeypatch, closed_port):
+    settings_dict = connections["default"].settings_dict
+    monkeypatch.setitem(settings_dict, "HOST", "127.0.0.1")
+    monkeypatch.setitem(settings_dict, "PORT", str(closed_port))
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["postgres"]
+    assert body["checks"]["postgres"].startswith("OperationalError")
+
+
+def test_health_endpoints_refuse_other_methods(client):
+    assert client.post("/healthz").status_code == 405
+    assert client.post("/readyz").status_code == 405
+
+
+def test_backlog_endpoint_reports_waiting_leads_per_tier(client):
+    from apps.intake.inbox import BACKLOG_KEY
+
+    redis = get_redis()
+    saved = redis.hgetall(BACKLOG_KEY)
+    try:
+        redis.delete(BACKLOG_KEY)
+        redis.hset(BACKLOG_KEY, mapping={"critical": 3, "normal": 40})
+        response = client.get("/scaling/backlog")
+    finally:
+        redis.delete(BACKLOG_KEY)
+        if saved:
+            redis.hset(BACKLOG_KEY, mapping=saved)
+    assert response.status_code == 200
+    assert response.json() == {"critical": 3, "normal": 40, "low": 0, "total": 43}
+    assert set(TIERS) <= set(response.json())
+
+
+def test_responses_carry_a_request_id(client):
+    mine = client.get("/healthz", HTTP_X_REQUEST_ID="req-123")
+    assert mine.headers["X-Request-ID"] == "req-123"
+    made_up = client.get("/healthz", HTTP_X_REQUEST_ID="not ok\n")
+    assert made_up.headers["X-Request-ID"] not in ("", "not ok\n")
+
+
+# --- over HTTP, gunicorn with DEBUG off, as deployed ---
+# These are marked for the database so that pytest-django creates the test database, which the
+# live stack runs on, even when no other selected test needs it.
+live = pytest.mark.django_db(transaction=True)
+
+
+@live
+def test_health_endpoints_over_http(live_stack):
+    with httpx.Client(base_url=live_stack.api_url, timeout=10) as http:
+        assert http.get("/healthz").json() == {"status": "alive"}
+        ready = http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ready"
+        backlog = http.get("/scaling/backlog")
+        assert backlog.status_code == 200
+        assert set(backlog.json()) == {*TIERS, "total"}
+
+
+@live
+def test_admin_static_files_are_served_by_gunicorn_with_debug_off(live_stack):
+    assert os.environ.get("DJANGO_DEBUG", "false").lower() in ("", "0", "false", "no", "off")
+    with httpx.Client(base_url=live_stack.api_url, timeout=10) as http:
+        css = http.get("/static/admin/css/base.css", headers={"Accept-Encoding": "identity"})
+        assert css.status_code == 200
+        assert css.headers["content-type"].startswith("text/css")
+        assert "body" in css.text
+        login = http.get("/admin/login/")
+        assert login.status_code == 200 and "/static/admin/css/base.css" in login.text
+
+
+# --- the worker liveness probe, against the live stack's pools ---
+
+
+def probe(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "apps.health.worker_probe", *args],
+        cwd=ROOT,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@live
+@pytest.mark.parametrize("pool", POOLS)
+def test_worker_probe_passes_for_a_running_pool_worker(live_stack, pool):
+    # tests/live/stack.py names the workers pool-<pool>-<test runner pid>@%h
+    node = f"pool-{pool}-{os.getpid()}@{socket.gethostname()}"
+    result = probe(pool, "--node", node, env=live_stack.env)
+    assert result.returncode == 0, result.stderr
+    assert f"{node} answered" in result.stdout
+
+
+@live
+def test_worker_probe_fails_when_no_worker_answers(live_stack):
+    result = probe("a", "--node", "pool-a@no-such-host", "--timeout", "1", env=live_stack.env)
+    assert result.returncode == 1
+    assert "did not answer" in result.stderr
+
+
+@live
+def test_worker_probe_defaults_to_this_hosts_procfile_node_name(live_stack):
+    result = probe("b", "--timeout", "1", env=live_stack.env)
+    assert result.returncode == 1  # the live stack's workers have their own names
+    assert f"pool-b@{socket.gethostname()} did not answer" in result.stderr
+
+
+def test_worker_probe_passes_when_the_broker_is_down(closed_port):
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{closed_port}/0"}
+    env.pop("CELERY_BROKER_URL", None)
+    result = probe("a", "--timeout", "1", env=env)
+    assert result.returncode == 0
+    assert "broker unreachable" in result.stdout
+
+
+@live
+def test_pool_workers_log_json_lines(live_stack):
+    lines = live_stack.processes["pool-a"].log().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(record["event"].endswith("ready.") for record in records)
+    assert all({"event", "level", "logger", "timestamp"} <= set(record) for record in records)
