@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Logs of gunicorn and celery show up in honcho's output as they happen, not when a buffer fills.
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test lint fmt
+.PHONY: install run test lint fmt bench
 
 install: $(STAMP)
 
@@ -40,3 +40,21 @@ lint: install
 fmt: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Benchmarks (bench/README.md): installs matplotlib, py-spy and wrk, starts its own processes on
+# the embedded services (or DATABASE_URL / REDIS_URL's servers, in their own leadflow_bench
+# database and Redis db 12), writes bench/results/<timestamp>/. SCENARIO=intake runs one;
+# soak runs only when named.
+SCENARIO ?=
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: install $(BENCH_STAMP)
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "bench: install wrk (apt-get install wrk)"; exit 1; }
+	BENCH_COMMAND='make bench$(if $(SCENARIO), SCENARIO=$(SCENARIO))' \
+		$(DEVSTACK) $(BIN)/python -m bench $(if $(SCENARIO),--scenario $(SCENARIO))

@@ -1,0 +1,1 @@
+"""The references each scenario is measured against, kept out of the application."""

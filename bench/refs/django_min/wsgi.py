@@ -1,0 +1,4 @@
+from django.core.wsgi import get_wsgi_application
+
+# DJANGO_SETTINGS_MODULE=bench.refs.django_min.settings is set by the bench for this process.
+application = get_wsgi_application()

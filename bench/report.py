@@ -1,0 +1,332 @@
+"""report.json, report.md and the PNG plots of a run."""
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from bench.stack import ROOT
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_facts() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except OSError:
+        mem_kb = 0
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_average_start": load_average(),
+        "load_generator": "wrk (same machine), new TCP connection per request (gunicorn sync)",
+    }
+
+
+def git_facts() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain")),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots.
+# ---------------------------------------------------------------------------------------------
+def _plot(path: Path, title: str, panels: list[dict]) -> Path | None:
+    """panels: [{"ylabel", "lines": {label: [(x, y)]}, "hlines": {label: y}, "xlabel"}]"""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        for label, points in panel["lines"].items():
+            points = [(x, y) for x, y in points if y is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o" if len(points) < 40 else None, markersize=3, label=label)
+        for label, y in (panel.get("hlines") or {}).items():
+            if y:
+                ax.axhline(y, linestyle="--", linewidth=1, color="grey")
+                ax.annotate(label, (0, y), fontsize=8, color="grey", va="bottom")
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_xlabel(panel.get("xlabel", "seconds since the run started"))
+        if panel.get("log"):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _xy(series: list[dict], key: str, x: str = "t") -> list[tuple]:
+    return [(p[x], p.get(key)) for p in series]
+
+
+def plots(run_dir: Path, name: str, result: dict) -> list[str]:
+    series = result.get("series") or {}
+    made: list[Path | None] = []
+    if name in ("intake", "batch"):
+        key = "ok_per_s" if name == "intake" else "accepted_leads_per_s"
+        unit = "2xx answers/s" if name == "intake" else "leads accepted/s"
+        for connections in sorted({c for per in series.values() for c in per}, key=int):
+            lines_rate = {
+                k: _xy(per[connections], key) for k, per in series.items() if connections in per
+            }
+            lines_p99 = {
+                k: _xy(per[connections], "p99_ms")
+                for k, per in series.items()
+                if connections in per
+            }
+            made.append(
+                _plot(
+                    run_dir / f"{name}-c{connections}.png",
+                    f"{name}: {connections} connections",
+                    [
+                        {"ylabel": unit, "lines": lines_rate},
+                        {"ylabel": "p99 latency (ms)", "lines": lines_p99, "log": True},
+                    ],
+                )
+            )
+    elif name == "pipeline":
+        made.append(
+            _plot(
+                run_dir / "pipeline.png",
+                "pipeline: leads qualified in PostgreSQL",
+                [
+                    {
+                        "ylabel": "rows qualified",
+                        "lines": {k: _xy(v, "count") for k, v in series.items()},
+                    },
+                    {"ylabel": "leads/s", "lines": {k: _xy(v, "rate") for k, v in series.items()}},
+                ],
+            )
+        )
+    elif name == "writes":
+        made.append(
+            _plot(
+                run_dir / "writes.png",
+                "writes: rows/s per batch of 500",
+                [
+                    {
+                        "ylabel": "rows/s",
+                        "lines": {k: _xy(v, "rows_per_s") for k, v in series.items()},
+                        "log": True,
+                    }
+                ],
+            )
+        )
+    elif name in ("overload", "soak"):
+        capacity = (result.get("reference") or {}).get("figures", {}).get("capacity_leads_per_s")
+        for phase, data in series.items():
+            load = data.get("load") or []
+            rows = data.get("rows") or []
+            panels = [
+                {
+                    "ylabel": "requests/s",
+                    "lines": {
+                        "answered": _xy(load, "answered_per_s"),
+                        "202 accepted": _xy(load, "ok_per_s"),
+                        "429": _xy(load, "r429_per_s"),
+                    },
+                    "hlines": {"offered": data.get("offered_per_s"), "capacity": capacity},
+                },
+                {
+                    "ylabel": "ACK latency (ms)",
+                    "lines": {"p50": _xy(load, "p50_ms"), "p99": _xy(load, "p99_ms")},
+                    "log": True,
+                },
+                {
+                    "ylabel": "leads qualified/s",
+                    "lines": {"goodput": _xy(rows, "rate")},
+                    "hlines": {"capacity": capacity},
+                },
+            ]
+            if data.get("rss"):
+                panels.append(
+                    {"ylabel": "RSS (MB)", "lines": {k: v for k, v in data["rss"].items()}}
+                )
+            made.append(_plot(run_dir / f"{name}-{phase}.png", f"{name}: {phase}", panels))
+    return [p.name for p in made if p]
+
+
+# ---------------------------------------------------------------------------------------------
+# report.md
+# ---------------------------------------------------------------------------------------------
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 10 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+_SHOWN = (
+    "ok_per_s",
+    "accepted_leads_per_s",
+    "leads_per_s",
+    "steady_leads_per_s",
+    "rows_per_s",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "non_2xx",
+    "unanswered",
+    "seconds",
+    "leads",
+    "rows",
+    "batch_p50_ms",
+    "capacity_leads_per_s",
+    "offered_per_s",
+    "sent_per_s",
+    "missed",
+    "share_429",
+    "share_429_with_retry_after",
+    "ack_p50_ms",
+    "ack_p99_ms",
+    "ack_p99_with_unanswered_ms",
+    "critical_p50_s",
+    "critical_p99_s",
+    "critical_sent",
+    "critical_stored_critical",
+    "goodput_leads_per_s",
+    "goodput_vs_capacity",
+    "max_rss_growth",
+    "api_worker_rss_max_mb",
+    "statuses",
+)
+
+
+def _figure_rows(figures: dict) -> list[str]:
+    flat = {}
+    for key, value in figures.items():
+        if isinstance(value, dict) and key not in ("statuses", "errors"):
+            for sub, v in value.items():
+                if sub in _SHOWN:
+                    flat.setdefault(sub, {})[key] = v
+        elif key in _SHOWN:
+            flat.setdefault(key, {})[""] = value
+    lines = []
+    for key in _SHOWN:
+        if key in flat:
+            values = flat[key]
+            shown = (
+                _fmt(values[""])
+                if list(values) == [""]
+                else ", ".join(f"{k}: {_fmt(v)}" for k, v in values.items())
+            )
+            lines.append(f"| {key} | {shown} |")
+    return lines
+
+
+def markdown(meta: dict, results: dict) -> str:
+    m = meta["machine"]
+    out = [
+        "# LeadFlow benchmark report",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- started {meta['started_at']}, finished {meta['finished_at']}",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}; load average at start {m['load_average_start']}, at end "
+        f"{meta['load_average_end']} (a shared machine: absolute figures drift, ratios hold better)",
+        f"- load generator: {m['load_generator']}",
+        f"- code: {meta['git']['commit']}{' + uncommitted changes' if meta['git']['dirty'] else ''}",
+        "",
+        "## Targets",
+        "",
+        "| scenario | target | wanted | measured | met |",
+        "|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        if "error" in result:
+            out.append(f"| {name} | (failed) | | {result['error'][:120]} | no |")
+            continue
+        for t in result.get("targets", []):
+            out.append(
+                f"| {name} | {t['name']} | {t['target']} | {_fmt(t['value'])} | {'**yes**' if t['met'] else 'no'} |"
+            )
+    for name, result in results.items():
+        out += ["", f"## {result.get('title', name)}", ""]
+        if "error" in result:
+            out += ["Failed:", "", "```", result.get("trace", result["error"])[-3000:], "```"]
+            continue
+        out += [f"Unit: {result.get('unit', '')}; ran {result.get('wall_seconds')} s.", ""]
+        out += ["| LeadFlow | |", "|---|---|", *_figure_rows(result["figures"]), ""]
+        references = result.get("references") or (
+            {result["reference"]["name"]: result["reference"]} if result.get("reference") else {}
+        )
+        for ref_name, ref in references.items():
+            ratio = (result.get("ratios") or {}).get(ref_name, result.get("ratio"))
+            out += [
+                f"| {ref_name}: {ref.get('title', '')} | |",
+                "|---|---|",
+                *_figure_rows(ref["figures"]),
+                f"| **LeadFlow ÷ this** | {_fmt(ratio)} |",
+                "",
+            ]
+        for plot in result.get("plots", []):
+            out += [f"![{plot}]({plot})", ""]
+        for note in result.get("notes", []):
+            out.append(f"- {note}")
+    if meta.get("profiles"):
+        out += ["", "## Profiles (BENCH_PROFILE=1)", ""]
+        for name, prof in meta["profiles"].items():
+            out += [
+                f"### {name}",
+                "",
+                f"samples/seconds: {prof.get('samples', prof.get('seconds'))}",
+                "",
+            ]
+            for kind in ("self_by_package", "self_by_function", "inclusive_by_function"):
+                if prof.get(kind):
+                    out += [f"{kind.replace('_', ' ')}:", ""]
+                    out += [f"- {share * 100:.1f} % {label}" for label, share in prof[kind][:12]]
+                    out.append("")
+    out += ["", "Configuration: `" + json.dumps(meta["config"]) + "`", ""]
+    return "\n".join(out)
+
+
+def write(run_dir: Path, meta: dict, results: dict) -> list[Path]:
+    for name, result in results.items():
+        if "error" not in result:
+            try:
+                result["plots"] = plots(run_dir, name, result)
+            except Exception as exc:  # noqa: BLE001 - a plot must not lose the figures
+                result.setdefault("notes", []).append(f"plotting failed: {exc}")
+    report_json = run_dir / "report.json"
+    report_json.write_text(json.dumps({**meta, "results": results}, indent=2, default=str))
+    report_md = run_dir / "report.md"
+    report_md.write_text(markdown(meta, results))
+    return [report_json, report_md]

@@ -1,0 +1,188 @@
+"""Everything the bench reads or calls inside the application, in one place.
+
+The scenarios drive LeadFlow through its HTTP API and its Procfile processes; only what they
+cannot reach that way comes through here (tenants, resetting state, counting stored rows,
+taking prepared entries from the inboxes, pool A's write service). When the application's
+internals move, this is the file to adjust.
+"""
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+
+def django_setup() -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "leadflow.settings"
+    import django
+
+    django.setup()
+
+
+@dataclass(frozen=True)
+class BenchTenant:
+    tenant_id: int
+    name: str
+    key: str
+
+
+def tenants_prepare(count: int, limits: dict[str, float]) -> list[BenchTenant]:
+    """`count` bench tenants, each with a fresh API key and the given admission limits set on
+    whichever of those fields the Tenant model has (the bench sends more than a default tenant
+    may: its rate limit would turn an intake benchmark into a benchmark of 429s)."""
+    from apps.tenants.models import Tenant
+    from apps.tenants.services import api_key_create, tenant_create
+
+    tenants = []
+    for index in range(1, count + 1):
+        name = f"bench-{index}"
+        tenant = Tenant.objects.filter(name=name).first()
+        if tenant is None:
+            tenant, key = tenant_create(name)
+        else:
+            key = api_key_create(tenant, label="bench")
+        changed = []
+        for field_name, value in limits.items():
+            if hasattr(tenant, field_name):
+                setattr(tenant, field_name, value)
+                changed.append(field_name)
+        if changed:
+            tenant.save(update_fields=changed)
+        tenants.append(BenchTenant(tenant.id, name, key))
+    return tenants
+
+
+def tenant_fields(tenant_id: int) -> dict:
+    from django.forms.models import model_to_dict
+
+    from apps.tenants.models import Tenant
+
+    fields = model_to_dict(Tenant.objects.get(id=tenant_id))
+    fields.pop("crm_webhook_secret", None)
+    return fields
+
+
+# Tables emptied between runs: everything a lead leaves behind, never tenants or keys.
+_APPS_RESET = ("leads", "enrichment", "crm", "control")
+
+
+def state_reset() -> None:
+    """Empty the bench's Redis database and the lead tables, so every run starts alike."""
+    from django.apps import apps
+    from django.db import connection
+
+    from leadflow.redis_conn import get_redis
+
+    get_redis().flushdb()
+    tables = []
+    for label in _APPS_RESET:
+        try:
+            config = apps.get_app_config(label)
+        except LookupError:
+            continue
+        tables += [model._meta.db_table for model in config.get_models()]
+    if tables:
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+
+
+def stored_count() -> int:
+    """Leads pool A has stored (qualified, or recognised as duplicates)."""
+    from apps.leads.models import Lead
+
+    return Lead.objects.count()
+
+
+def qualified_count() -> int:
+    from apps.leads.models import Lead
+
+    return Lead.objects.filter(qualified_at__isnull=False).count()
+
+
+@dataclass(frozen=True)
+class StoredLead:
+    email: str
+    tier: str
+    status: str
+    received_at: datetime
+    qualified_at: datetime | None
+
+
+def leads_sent_critical() -> list[StoredLead]:
+    """Stored leads the client sent as critical (the bench marks their emails "crit-")."""
+    from apps.leads.models import Lead
+
+    rows = Lead.objects.filter(email__startswith="crit-").values_list(
+        "email", "tier", "status", "received_at", "qualified_at"
+    )
+    return [StoredLead(*row) for row in rows]
+
+
+def redis_critical_waiting() -> int:
+    """Critical leads still waiting in the inboxes."""
+    from apps.intake import inbox
+
+    backlog = inbox.backlog_by_tier()
+    return backlog["critical"].waiting if "critical" in backlog else 0
+
+
+def inbox_waiting() -> int:
+    from apps.intake import inbox
+
+    return sum(b.waiting for b in inbox.backlog_by_tier().values())
+
+
+def inbox_take(limit: int) -> list[list[bytes]]:
+    """Take up to `limit` leads from the inboxes as the dispatcher does (tier order, batches of
+    at most DISPATCH_BATCH_MAX), releasing the in-flight copies at once: the bench handles them
+    itself. Returns the raw entries, batch by batch."""
+    from django.conf import settings
+
+    from apps.intake import inbox
+    from workers.queues import TIERS
+
+    batches: list[list[bytes]] = []
+    taken = 0
+    for tier in TIERS:
+        for tenant_id in inbox.active_tenants(tier):
+            while taken < limit:
+                batch = inbox.claim_batch(
+                    tier, tenant_id, min(settings.DISPATCH_BATCH_MAX, limit - taken)
+                )
+                if batch is None:
+                    break
+                inbox.release_batch(batch.batch_id)
+                batches.append(batch.entries)
+                taken += len(batch.entries)
+    return batches
+
+
+def entries_decode(raw_entries: list[bytes]) -> list[dict]:
+    from apps.intake import inbox
+
+    return inbox.entries_decode(raw_entries)
+
+
+def leads_qualify(entries: list[dict]) -> None:
+    """Pool A's write path: normalize, dedup, score and store a batch in bulk."""
+    from apps.leads.services import leads_qualify as qualify
+
+    qualify(entries)
+
+
+def lead_table() -> tuple[str, list[str]]:
+    """The leads table and its columns, for the COPY reference."""
+    from apps.leads.models import Lead
+
+    columns = [f.column for f in Lead._meta.concrete_fields]
+    return Lead._meta.db_table, columns
+
+
+def lead_model():
+    from apps.leads.models import Lead
+
+    return Lead
+
+
+def new_trace_id() -> str:
+    return str(uuid.uuid4())
