@@ -1,10 +1,12 @@
 """Django settings. Every value comes from the environment (see README), with dev defaults."""
 
+import warnings
 from pathlib import Path
 
 import dj_database_url
 
 from leadflow.env import env_bool, env_float, env_int, env_str
+from leadflow.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,7 +33,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "leadflow.logs.RequestLogContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # admin static files under gunicorn
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -231,3 +235,38 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,
 }
+
+# ---------------------------------------------------------------------------
+# Operations: health probes, static files, structured logs, shutdown, PgBouncer.
+# ---------------------------------------------------------------------------
+# /readyz gives each dependency this long (PostgreSQL's connect timeout is at least 2 s).
+HEALTH_CHECK_TIMEOUT_SECONDS = env_float("LEADFLOW_HEALTH_TIMEOUT_SECONDS", 2.0)
+
+# WhiteNoise serves the admin's static files from gunicorn with DEBUG off. Compressed but not
+# hashed (no manifest): a template rendered before `collectstatic` still works, in tests too.
+# Finders let `make run` serve them with no collectstatic; the image collects them anyway.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+# With finders on, a missing STATIC_ROOT (no collectstatic yet) is expected, not a problem.
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
+
+# JSON lines on stdout (console: the same fields, readable), with the request or task context
+# and the trace_id / tenant bound where they are known (leadflow/logs.py).
+LOGGING = logging_config(
+    env_str("LEADFLOW_LOG_FORMAT", "json"), env_str("LEADFLOW_LOG_LEVEL", "INFO").upper()
+)
+
+# SIGTERM: with REMAP_SIGTERM=SIGQUIT in the environment (pool A's in docker-compose.yml and
+# deploy/k8s; prefork only, as a thread pool cannot cancel a batch) a worker waits this long
+# for its running batch, then cancels it and hands the message back to the queue at once;
+# without, it waits for the batch however long it takes. Keep it under the orchestrator's
+# grace period (compose stop_grace_period, k8s terminationGracePeriodSeconds).
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 0.0)
+
+# Behind PgBouncer in transaction mode a server-side cursor (QuerySet.iterator()) would outlive
+# its transaction's server connection. Prepared statements are already off (Django's default).
+if env_bool("DATABASE_PGBOUNCER", False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
