@@ -7,6 +7,7 @@ That context lives in contextvars, so it is per request, per Celery task and per
 """
 
 import contextlib
+import inspect
 import logging.config
 import re
 import uuid
@@ -134,16 +135,22 @@ def _celery_uses_django_logging(**kwargs) -> None:
 
 @signals.task_prerun.connect
 def _task_log_context(task_id=None, task=None, args=None, kwargs=None, **extra) -> None:
+    """Bind the task and what its arguments say, by their names in the task's signature
+    (trace_ids / entries: the batch; tier; batch_id; tenant_id), whatever their order."""
     structlog.contextvars.clear_contextvars()
-    args, kwargs = list(args or ()), kwargs or {}
-    batch = kwargs.get("entries") or kwargs.get("trace_ids") or (args[0] if args else None)
-    tier = kwargs.get("tier") or (args[1] if len(args) > 1 else None)
+    try:
+        given = inspect.signature(task.run).bind_partial(*(args or ()), **(kwargs or {}))
+    except (AttributeError, TypeError, ValueError):
+        given = None
+    named = given.arguments if given else {}
+    batch = named.get("trace_ids", named.get("entries"))
     bind_log_context(
         task_id=task_id,
         task=getattr(task, "name", None),
-        tier=tier if isinstance(tier, str) else None,
+        tier=named.get("tier"),
         batch_size=len(batch) if isinstance(batch, list) else None,
-        batch_id=kwargs.get("batch_id") or (args[2] if len(args) > 2 else None),
+        batch_id=named.get("batch_id"),
+        tenant=named.get("tenant_id"),
     )
 
 

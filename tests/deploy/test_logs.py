@@ -93,3 +93,16 @@ def test_a_celery_task_logs_with_its_batch_context(log_lines):
     assert during["tier"] == "critical" and during["batch_size"] == 2
     assert during["batch_id"] == "batch-9"
     assert "task_id" not in between
+
+
+def test_a_task_context_follows_argument_names_not_positions(log_lines):
+    from workers.pool_c import build_report
+
+    logger, lines = log_lines
+    signals.task_prerun.send(
+        sender=build_report, task_id="t-2", task=build_report, args=[5, "daily", "2026-11-26"]
+    )
+    logger.info("building")
+    [line] = lines()
+    assert line["tenant"] == 5 and line["task"] == build_report.name
+    assert "tier" not in line and "batch_id" not in line
