@@ -7,6 +7,7 @@ report.json and the plots.
 
 import argparse
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -79,6 +80,8 @@ def main(argv: list[str]) -> int:
     from bench.scenarios import Context
 
     seams.django_setup()
+    # After Django configured logging: the driver's HTTP client would log every inbox fill.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     tenants = seams.tenants_prepare(config.tenants, TENANT_LIMITS)
     ctx = Context(config=config, env=env, run_dir=run_dir, tenants=tenants, log=log)
     machine = report.machine_facts()

@@ -260,9 +260,11 @@ def markdown(meta: dict, results: dict) -> str:
         f"- started {meta['started_at']}, finished {meta['finished_at']}",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"Python {m['python']}; load average at start {m['load_average_start']}, at end "
-        f"{meta['load_average_end']} (a shared machine: absolute figures drift, ratios hold better)",
+        f"{meta['load_average_end']} (a shared machine: absolute figures drift, ratios hold "
+        "better)",
         f"- load generator: {m['load_generator']}",
-        f"- code: {meta['git']['commit']}{' + uncommitted changes' if meta['git']['dirty'] else ''}",
+        f"- code: {meta['git']['commit']}"
+        f"{' + uncommitted changes' if meta['git']['dirty'] else ''}",
         "",
         "## Targets",
         "",
@@ -275,7 +277,8 @@ def markdown(meta: dict, results: dict) -> str:
             continue
         for t in result.get("targets", []):
             out.append(
-                f"| {name} | {t['name']} | {t['target']} | {_fmt(t['value'])} | {'**yes**' if t['met'] else 'no'} |"
+                f"| {name} | {t['name']} | {t['target']} | {_fmt(t['value'])} "
+                f"| {'**yes**' if t['met'] else 'no'} |"
             )
     for name, result in results.items():
         out += ["", f"## {result.get('title', name)}", ""]

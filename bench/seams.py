@@ -186,3 +186,15 @@ def lead_model():
 
 def new_trace_id() -> str:
     return str(uuid.uuid4())
+
+
+def platform_mode() -> str:
+    """The mode the controller last published (what the intake reads)."""
+    from apps.intake import inbox
+    from leadflow.redis_conn import get_redis
+
+    try:
+        raw = get_redis().get(inbox.MODE_KEY)
+    except Exception as exc:  # noqa: BLE001 - the key's type may change with the controller
+        return f"unreadable ({exc})"
+    return raw.decode() if raw else "normal"

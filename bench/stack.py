@@ -196,9 +196,11 @@ class Stack:
             if service.popen.poll() is not None:
                 raise StackError(f"{service.name} exited:\n{service.log()[-3000:]}")
             fresh = service.log()[service._log_mark :] if service.ready_text else ""
-            if not service.ready_text or fresh.count(service.ready_text) >= service.ready_count:
-                if service.http_port is None or _answers_http(service.http_port):
-                    return
+            logged = (
+                not service.ready_text or fresh.count(service.ready_text) >= service.ready_count
+            )
+            if logged and (service.http_port is None or _answers_http(service.http_port)):
+                return
             time.sleep(0.1)
         raise StackError(
             f"{service.name} not ready after {timeout:.0f} s:\n{service.log()[-3000:]}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import load, seams
+from bench import load
 from bench.config import BenchConfig
 from bench.seams import BenchTenant
 from bench.stack import Service, Stack, api_service
@@ -123,7 +123,7 @@ def lead_body(nonce: str, n: int, critical: bool = False) -> dict:
 
 
 def inboxes_fill(ctx: Context, url: str, count: int, batch_size: int = 500) -> float:
-    """POST `count` new leads in batches, spread over the bench tenants; returns the seconds it took."""
+    """POST `count` new leads in batches over the bench tenants; returns the seconds it took."""
     nonce = f"{time.time_ns():x}"
     started = time.monotonic()
     batches = [(i, min(batch_size, count - i)) for i in range(0, count, batch_size)]
@@ -204,20 +204,19 @@ class RowWatcher:
             time.sleep(self.interval / 2)
         return None
 
-    def series(self, origin: float) -> list[dict]:
-        """Count and rate per sample since origin, for the plots."""
-        points, previous = [], None
-        for at, seen in self.samples:
-            if at < origin:
-                previous = (at, seen)
-                continue
+    def series(self, origin: float, window: float = 1.0) -> list[dict]:
+        """Count, and rate over the last `window` seconds, per sample since origin."""
+        points = []
+        samples = list(self.samples)
+        back = 0
+        for at, seen in samples:
+            while back < len(samples) - 1 and samples[back + 1][0] <= at - window:
+                back += 1
             rate = None
-            if previous and at > previous[0]:
-                rate = (seen - previous[1]) / (at - previous[0])
-            points.append(
-                {"t": round(at - origin, 2), "count": seen, "rate": rate and round(rate, 1)}
-            )
-            previous = (at, seen)
+            if samples[back][0] < at:
+                rate = round((seen - samples[back][1]) / (at - samples[back][0]), 1)
+            if at >= origin:
+                points.append({"t": round(at - origin, 2), "count": seen, "rate": rate})
         return points
 
     def rate_between(self, start: float, end: float) -> float | None:

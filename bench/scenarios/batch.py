@@ -17,7 +17,8 @@ from bench.scenarios import (
 
 REFERENCES = ("drf_usual", "wsgi_hello")
 REFERENCE_TITLES = {
-    "drf_usual": "the usual DRF batch view: many=True Serializer, SET NX per lead, apply_async per lead",
+    "drf_usual": "the usual DRF batch view: many=True Serializer, SET NX per lead, "
+    "apply_async per lead",
     "wsgi_hello": "plain WSGI reading the body and answering 202 (counts requests × 500)",
 }
 

@@ -31,7 +31,8 @@ def _fill(ctx: Context, stack, count: int) -> float:
     if waiting != count:
         raise RuntimeError(f"{count} leads posted but {waiting} wait in the inboxes")
     ctx.log(
-        f"pipeline: {count} leads in the inboxes ({count / seconds:,.0f} leads/s through the batch API)"
+        f"pipeline: {count} leads in the inboxes "
+        f"({count / seconds:,.0f} leads/s through the batch API)"
     )
     return seconds
 

@@ -60,32 +60,33 @@ def run(ctx: Context) -> dict:
     table, columns = seams.lead_table()
     conn = psycopg.connect(ctx.env["DATABASE_URL"])
     try:
-        # Warm-up (connections, caches, the scoring rules), then the measured pass on an empty table.
+        # Warm-up (connections, caches, the scoring rules), then the measured pass on an empty
+        # table.
         seams.leads_qualify(batches[0])
         _truncate(conn, table)
         ctx.log(f"writes: the qualification service on {count} leads")
         service = _timed(batches, seams.leads_qualify)
 
         rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-        types = [
-            r[0]
-            for r in conn.execute(
-                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attname = ANY(%s) ORDER BY array_position(%s, attname::text)",
-                [table, columns, columns],
+        # By oid: psycopg dumps each value (dict to jsonb, UUID, datetime) as the column's type.
+        oids = dict(
+            conn.execute(
+                "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass",
+                [table],
             ).fetchall()
-        ]
+        )
+        types = [oids[column] for column in columns]
         row_batches, start = [], 0
         for size in sizes:
             row_batches.append(rows[start : start + size])
             start += size
 
         def copy(batch) -> None:
-            with conn.transaction(), conn.cursor() as cursor:
-                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy_in:
-                    copy_in.set_types(types)
-                    for row in batch:
-                        copy_in.write_row(row)
+            statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+            with conn.transaction(), conn.cursor() as cursor, cursor.copy(statement) as copy_in:
+                copy_in.set_types(types)
+                for row in batch:
+                    copy_in.write_row(row)
 
         _truncate(conn, table)
         ctx.log(f"writes: COPY of the same {len(rows)} rows")
@@ -126,7 +127,8 @@ def run(ctx: Context) -> dict:
     value = figures["rows_per_s"]
     r = ratio(value, copy_figures["rows_per_s"])
     return {
-        "title": "writes: pool A's bulk write path (apps.leads.services.leads_qualify), batches of 500",
+        "title": "writes: pool A's bulk write path (apps.leads.services.leads_qualify), "
+        "batches of 500",
         "unit": "rows/s",
         "figures": figures,
         "reference": {

@@ -1,0 +1,230 @@
+"""overload: single leads offered at 2× and 5× what the machine can process end to end, with
+the whole platform running (API, pools A, B, C, control). Measured: the ACK latency, the share
+answered 429 (and with Retry-After), the time critical leads take to be qualified, and the
+goodput (leads qualified/s) against the capacity measured first in the same run.
+
+The load is paced (wrk with a schedule, bench/wrk/paced.lua): open loop as long as a free
+connection exists. When every connection waits on the server, the schedule's slots are counted
+as missed, and the figures say how much of the offered load was really sent.
+"""
+
+import contextlib
+import math
+import statistics
+import time
+from pathlib import Path
+
+from bench import load, profile, seams
+from bench.scenarios import Context, api_url, app_api, probe, ratio, target, watching
+from bench.stack import Stack, control_service, pool_service
+
+GRACE_SECONDS = 30.0  # after a phase: how long critical leads still in flight may take
+
+
+@contextlib.contextmanager
+def platform(ctx: Context, name: str, max_seconds: float):
+    """A fresh platform on empty state: the API, pools A, B, C and the control process."""
+    seams.state_reset()  # before any worker starts: kombu's queue bindings live in Redis
+    with ctx.stack(name, max_seconds=max_seconds) as stack:
+        api = app_api()
+        stack.start(api, pool_service("a"), pool_service("b"), pool_service("c"))
+        stack.start(control_service(max_seconds))
+        probe(ctx, api)
+        yield stack, api
+
+
+def capacity_probe(ctx: Context) -> dict:
+    """Closed loop at 16 connections with everything running: the leads qualified per second
+    once the pipeline is busy are what the machine processes end to end."""
+    seconds = ctx.config.capacity_seconds
+    with platform(ctx, "overload-capacity", seconds + 300) as (_stack, api):
+        with watching(seams.qualified_count) as watcher:
+            started = time.monotonic()
+            result = load.run(
+                load.LoadSpec(url=api_url(api), keys=ctx.keys, connections=16, threads=1),
+                seconds,
+                ctx.run_dir / "wrk",
+                slice_seconds=ctx.config.slice_seconds,
+            )
+            ended = time.monotonic()
+        # The first quarter is the pipeline starting to flow; the rest is its pace.
+        rate = watcher.rate_between(started + (ended - started) / 4, ended)
+        series = {"load": result.series(), "rows": watcher.series(started)}
+    figures = result.figures()
+    capacity = rate or 0.0
+    return {
+        "capacity_leads_per_s": round(capacity, 1),
+        "intake_ok_per_s": figures["ok_per_s"],
+        "intake_p99_ms": figures["p99_ms"],
+        "seconds": round(ended - started, 1),
+        "series": series,
+    }
+
+
+def _ack_p99_with_unanswered(result: load.LoadResult) -> float | None:
+    """p99 of the ACK latency counting requests never answered (timeouts, refused connections)
+    as infinitely slow: math.inf when more than 1 % were never answered."""
+    errors = result.errors()
+    answered = result.total("answered")
+    unanswered = errors.get("timeout", 0) + errors.get("connect", 0)
+    if not answered:
+        return math.inf
+    rank = 0.99 * (answered + unanswered)
+    if rank > answered:
+        return math.inf
+    return result.percentile_ms(100.0 * rank / answered)
+
+
+def _critical_figures(phase_end: float) -> dict:
+    """Time from receipt to qualification of the leads sent as critical and admitted as such."""
+    waiting_deadline = time.monotonic() + GRACE_SECONDS
+    while time.monotonic() < waiting_deadline and seams.redis_critical_waiting():
+        time.sleep(0.5)
+    time.sleep(2.0)  # the last batch taken from the inbox is being written
+    leads = seams.leads_sent_critical()
+    critical = [lead for lead in leads if lead.tier == "critical"]
+    waits = sorted(
+        (lead.qualified_at - lead.received_at).total_seconds()
+        for lead in critical
+        if lead.qualified_at is not None
+    )
+    still_waiting = seams.redis_critical_waiting()
+    figures = {
+        "critical_stored": len(leads),
+        "critical_stored_critical": len(critical),
+        "critical_demoted": len(leads) - len(critical),
+        "critical_still_waiting": still_waiting,
+    }
+    if waits:
+        total = len(waits) + still_waiting  # the ones still waiting count as slower than all
+        rank = math.ceil(0.99 * total)
+        figures["critical_p50_s"] = round(statistics.median(waits), 3)
+        figures["critical_p99_s"] = round(waits[rank - 1], 3) if rank <= len(waits) else math.inf
+        figures["critical_max_s"] = round(waits[-1], 3)
+    return figures
+
+
+def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict:
+    """Offer `rate` leads/s for `seconds` to a fresh platform; return figures and series."""
+    config = ctx.config
+    connections = int(min(config.overload_max_connections, max(64, rate * 0.1)))
+    spec = load.LoadSpec(
+        url="",
+        keys=ctx.keys,
+        connections=connections,
+        threads=2,
+        critical_permille=config.overload_critical_permille,
+        rate=rate,
+        timeout_seconds=10,
+    )
+    with platform(ctx, f"overload-{name}", seconds + GRACE_SECONDS + 300) as (stack, api):
+        spec.url = api_url(api)
+        ctx.log(f"overload: {name}, {rate:,.0f} leads/s offered over {connections} connections")
+        with watching(seams.qualified_count) as watcher:
+            started = time.monotonic()
+            with profile.sampling(
+                ctx, f"overload-{name}", api, stack.services["pool-a"], seconds=min(seconds, 20)
+            ):
+                result = load.run(spec, seconds, ctx.run_dir / "wrk", config.overload_slice_seconds)
+            ended = time.monotonic()
+            goodput = watcher.rate_between(started, ended) or 0.0
+            critical = _critical_figures(ended)
+            mode = seams.platform_mode()
+        rows = watcher.series(started)
+    figures = result.figures()
+    ack_p99_all = _ack_p99_with_unanswered(result)
+    figures.update(
+        {
+            "ack_p50_ms": figures["p50_ms"],
+            "ack_p99_ms": figures["p99_ms"],
+            "ack_p99_with_unanswered_ms": None
+            if ack_p99_all == math.inf
+            else round(ack_p99_all, 2),
+            "ack_never_answered_over_1_percent": ack_p99_all == math.inf,
+            "goodput_leads_per_s": round(goodput, 1),
+            "mode_at_end": mode,
+            **critical,
+        }
+    )
+    return {
+        "figures": figures,
+        "series": {"load": result.series(), "rows": rows, "offered_per_s": rate},
+    }
+
+
+def run(ctx: Context) -> dict:
+    ctx.log("overload: measuring capacity (closed loop, 16 connections, whole platform)")
+    capacity = capacity_probe(ctx)
+    value = capacity["capacity_leads_per_s"]
+    ctx.log(f"overload: capacity {value:,.0f} leads/s qualified end to end")
+    if not value:
+        raise RuntimeError("no lead was qualified while measuring capacity")
+    phases, series = {}, {"capacity": {**capacity.pop("series"), "offered_per_s": None}}
+    for multiplier in ctx.config.overload_multipliers:
+        name = f"{multiplier:g}x"
+        phase = overload_phase(ctx, name, multiplier * value, ctx.config.overload_seconds)
+        phase["figures"]["goodput_vs_capacity"] = ratio(
+            phase["figures"]["goodput_leads_per_s"], value
+        )
+        phases[name] = phase["figures"]
+        series[name] = phase["series"]
+    top = f"{max(ctx.config.overload_multipliers):g}x"
+    f = phases[top]
+    ack = f["ack_p99_with_unanswered_ms"]
+    critical_p99 = f.get("critical_p99_s")
+    goodput_ratio = f["goodput_vs_capacity"]
+    notes = [
+        f"capacity = leads qualified/s with the whole platform running and the intake saturated "
+        f"at 16 connections: {value:,.0f}; the intake answered {capacity['intake_ok_per_s']:,.0f} "
+        "2xx/s meanwhile.",
+        "ACK p99 counts requests never answered (wrk timeout 10 s, refused connections) as "
+        "infinitely slow; 'missed' are scheduled requests never sent because every connection "
+        "was waiting on the server.",
+        "Critical time to qualified = qualified_at − received_at in PostgreSQL for leads sent "
+        "as critical and admitted as critical (qualified_at is taken when pool A starts the "
+        "batch, before its commit).",
+    ]
+    for name, phase in phases.items():
+        if phase.get("sent_per_s") and phase["sent_per_s"] < 0.9 * phase["offered_per_s"]:
+            notes.append(
+                f"{name}: only {phase['sent_per_s']:,.0f} of {phase['offered_per_s']:,.0f} "
+                f"requests/s offered could be sent over {phase['connections']} connections."
+            )
+    return {
+        "title": "overload: single leads offered at "
+        + ", ".join(f"{m:g}×" for m in ctx.config.overload_multipliers)
+        + " capacity",
+        "unit": "per phase",
+        "figures": phases,
+        "reference": {"name": "capacity", "title": "measured capacity", "figures": capacity},
+        "ratio": goodput_ratio,
+        "targets": [
+            target(f"ACK p99 at {top}", "≤ 100 ms", ack, ack is not None and ack <= 100),
+            target(
+                f"critical leads qualified, p99 at {top}",
+                "≤ 5 s",
+                critical_p99,
+                critical_p99 is not None and critical_p99 <= 5,
+            ),
+            target(
+                f"goodput vs capacity at {top}",
+                "≥ 0.9 ×",
+                goodput_ratio,
+                goodput_ratio is not None and goodput_ratio >= 0.9,
+            ),
+        ],
+        "series": series,
+        "notes": notes,
+    }
+
+
+def rss_sample(stack: Stack) -> dict[str, dict[int, float]]:
+    """RSS in MB of every process of every service, by service and pid."""
+    sample: dict[str, dict[int, float]] = {}
+    for name, service in stack.services.items():
+        for pid in service.pids():
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        sample.setdefault(name, {})[pid] = int(line.split()[1]) / 1024
+    return sample
