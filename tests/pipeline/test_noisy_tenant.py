@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 SECONDS = 4.0
 QUIET_RATE = 10  # requests/s from each well-behaved tenant
-NOISY_LIMIT = 10  # the noisy tenant's limit, requests/s
+NOISY_LIMIT = 5  # the noisy tenant's limit, requests/s
 NOISY_THREADS = 5  # together they offer 10x the noisy tenant's limit
 
 
