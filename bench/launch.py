@@ -59,7 +59,11 @@ def main(argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-    # Anything the command left behind in the group (a worker whose master died first).
+    # Anything the command left behind in the group (a worker whose master died first), only
+    # if the group is the launcher's own: started without a session of its own, it would be the
+    # caller's group.
+    if os.getpgrp() != os.getpid():
+        return child.returncode if child.returncode and child.returncode > 0 else 0
     for signum in (signal.SIGTERM, signal.SIGKILL):
         others = group_members(exclude=os.getpid())
         for pid in others:

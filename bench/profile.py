@@ -64,7 +64,9 @@ def summarize(collapsed: str, top: int = 15) -> dict:
         func, path = frames[-1]
         self_time[f"{func} ({_short(path)})"] += weight
         packages[_package(path)] += weight
-        for name in {f"{fn} ({_short(p)})" for fn, p in frames}:
+        # Inclusive time only for the application's own frames: the framework's entry points
+        # are in every stack and say nothing.
+        for name in {f"{fn} ({_short(p)})" for fn, p in frames if _is_app(p)}:
             inclusive[name] += weight
     if not total:
         return {"samples": 0}
@@ -76,8 +78,13 @@ def summarize(collapsed: str, top: int = 15) -> dict:
         "samples": total,
         "self_by_package": shares(packages),
         "self_by_function": shares(self_time),
-        "inclusive_by_function": shares(inclusive),
+        "inclusive_by_app_function": shares(inclusive),
     }
+
+
+def _is_app(path: str) -> bool:
+    short = _short(path)
+    return short.startswith(("apps/", "workers/", "leadflow/", "bench/refs/"))
 
 
 def _short(path: str) -> str:
@@ -132,7 +139,10 @@ def sampling(ctx, name: str | None, *services, seconds: float | None = None):
                 service.name,
                 path,
                 subprocess.Popen(
-                    launcher + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    launcher + argv,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,  # the launcher cleans up its own group only
                 ),
             )
         )

@@ -312,7 +312,7 @@ def markdown(meta: dict, results: dict) -> str:
                 f"samples/seconds: {prof.get('samples', prof.get('seconds'))}",
                 "",
             ]
-            for kind in ("self_by_package", "self_by_function", "inclusive_by_function"):
+            for kind in ("self_by_package", "self_by_function", "inclusive_by_app_function"):
                 if prof.get(kind):
                     out += [f"{kind.replace('_', ' ')}:", ""]
                     out += [f"- {share * 100:.1f} % {label}" for label, share in prof[kind][:12]]

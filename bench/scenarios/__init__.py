@@ -27,6 +27,7 @@ class Context:
     tenants: list[BenchTenant]
     log: Callable[[str], None] = print
     profiles: dict[str, dict] = field(default_factory=dict)
+    measured: dict[str, float] = field(default_factory=dict)  # figures scenarios share
 
     @property
     def keys(self) -> list[str]:

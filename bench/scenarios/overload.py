@@ -37,8 +37,12 @@ def capacity_probe(ctx: Context) -> dict:
     """Closed loop at 16 connections with everything running: the leads qualified per second
     once the pipeline is busy are what the machine processes end to end."""
     seconds = ctx.config.capacity_seconds
-    with platform(ctx, "overload-capacity", seconds + 300) as (_stack, api):
-        with watching(seams.qualified_count) as watcher:
+    with platform(ctx, "overload-capacity", seconds + 300) as (stack, api):
+        services = list(stack.services.values())
+        with (
+            watching(seams.qualified_count) as watcher,
+            profile.sampling(ctx, "capacity", *services, seconds=seconds),
+        ):
             started = time.monotonic()
             result = load.run(
                 load.LoadSpec(url=api_url(api), keys=ctx.keys, connections=16, threads=1),
@@ -107,7 +111,8 @@ def _critical_figures(phase_end: float) -> dict:
 def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict:
     """Offer `rate` leads/s for `seconds` to a fresh platform; return figures and series."""
     config = ctx.config
-    connections = int(min(config.overload_max_connections, max(64, rate * 0.1)))
+    # Enough connections to keep offering the rate while answers take up to a second.
+    connections = int(min(config.overload_max_connections, max(64, rate)))
     spec = load.LoadSpec(
         url="",
         keys=ctx.keys,
@@ -184,6 +189,11 @@ def run(ctx: Context) -> dict:
         "as critical and admitted as critical (qualified_at is taken when pool A starts the "
         "batch, before its commit).",
     ]
+    if "pipeline_leads_per_s" in ctx.measured:
+        notes.append(
+            "For comparison, the pipeline scenario (inboxes filled beforehand, no intake "
+            f"running) moved {ctx.measured['pipeline_leads_per_s']:,.0f} leads/s."
+        )
     for name, phase in phases.items():
         if phase.get("sent_per_s") and phase["sent_per_s"] < 0.9 * phase["offered_per_s"]:
             notes.append(

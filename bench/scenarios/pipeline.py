@@ -93,6 +93,7 @@ def run(ctx: Context) -> dict:
     ref = _run_once(ctx, ctx.config.pipeline_reference_leads, reference=True)
     ctx.log(f"pipeline: one task per lead {ref['figures']['leads_per_s']:,.0f} leads/s")
     value = main["figures"]["leads_per_s"]
+    ctx.measured["pipeline_leads_per_s"] = value
     r = ratio(value, ref["figures"]["leads_per_s"])
     return {
         "title": "pipeline: inboxes → qualified rows (dispatcher + pool A; B and C running)",
