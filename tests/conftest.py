@@ -2,16 +2,42 @@
 
 import os
 import random
+import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 from django.conf import settings
+from django.db import OperationalError
 
 from leadflow.redis_conn import get_redis
 from tests.doubles.client import http_double
 from tests.live.stack import Stack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_retries_deadlocks():
+    """Transactional tests end by truncating every table while the live stack may still be
+    writing (pools finishing a test's leads, the controller's tick). PostgreSQL can then pick
+    the TRUNCATE as a deadlock's victim: try it again, the workers' transactions are short."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    flush = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        for attempt in range(5):
+            try:
+                return flush(self, sql_list)
+            except OperationalError as error:
+                if not isinstance(error.__cause__, psycopg.errors.DeadlockDetected) or attempt == 4:
+                    raise
+                time.sleep(0.2)
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    DatabaseOperations.execute_sql_flush = flush
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,6 +79,8 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "CELERY_VISIBILITY_TIMEOUT": "20",
         "LEADFLOW_INFLIGHT_REPUBLISH_SECONDS": "20",
         "LEADFLOW_STALLED_LEAD_SECONDS": "30",
+        # Degraded enrichments are retried from the ledger after this long.
+        "LEADFLOW_BACKFILL_RETRY_SECONDS": "5",
         # Tests act as clients from many addresses through X-Forwarded-For (see `api`).
         "LEADFLOW_TRUST_X_FORWARDED_FOR": "true",
         # Requests without a valid key: a burst of 5 per address, then 1/s (boundary tests).

@@ -61,11 +61,21 @@ class ControlEventAdmin(admin.ModelAdmin):
 
 @admin.register(DeferredWork)
 class DeferredWorkAdmin(admin.ModelAdmin):
-    list_display = ("kind", "tenant", "lead_id", "period_start", "mode", "created_at", "done_at")
-    list_filter = ("kind", ("done_at", admin.EmptyFieldListFilter), "mode", "tenant")
+    list_display = (
+        "kind",
+        "reason",
+        "tenant",
+        "lead_id",
+        "period_start",
+        "mode",
+        "created_at",
+        "done_at",
+    )
+    list_filter = ("kind", "reason", ("done_at", admin.EmptyFieldListFilter), "mode", "tenant")
     list_select_related = ("tenant",)
     readonly_fields = (
         "kind",
+        "reason",
         "tenant",
         "lead",
         "period_start",

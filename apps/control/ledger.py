@@ -4,7 +4,7 @@ closed when it is done (backfilled by apps/control/backfill.py). Nothing is shed
 from django.db import transaction
 from django.utils import timezone
 
-from apps.control.models import DeferredKind, DeferredWork
+from apps.control.models import DeferredKind, DeferredReason, DeferredWork
 from apps.leads.models import Lead
 
 # The lead flag that keeps each kind of shed work from being sent on by other paths.
@@ -15,14 +15,24 @@ _LEAD_FLAG = {
 
 
 @transaction.atomic
-def leads_defer(kind: str, trace_ids: list[str], mode: str) -> None:
-    """Record that this kind of work was shed for these leads, and flag the leads."""
+def leads_defer(
+    kind: str, trace_ids: list, mode: str, reason: str = DeferredReason.SHED, sent_at=None
+) -> None:
+    """Record that this kind of work was shed (or done degraded) for these leads, and flag
+    the leads. With sent_at, the first backfill waits LEADFLOW_BACKFILL_RETRY_SECONDS."""
     if not trace_ids:
         return
     leads = Lead.objects.filter(trace_id__in=trace_ids)
     DeferredWork.objects.bulk_create(
         [
-            DeferredWork(kind=kind, tenant_id=tenant_id, lead_id=trace_id, mode=mode)
+            DeferredWork(
+                kind=kind,
+                reason=reason,
+                tenant_id=tenant_id,
+                lead_id=trace_id,
+                mode=mode,
+                sent_at=sent_at,
+            )
             for trace_id, tenant_id in leads.values_list("trace_id", "tenant_id")
         ],
         ignore_conflicts=True,  # already open for a lead of a redelivered batch

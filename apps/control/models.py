@@ -83,10 +83,19 @@ class DeferredKind(models.TextChoices):
     ANALYTICS = "analytics"  # a tenant's analytics for a period
 
 
+class DeferredReason(models.TextChoices):
+    SHED = "shed"  # overload control skipped it
+    AI_DEGRADED = "ai_degraded"  # the AI provider failed and local rules stood in: redo later
+
+
 class DeferredWork(models.Model):
-    """One piece of work skipped under overload; backfilled at LOW priority in NORMAL mode."""
+    """One piece of work skipped under overload (or done degraded); backfilled at LOW priority
+    in NORMAL mode."""
 
     kind = models.CharField(max_length=12, choices=DeferredKind.choices)
+    reason = models.CharField(
+        max_length=12, choices=DeferredReason.choices, default=DeferredReason.SHED
+    )
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE)
     lead = models.ForeignKey("leads.Lead", null=True, blank=True, on_delete=models.CASCADE)
     period_start = models.DateTimeField(null=True, blank=True, help_text="Reports: the period.")

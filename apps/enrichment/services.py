@@ -19,8 +19,9 @@ from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from apps.control.ledger import leads_deferral_close
-from apps.control.models import DeferredKind
+from apps.control.ledger import leads_defer, leads_deferral_close
+from apps.control.models import DeferredKind, DeferredReason
+from apps.control.state import shedding_current
 from apps.enrichment.models import EnrichmentProvider, LeadEnrichment
 from apps.enrichment.providers import (
     FREE_MAIL_DOMAINS,
@@ -74,7 +75,8 @@ def leads_enrich(trace_ids: list[str]) -> list[str]:
 
 
 def leads_enrich_deferred(trace_ids: list[str]) -> list[str]:
-    """Backfill: enrich the leads among trace_ids whose enrichment was shed under overload.
+    """Backfill: enrich the leads among trace_ids whose enrichment was shed under overload,
+    or done by the local rules while the AI provider failed.
 
     Returns them, for the CRM: those already synced get a second delivery that carries the
     enrichment (receivers upsert by trace id), the others their first.
@@ -209,34 +211,47 @@ def _local(domain: str, degraded: bool) -> DomainOutcome:
 
 
 def _enrichments_write(domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome]) -> None:
+    """Write the enrichments of the leads still waiting for one (qualified, or with their
+    enrichment shed or degraded); a lead enriched meanwhile by another delivery is skipped."""
     now = timezone.now()
-    # Sorted by key so two deliveries of overlapping batches lock rows in the same order.
-    trace_ids = sorted(domain_of)
-    rows = []
-    by_degraded: dict[bool, list[uuid.UUID]] = {False: [], True: []}
-    for trace_id in trace_ids:
-        domain = domain_of[trace_id]
-        outcome = outcomes[domain]
-        rows.append(
-            LeadEnrichment(
-                lead_id=trace_id,
-                provider=outcome.provider,
-                data={"domain": domain, **outcome.profile},
-                degraded=outcome.degraded,
-            )
-        )
-        by_degraded[outcome.degraded].append(trace_id)
     with transaction.atomic():
-        # A concurrent delivery of the same leads loses both races: its rows conflict on the
-        # lead key and are ignored, and its UPDATE no longer finds them "qualified".
-        LeadEnrichment.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+        # Locked in key order, so two deliveries of overlapping batches cannot deadlock; the
+        # second one waits, then finds the leads enriched and writes nothing.
+        waiting = list(
+            Lead.objects.select_for_update()
+            .filter(
+                Q(status=LeadStatus.QUALIFIED) | Q(enrichment_deferred=True),
+                trace_id__in=list(domain_of),
+            )
+            .order_by("trace_id")
+            .values_list("trace_id", flat=True)
+        )
+        rows = []
+        by_degraded: dict[bool, list[uuid.UUID]] = {False: [], True: []}
+        for trace_id in waiting:
+            domain = domain_of[trace_id]
+            outcome = outcomes[domain]
+            rows.append(
+                LeadEnrichment(
+                    lead_id=trace_id,
+                    provider=outcome.provider,
+                    data={"domain": domain, **outcome.profile},
+                    degraded=outcome.degraded,
+                )
+            )
+            by_degraded[outcome.degraded].append(trace_id)
+        # A redo (a shed or degraded enrichment, backfilled) replaces the earlier answer.
+        LeadEnrichment.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["lead"],
+            update_fields=["provider", "data", "degraded"],
+            batch_size=500,
+        )
         for degraded, group in by_degraded.items():
             if group:
                 # A lead whose enrichment was shed may be synced already: it keeps its status.
-                Lead.objects.filter(
-                    Q(status=LeadStatus.QUALIFIED) | Q(enrichment_deferred=True),
-                    trace_id__in=group,
-                ).update(
+                Lead.objects.filter(trace_id__in=group).update(
                     status=Case(
                         When(status=LeadStatus.QUALIFIED, then=Value(LeadStatus.ENRICHED)),
                         default=F("status"),
@@ -245,7 +260,15 @@ def _enrichments_write(domain_of: dict[uuid.UUID, str], outcomes: dict[str, Doma
                     ai_degraded=degraded,
                     updated_at=now,
                 )
-        leads_deferral_close(DeferredKind.ENRICHMENT, trace_ids)
+        leads_deferral_close(DeferredKind.ENRICHMENT, waiting)
+        # Degraded answers are redone from the ledger later, when the provider may be back.
+        leads_defer(
+            DeferredKind.ENRICHMENT,
+            by_degraded[True],
+            shedding_current().mode,
+            reason=DeferredReason.AI_DEGRADED,
+            sent_at=now,
+        )
 
 
 def _trace_ids_parse(trace_ids: list[str]) -> list[uuid.UUID]:

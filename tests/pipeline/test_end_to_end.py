@@ -13,6 +13,7 @@ import pytest
 from django.db.models import Count
 from django.utils import timezone
 
+from apps.control.models import DeferredWork
 from apps.crm.models import DeadLetter
 from apps.crm.services import dead_letters_replay
 from apps.leads.models import Lead, LeadStatus
@@ -199,6 +200,20 @@ def test_failing_ai_provider_degrades_enrichment_but_leads_complete(api, make_te
     assert all(lead.ai_degraded for lead in leads)
     assert all(lead.enrichment.degraded for lead in leads)
     assert double.calls("ai"), "the provider was never tried"
+    # Each degraded enrichment waits in the deferred ledger to be redone.
+    redo = DeferredWork.objects.filter(lead_id__in=ids, reason="ai_degraded", done_at=None)
+    assert redo.count() == 30
+
+    # The provider is back: the backfill redoes them with its answers, and the CRM gets those.
+    double.configure("ai", failure_rate=0.0)
+
+    def redone() -> bool:
+        rows = Lead.objects.filter(trace_id__in=ids, ai_degraded=False, enrichment_deferred=False)
+        return rows.filter(enrichment__provider__in=["http", "cache"]).count() == 30
+
+    wait_until(redone, timeout=90, message="degraded enrichments were not redone")
+    assert not redo.exists()
+    assert statuses(ids)[LeadStatus.SYNCED] == 30
 
 
 def test_failing_crm_dead_letters_after_retries_and_replay_delivers(api, make_tenant, double):
