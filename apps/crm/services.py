@@ -15,6 +15,7 @@ from apps.crm.adapters import adapter_for
 from apps.crm.models import CrmSync, DeadLetter
 from apps.crm.pace import crm_pace_wait
 from apps.leads.models import Lead, LeadStatus
+from leadflow.logs import log_context
 
 # Ready for the CRM: enriched; or scored under the threshold (those skip enrichment); or
 # qualified with its enrichment shed under overload (it comes later, in a second delivery); or
@@ -73,10 +74,11 @@ def leads_sync(trace_ids: list[str], resend: bool = False) -> None:
 
     for tenant_leads in by_tenant.values():
         tenant = tenant_leads[0].tenant
-        adapter = adapter_for(tenant)
-        crm_pace_wait(tenant.id, len(tenant_leads))
-        response = adapter.deliver(tenant, [lead_crm_payload(lead) for lead in tenant_leads])
-        _record_delivered([lead.trace_id for lead in tenant_leads], adapter.name, response)
+        with log_context(tenant=tenant.id):
+            adapter = adapter_for(tenant)
+            crm_pace_wait(tenant.id, len(tenant_leads))
+            response = adapter.deliver(tenant, [lead_crm_payload(lead) for lead in tenant_leads])
+            _record_delivered([lead.trace_id for lead in tenant_leads], adapter.name, response)
 
 
 @transaction.atomic

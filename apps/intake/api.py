@@ -13,6 +13,7 @@ from apps.intake.errors import ApiError, rate_limited
 from apps.intake.serializers import LeadSerializer
 from apps.leads.selectors import lead_status
 from apps.tenants.cache import TenantAuth
+from leadflow.logs import bind_log_context
 
 
 def _require_json_body(request, max_bytes: int) -> object:
@@ -91,6 +92,7 @@ class LeadCreateView(IntakeView):
         )
         admitted = _admit(request, [candidate])
         [result] = admitted.admissions
+        bind_log_context(trace_id=result.trace_id)
         if result.refusal:
             refusal = result.refusal
             raise rate_limited(refusal.limit, refusal.retry_after, refusal.detail, admitted.mode)

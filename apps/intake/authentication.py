@@ -11,6 +11,7 @@ from apps.intake.admission import retry_after_seconds
 from apps.intake.errors import rate_limited
 from apps.intake.inbox import ip_bucket_key
 from apps.tenants.cache import TenantAuth, tenant_for_key
+from leadflow.logs import bind_log_context
 from leadflow.ratelimit import bucket_take
 
 
@@ -51,6 +52,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if tenant is None:
             _anonymous_ip_check(request)
             raise exceptions.AuthenticationFailed("unknown or revoked API key")
+        bind_log_context(tenant=tenant.tenant_id)
         return tenant, key
 
     def authenticate_header(self, request) -> str:
