@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from django.conf import settings
 
 from apps.control import consumers
-from apps.control.dispatcher import queue_depths
+from apps.control.dispatcher import queue_lengths
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
-from apps.control.state import shedding_publish
+from apps.control.state import SCALING_KEY, shedding_publish
 from apps.intake import inbox
 from leadflow.redis_conn import get_redis
 from workers.queues import TIERS
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 # Weight of the newest sample in the drain-rate average: smooth, yet current within seconds.
 DRAIN_EWMA_ALPHA = 0.3
 MACHINE_KEY = "lf:control:machine"  # the mode machine's state, for the next active controller
-SCALING_KEY = "lf:scaling"  # pool -> backlog, for autoscalers (KEDA's redis scaler)
 # While LOW is paused, the cancel is sent again this often, for workers started since.
 LOW_PAUSE_REASSERT_SECONDS = 10.0
 
@@ -137,9 +136,11 @@ class Controller:
         if closed:
             pipe.hset(inbox.CLOSED_KEY, mapping=closed)
         if not shedding.stop_scaling:
-            depths = queue_depths()
-            waiting = sum(m.backlog for m in measures.values())
-            pipe.hset(SCALING_KEY, mapping={"a": waiting + depths["a"], **depths})
+            # Pool A's work waits in the inboxes (the dispatcher keeps a.* a few messages deep);
+            # B's and C's in their queues.
+            figures = {f"a.{tier}": m.backlog for tier, m in measures.items()}
+            figures |= {name: n for name, n in queue_lengths().items() if name[0] in "bc"}
+            pipe.hset(SCALING_KEY, mapping=figures)
         pipe.execute()
         shedding_publish(shedding)
 

@@ -19,14 +19,19 @@ from workers.queues import POOLS, TIERS, pool_queues, queue_name
 log = logging.getLogger(__name__)
 
 
-def queue_depths() -> dict[str, int]:
-    """Messages waiting in each pool's Celery queues (not counting those a worker holds)."""
+def queue_lengths() -> dict[str, int]:
+    """Messages waiting in each Celery queue, by name (not counting those a worker holds)."""
     names = [name for pool in POOLS for name in pool_queues(pool)]
     pipe = get_redis().pipeline(transaction=False)
     for name in names:
         pipe.llen(name)
-    depths = dict(zip(names, pipe.execute(), strict=True))
-    return {pool: sum(depths[q] for q in pool_queues(pool)) for pool in POOLS}
+    return dict(zip(names, pipe.execute(), strict=True))
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each pool's Celery queues."""
+    lengths = queue_lengths()
+    return {pool: sum(lengths[q] for q in pool_queues(pool)) for pool in POOLS}
 
 
 def pools_have_room() -> bool:

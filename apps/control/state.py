@@ -1,5 +1,5 @@
 """The controller's published state, read by every process: the mode (for the intake's
-answers) and the Shedding (for the dispatcher and the pools). One Redis hash."""
+answers), the Shedding (for the dispatcher and the pools), and the autoscalers' figures."""
 
 import time
 
@@ -8,6 +8,9 @@ from apps.intake import inbox
 from leadflow.redis_conn import get_redis
 
 STATE_KEY = "lf:state"
+# What autoscalers read (GET /scaling/backlog, KEDA's metrics-api scaler), "<pool>.<tier>" ->
+# leads waiting for pool A in the inboxes, or messages in b.* / c.*. Frozen by stop-scaling.
+SCALING_KEY = "lf:scaling"
 # A worker reads the state at most this often: a change reaches every process within about
 # a second of the controller's tick (the policy page promises 2 s).
 _READ_EVERY_SECONDS = 0.5

@@ -1,4 +1,4 @@
-"""Operational endpoints: liveness, readiness, and the backlog KEDA scales pool A on.
+"""Operational endpoints: liveness, readiness, and the backlog KEDA scales the pools on.
 
 Plain Django views, outside DRF, so the API key authentication never applies to them.
 """
@@ -6,10 +6,10 @@ Plain Django views, outside DRF, so the API key authentication never applies to 
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
+from apps.control.state import SCALING_KEY, STATE_KEY
 from apps.health.checks import readiness_checks
-from apps.intake.inbox import BACKLOG_KEY
 from leadflow.redis_conn import get_redis
-from workers.queues import TIERS
+from workers.queues import POOLS, TIERS
 
 
 @require_GET
@@ -33,11 +33,21 @@ def readyz(request):
 
 @require_GET
 def backlog(request):
-    """Leads waiting in the inboxes per tier, for KEDA's metrics-api scaler (no tenant data).
+    """The work waiting for each pool and tier, for KEDA's metrics-api scaler (no tenant data):
+    {"a": {"critical": n, "normal": n, "low": n}, "b": {...}, "c": {...}, "frozen": bool}.
 
-    Pool A scales on this and not on its Celery queues: the dispatcher keeps a.* a few
-    messages deep whatever the backlog, so their length says nothing about the load.
+    Pool A's figures are leads in the inboxes (the dispatcher keeps a.* a few messages deep
+    whatever the backlog, so their length says nothing); B's and C's are messages in their
+    queues. The controller writes them every second, except while an operator's stop-scaling
+    switch is on: then they stay as they were, and so do the pools' sizes.
     """
-    counts = [int(count or 0) for count in get_redis().hmget(BACKLOG_KEY, list(TIERS))]
-    waiting = dict(zip(TIERS, counts, strict=True))
-    return JsonResponse({**waiting, "total": sum(counts)})
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.hgetall(SCALING_KEY)
+    pipe.hget(STATE_KEY, "stop_scaling")
+    figures, frozen = pipe.execute()
+    body: dict = {
+        pool: {tier: int(figures.get(f"{pool}.{tier}".encode(), 0)) for tier in TIERS}
+        for pool in POOLS
+    }
+    body["frozen"] = frozen == b"True"
+    return JsonResponse(body)

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from apps.control.models import ControlEvent, DeferredKind, DeferredWork, Mode, Policy
-from apps.control.state import STATE_KEY
+from apps.control.state import SCALING_KEY, STATE_KEY
 from apps.leads.models import Lead, LeadStatus
 from leadflow.celery import app
 from leadflow.redis_conn import get_redis
@@ -75,7 +75,11 @@ def policy(live_stack):
     current = Policy.current()
     yield current
     Policy.objects.filter(pk=current.pk).update(
-        forced_mode="", pause_low=False, sampling_percent=None, updated_by="test"
+        forced_mode="",
+        pause_low=False,
+        sampling_percent=None,
+        stop_scaling=False,
+        updated_by="test",
     )
     wait_until(
         lambda: (
@@ -252,3 +256,21 @@ def test_severe_samples_non_critical_work_into_the_ledger_and_backfills_it_after
     assert not done.filter(sync_deferred=True).exists()
     assert not done.filter(enrichment_deferred=True).exists()
     assert not done.filter(is_qualified=True, enrichment__isnull=True).exists()
+
+
+def test_stop_scaling_freezes_what_the_autoscalers_read(api, policy):
+    client = get_redis()
+    Policy.objects.filter(pk=policy.pk).update(stop_scaling=True, updated_by="test")
+    wait_until(lambda: api.get("/scaling/backlog").json()["frozen"], timeout=POLICY_REACH_SECONDS)
+    client.hset(SCALING_KEY, "a.normal", 12345)  # a figure the controller would correct
+    time.sleep(2.0)
+    frozen = api.get("/scaling/backlog").json()
+    assert frozen["a"]["normal"] == 12345 and frozen["frozen"] is True
+
+    Policy.objects.filter(pk=policy.pk).update(stop_scaling=False, updated_by="test")
+    wait_until(
+        lambda: api.get("/scaling/backlog").json()["a"]["normal"] != 12345,
+        timeout=POLICY_REACH_SECONDS,
+        message="the figures stayed frozen",
+    )
+    assert api.get("/scaling/backlog").json()["frozen"] is False

@@ -68,22 +68,28 @@ def test_health_endpoints_refuse_other_methods(client):
     assert client.post("/readyz").status_code == 405
 
 
-def test_backlog_endpoint_reports_waiting_leads_per_tier(client):
-    from apps.intake.inbox import BACKLOG_KEY
+def test_backlog_endpoint_reports_the_controllers_figures_per_pool_and_tier(client):
+    from apps.control.state import SCALING_KEY, STATE_KEY
 
     redis = get_redis()
-    saved = redis.hgetall(BACKLOG_KEY)
+    saved = redis.hgetall(SCALING_KEY), redis.hget(STATE_KEY, "stop_scaling")
     try:
-        redis.delete(BACKLOG_KEY)
-        redis.hset(BACKLOG_KEY, mapping={"critical": 3, "normal": 40})
+        redis.delete(SCALING_KEY)
+        redis.hset(SCALING_KEY, mapping={"a.critical": 3, "a.normal": 40, "b.normal": 2})
+        redis.hset(STATE_KEY, "stop_scaling", "True")
         response = client.get("/scaling/backlog")
     finally:
-        redis.delete(BACKLOG_KEY)
-        if saved:
-            redis.hset(BACKLOG_KEY, mapping=saved)
+        redis.delete(SCALING_KEY)
+        if saved[0]:
+            redis.hset(SCALING_KEY, mapping=saved[0])
+        redis.hset(STATE_KEY, "stop_scaling", saved[1] or "False")
     assert response.status_code == 200
-    assert response.json() == {"critical": 3, "normal": 40, "low": 0, "total": 43}
-    assert set(TIERS) <= set(response.json())
+    assert response.json() == {
+        "a": {"critical": 3, "normal": 40, "low": 0},
+        "b": {"critical": 0, "normal": 2, "low": 0},
+        "c": {"critical": 0, "normal": 0, "low": 0},
+        "frozen": True,
+    }
 
 
 def test_responses_carry_a_request_id(client):
@@ -108,7 +114,8 @@ def test_health_endpoints_over_http(live_stack):
         assert ready.json()["status"] == "ready"
         backlog = http.get("/scaling/backlog")
         assert backlog.status_code == 200
-        assert set(backlog.json()) == {*TIERS, "total"}
+        assert set(backlog.json()) == {"a", "b", "c", "frozen"}
+        assert set(backlog.json()["a"]) == set(TIERS)
 
 
 @live

@@ -11,7 +11,7 @@ import yaml
 from django.urls import resolve
 
 from tests.deploy.procfile import ROOT, command_shape, procfile
-from workers.queues import POOLS, TIERS, pool_queues
+from workers.queues import POOLS, TIERS
 
 K8S_DIR = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32"
@@ -214,28 +214,17 @@ def test_each_pool_has_a_scaled_object_on_its_deployment(manifests, pool):
     assert scaled["triggers"]
 
 
-def test_pool_a_scales_on_the_inbox_backlog_endpoint(manifests):
-    for trigger in _by_kind(manifests, "ScaledObject")["pool-a"]["spec"]["triggers"]:
+@pytest.mark.parametrize("pool", POOLS)
+def test_each_pool_scales_on_the_controllers_backlog_endpoint(manifests, pool):
+    for trigger in _by_kind(manifests, "ScaledObject")[f"pool-{pool}"]["spec"]["triggers"]:
         assert trigger["type"] == "metrics-api"
         metadata = trigger["metadata"]
         url = urlsplit(metadata["url"])
         assert url.hostname == "api.leadflow.svc.cluster.local" and url.port == 8000
         assert resolve(url.path).url_name == "scaling-backlog"
         assert metadata["format"] == "json"
-        assert metadata["valueLocation"] in TIERS
+        assert metadata["valueLocation"] in {f"{pool}.{tier}" for tier in TIERS}
         assert float(metadata["targetValue"]) > 0
         # KEDA's request carries that Host: the API must accept it
         config = _by_kind(manifests, "ConfigMap")["leadflow-config"]["data"]
         assert url.hostname in config["LEADFLOW_PUBLIC_HOSTS"].split(",")
-
-
-@pytest.mark.parametrize("pool", ["b", "c"])
-def test_pools_b_and_c_scale_on_their_own_celery_queues(manifests, pool):
-    worker = _container(_by_kind(manifests, "Deployment")[f"pool-{pool}"])
-    env_names = {item["name"] for item in worker["env"]}
-    for trigger in _by_kind(manifests, "ScaledObject")[f"pool-{pool}"]["spec"]["triggers"]:
-        assert trigger["type"] == "redis"
-        metadata = trigger["metadata"]
-        assert metadata["listName"] in pool_queues(pool)
-        assert int(metadata["listLength"]) > 0
-        assert metadata["addressFromEnv"] in env_names  # KEDA reads it from the target's env
