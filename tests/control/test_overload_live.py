@@ -13,25 +13,12 @@ from apps.control.state import SCALING_KEY, STATE_KEY
 from apps.leads.models import Lead, LeadStatus
 from leadflow.celery import app
 from leadflow.redis_conn import get_redis
+from tests.live.api import auth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # The policy page promises 2 s; the half second is for the HTTP round trips that observe it.
 POLICY_REACH_SECONDS = 2.5
-
-
-def auth(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1, message: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s: {message}")
 
 
 def leads(count: int, priority: str, tag: str = "") -> list[dict]:

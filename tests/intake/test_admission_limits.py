@@ -6,11 +6,9 @@ import uuid
 
 import pytest
 
+from tests.live.api import auth
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def auth(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def a_lead(priority: str = "normal") -> dict:

@@ -10,14 +10,11 @@ import pytest
 
 from apps.intake import inbox
 from leadflow.redis_conn import get_redis
+from tests.live.api import auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DRAIN_RATE = 1000.0  # leads/s, as if measured by the controller
-
-
-def auth(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def a_lead(priority: str) -> dict:

@@ -8,12 +8,9 @@ import pytest
 
 from apps.tenants.models import ApiKey
 from apps.tenants.services import api_key_revoke
+from tests.live.api import auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def auth(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def a_lead(**overrides) -> dict:

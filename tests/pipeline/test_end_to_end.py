@@ -4,7 +4,6 @@ Real gunicorn, Celery workers and control process (the live_stack fixture); lead
 over HTTP and their outcome is read from PostgreSQL.
 """
 
-import time
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -18,24 +17,11 @@ from apps.crm.models import DeadLetter
 from apps.crm.services import dead_letters_replay
 from apps.leads.models import Lead, LeadStatus
 from leadflow.redis_conn import get_redis
+from tests.live.api import auth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TIERS = ("critical", "normal", "low")
-
-
-def auth(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.25, message: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s: {message}")
 
 
 def make_leads(count: int, tag: str, qualified_every: int = 2) -> list[dict]:
