@@ -57,7 +57,7 @@ def config_from_env() -> BenchConfig:
         batch_size=env_int("BENCH_BATCH_SIZE", 500),
         pipeline_leads=env_int("BENCH_PIPELINE_LEADS", 10_000 if quick else 60_000),
         pipeline_reference_leads=env_int(
-            "BENCH_PIPELINE_REFERENCE_LEADS", 2_000 if quick else 10_000
+            "BENCH_PIPELINE_REFERENCE_LEADS", 1_000 if quick else 3_000
         ),
         writes_leads=env_int("BENCH_WRITES_LEADS", 10_000 if quick else 50_000),
         capacity_seconds=env_float("BENCH_CAPACITY_SECONDS", 8 if quick else 20),

@@ -226,13 +226,14 @@ _SHOWN = (
     "max_rss_growth",
     "api_worker_rss_max_mb",
     "statuses",
+    "cpu_cores",
 )
 
 
 def _figure_rows(figures: dict) -> list[str]:
     flat = {}
     for key, value in figures.items():
-        if isinstance(value, dict) and key not in ("statuses", "errors"):
+        if isinstance(value, dict) and key not in ("statuses", "errors", "cpu_cores"):
             for sub, v in value.items():
                 if sub in _SHOWN:
                     flat.setdefault(sub, {})[key] = v

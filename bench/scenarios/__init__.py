@@ -15,6 +15,7 @@ import httpx
 
 from bench import load
 from bench.config import BenchConfig
+from bench.cpu import CpuMeter
 from bench.seams import BenchTenant
 from bench.stack import Service, Stack, api_service
 
@@ -234,6 +235,10 @@ def watching(count: Callable[[], int], interval: float = 0.25):
         yield watcher
     finally:
         watcher.stop()
+
+
+def cpu_meter(ctx: Context, stack: Stack) -> CpuMeter:
+    return CpuMeter(stack, ctx.env["DATABASE_URL"])
 
 
 def measure(

@@ -6,6 +6,7 @@ from bench.scenarios import (
     Context,
     api_url,
     app_api,
+    cpu_meter,
     measure,
     probe,
     ratio,
@@ -35,11 +36,15 @@ def _measure_api(ctx: Context, name: str, service, profile_name: str | None = No
         for connections in ctx.config.connections:
             seams.state_reset()  # the inboxes of the run before must not push back on this one
             ctx.log(f"intake: {name} at {connections} connections")
-            with profile.sampling(
-                ctx, profile_name if connections == ctx.config.connections[0] else None, service
+            with (
+                cpu_meter(ctx, stack) as meter,
+                profile.sampling(
+                    ctx, profile_name if connections == ctx.config.connections[0] else None, service
+                ),
             ):
                 result = measure(ctx, url, ctx.config.seconds, connections=connections)
             per_connections[str(connections)] = result.to_json()
+            per_connections[str(connections)]["figures"]["cpu_cores"] = meter.cores
     return per_connections
 
 

@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 from bench import load, profile, seams
-from bench.scenarios import Context, api_url, app_api, probe, ratio, target, watching
+from bench.scenarios import (
+    Context,
+    api_url,
+    app_api,
+    cpu_meter,
+    probe,
+    ratio,
+    target,
+    watching,
+)
 from bench.stack import Stack, control_service, pool_service
 
 GRACE_SECONDS = 30.0  # after a phase: how long critical leads still in flight may take
@@ -41,6 +50,7 @@ def capacity_probe(ctx: Context) -> dict:
         services = list(stack.services.values())
         with (
             watching(seams.qualified_count) as watcher,
+            cpu_meter(ctx, stack) as meter,
             profile.sampling(ctx, "capacity", *services, seconds=seconds),
         ):
             started = time.monotonic()
@@ -61,6 +71,7 @@ def capacity_probe(ctx: Context) -> dict:
         "intake_ok_per_s": figures["ok_per_s"],
         "intake_p99_ms": figures["p99_ms"],
         "seconds": round(ended - started, 1),
+        "cpu_cores": meter.cores,
         "series": series,
     }
 
@@ -127,8 +138,11 @@ def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict
         ctx.log(f"overload: {name}, {rate:,.0f} leads/s offered over {connections} connections")
         with watching(seams.qualified_count) as watcher:
             started = time.monotonic()
-            with profile.sampling(
-                ctx, f"overload-{name}", api, stack.services["pool-a"], seconds=min(seconds, 20)
+            with (
+                cpu_meter(ctx, stack) as meter,
+                profile.sampling(
+                    ctx, f"overload-{name}", api, stack.services["pool-a"], seconds=min(seconds, 20)
+                ),
             ):
                 result = load.run(spec, seconds, ctx.run_dir / "wrk", config.overload_slice_seconds)
             ended = time.monotonic()
@@ -148,6 +162,7 @@ def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict
             "ack_never_answered_over_1_percent": ack_p99_all == math.inf,
             "goodput_leads_per_s": round(goodput, 1),
             "mode_at_end": mode,
+            "cpu_cores": meter.cores,
             **critical,
         }
     )

@@ -8,7 +8,16 @@ import time
 import orjson
 
 from bench import profile, seams
-from bench.scenarios import Context, api_url, app_api, inboxes_fill, ratio, target, watching
+from bench.scenarios import (
+    Context,
+    api_url,
+    app_api,
+    cpu_meter,
+    inboxes_fill,
+    ratio,
+    target,
+    watching,
+)
 from bench.stack import Service, celery_argv, control_service, pool_service
 
 
@@ -44,11 +53,13 @@ def _run_once(ctx: Context, count: int, reference: bool) -> dict:
     with ctx.stack(name, max_seconds=timeout + 300) as stack:
         _fill(ctx, stack, count)
         stack.start(pool_service("b"), pool_service("c"))
+        meter = cpu_meter(ctx, stack)
         with watching(seams.qualified_count) as watcher, contextlib.ExitStack() as extra:
             if reference:
                 from bench.refs.per_lead import qualify_lead
 
                 stack.start(_per_lead_worker())
+                meter.start()
                 started = time.monotonic()
                 # The usual dispatcher: every lead its own message.
                 for batch in seams.inbox_take(count):
@@ -60,11 +71,13 @@ def _run_once(ctx: Context, count: int, reference: bool) -> dict:
             else:
                 pool_a = pool_service("a")
                 stack.start(pool_a)
+                meter.start()
                 stack.start(control_service(timeout + 60))
                 started = time.monotonic()
                 published = None
                 extra.enter_context(profile.sampling(ctx, "pipeline", pool_a))
             done = watcher.wait_for(count, timeout)
+            meter.stop()
             stored = watcher.latest()
         series = watcher.series(started)
     if done is None:
@@ -75,6 +88,7 @@ def _run_once(ctx: Context, count: int, reference: bool) -> dict:
         "seconds": round(seconds, 2),
         "leads_per_s": round(count / seconds, 1),
     }
+    figures["cpu_cores"] = meter.cores
     if published is not None:
         figures["publish_seconds"] = round(published, 2)
     # The steady rate, between 10 % and 90 % of the leads stored (no start-up, no tail).
