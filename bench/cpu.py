@@ -82,6 +82,8 @@ class CpuMeter:
         self.database_url = database_url
         self._start: dict = {}
         self._result: dict[str, float] = {}
+        self._seconds: dict[str, float] = {}
+        self._wall = 0.0
 
     def _snapshot(self) -> dict:
         services = {
@@ -106,10 +108,11 @@ class CpuMeter:
         return self
 
     def stop(self) -> dict[str, float]:
+        """Close a window; windows add up (a meter may be started and stopped many times)."""
         end = self._snapshot()
         wall = end["at"] - self._start["at"]
         if wall <= 0:
-            return {}
+            return self._result
 
         def used(before: dict, after: dict) -> float:
             total = 0.0
@@ -134,7 +137,10 @@ class CpuMeter:
         result["wrk (load generator)"] = end["children"] - self._start["children"]
         result["bench driver"] = end["driver"] - self._start["driver"]
         result["machine (everything)"] = end["machine"] - self._start["machine"]
-        self._result = {name: round(seconds / wall, 2) for name, seconds in result.items()}
+        self._wall += wall
+        for name, seconds in result.items():
+            self._seconds[name] = self._seconds.get(name, 0.0) + seconds
+        self._result = {n: round(sec / self._wall, 2) for n, sec in self._seconds.items()}
         return self._result
 
     def __enter__(self) -> "CpuMeter":
@@ -145,4 +151,4 @@ class CpuMeter:
 
     @property
     def cores(self) -> dict[str, float]:
-        return self._result
+        return {name: cores for name, cores in self._result.items() if cores}

@@ -6,6 +6,7 @@ milliseconds of idle time between slices. Each slice reports its answers by stat
 accepted and a grid of latency quantiles; the run's percentiles come from merging the grids.
 """
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -229,37 +230,54 @@ def run_slice(spec: LoadSpec, seconds: float, run_dir: Path) -> dict:
     raise LoadError(f"wrk failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
 
 
-def run(
-    spec: LoadSpec, seconds: float, run_dir: Path, slice_seconds: float = 2.0, on_slice=None
-) -> LoadResult:
+def measure_slice(spec: LoadSpec, seconds: float, run_dir: Path, origin: float) -> Slice:
+    """One slice of load; `origin` is the monotonic time the run started."""
+    started = time.monotonic() - origin
+    raw = run_slice(spec, seconds, run_dir)
+    quantiles = [(round(float(p), 2), float(v)) for p, v in raw.get("quantiles") or []]
+    answered = int(raw["answered"])
+    lookup = dict(quantiles)
+    return Slice(
+        started=started,
+        seconds=raw["duration_us"] / 1e6,
+        answered=answered,
+        statuses={str(k): int(v) for k, v in (raw.get("statuses") or {}).items()},
+        accepted_leads=int(raw["accepted_leads"]),
+        retry_after=int(raw["retry_after"]),
+        sent=int(raw["sent"]),
+        missed=int(raw["missed"]),
+        errors={k: int(v) for k, v in raw["errors"].items()},
+        p50_ms=lookup[50.0] / 1000 if answered else None,
+        p99_ms=lookup[99.0] / 1000 if answered and 99.0 in lookup else None,
+        max_ms=raw["latency"]["max"] / 1000 if answered else None,
+        quantiles=quantiles,
+    )
+
+
+def run(spec: LoadSpec, seconds: float, run_dir: Path, slice_seconds: float = 2.0) -> LoadResult:
     """Offer the load for `seconds`, in slices of about slice_seconds."""
     count = max(1, round(seconds / slice_seconds))
-    each = seconds / count
     origin = time.monotonic()
-    slices = []
-    for _ in range(count):
-        started = time.monotonic() - origin
-        raw = run_slice(spec, each, run_dir)
-        quantiles = [(round(float(p), 2), float(v)) for p, v in raw.get("quantiles") or []]
-        answered = int(raw["answered"])
-        lookup = dict(quantiles)
-        slices.append(
-            Slice(
-                started=started,
-                seconds=raw["duration_us"] / 1e6,
-                answered=answered,
-                statuses={str(k): int(v) for k, v in (raw.get("statuses") or {}).items()},
-                accepted_leads=int(raw["accepted_leads"]),
-                retry_after=int(raw["retry_after"]),
-                sent=int(raw["sent"]),
-                missed=int(raw["missed"]),
-                errors={k: int(v) for k, v in raw["errors"].items()},
-                p50_ms=lookup[50.0] / 1000 if answered else None,
-                p99_ms=lookup[99.0] / 1000 if answered and 99.0 in lookup else None,
-                max_ms=raw["latency"]["max"] / 1000 if answered else None,
-                quantiles=quantiles,
-            )
-        )
-        if on_slice:
-            on_slice(slices[-1])
+    slices = [measure_slice(spec, seconds / count, run_dir, origin) for _ in range(count)]
     return LoadResult(spec=spec, slices=slices)
+
+
+def run_interleaved(
+    specs: dict[str, LoadSpec],
+    seconds: float,
+    run_dir: Path,
+    slice_seconds: float = 2.0,
+    around_slice=None,
+) -> dict[str, LoadResult]:
+    """Measure several targets for `seconds` each, their slices taking turns (the order
+    alternates every round), so that drift of a shared machine falls on all of them alike.
+    around_slice(name) may return a context manager entered around each slice of `name`."""
+    count = max(1, round(seconds / slice_seconds))
+    origin = time.monotonic()
+    slices: dict[str, list[Slice]] = {name: [] for name in specs}
+    names = list(specs)
+    for round_index in range(count):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            with around_slice(name) if around_slice else contextlib.nullcontext():
+                slices[name].append(measure_slice(specs[name], seconds / count, run_dir, origin))
+    return {name: LoadResult(spec=specs[name], slices=slices[name]) for name in specs}

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 
-from bench import load
 from bench.config import BenchConfig
 from bench.cpu import CpuMeter
 from bench.seams import BenchTenant
@@ -56,8 +55,17 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # ---------------------------------------------------------------------------------------------
 # The API under test and its references, all with the Procfile's gunicorn configuration.
 # ---------------------------------------------------------------------------------------------
-def app_api(name: str = "api") -> Service:
-    return api_service(name, "leadflow.wsgi", {"DJANGO_SETTINGS_MODULE": "leadflow.settings"})
+# Intake-only scenarios have no pipeline draining the inboxes: backpressure (429 once a tier's
+# backlog passes its bound) would turn them into measurements of refusals.
+INTAKE_ONLY_ENV = {
+    f"LEADFLOW_BACKPRESSURE_BACKLOG_{tier}": "1000000000" for tier in ("CRITICAL", "NORMAL", "LOW")
+}
+
+
+def app_api(name: str = "api", env: dict[str, str] | None = None) -> Service:
+    return api_service(
+        name, "leadflow.wsgi", {"DJANGO_SETTINGS_MODULE": "leadflow.settings", **(env or {})}
+    )
 
 
 def reference_api(ctx: Context, kind: str) -> Service:
@@ -239,17 +247,3 @@ def watching(count: Callable[[], int], interval: float = 0.25):
 
 def cpu_meter(ctx: Context, stack: Stack) -> CpuMeter:
     return CpuMeter(stack, ctx.env["DATABASE_URL"])
-
-
-def measure(
-    ctx: Context, url: str, seconds: float, slice_seconds: float | None = None, **spec_fields
-) -> load.LoadResult:
-    spec = load.LoadSpec(url=url, keys=ctx.keys, threads=ctx.config.wrk_threads, **spec_fields)
-    slice_seconds = slice_seconds or ctx.config.slice_seconds
-    return load.run(spec, seconds, ctx.run_dir / "wrk", slice_seconds=slice_seconds)
-
-
-def warm_up(ctx: Context, url: str, **spec_fields) -> None:
-    if ctx.config.warmup_seconds > 0:
-        spec = load.LoadSpec(url=url, keys=ctx.keys, threads=ctx.config.wrk_threads, **spec_fields)
-        load.run(spec, ctx.config.warmup_seconds, ctx.run_dir / "wrk", ctx.config.warmup_seconds)
