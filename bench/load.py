@@ -279,5 +279,9 @@ def run_interleaved(
     for round_index in range(count):
         for name in names if round_index % 2 == 0 else reversed(names):
             with around_slice(name) if around_slice else contextlib.nullcontext():
-                slices[name].append(measure_slice(specs[name], seconds / count, run_dir, origin))
+                done = measure_slice(specs[name], seconds / count, run_dir, origin)
+            slices[name].append(done)
+            # Requests wrk dropped at the end of the slice are still being served: let them
+            # finish before the next target's slice, which they would slow down.
+            time.sleep(min(2.0, max(0.05, (done.max_ms or 0) / 1000)))
     return {name: LoadResult(spec=specs[name], slices=slices[name]) for name in specs}
