@@ -105,6 +105,11 @@ def test_a_noisy_tenant_neither_refuses_nor_slows_the_others(live_stack, make_te
     assert noisy_codes.count(429) > accepted
     assert accepted <= NOISY_LIMIT * (SECONDS + 1)
 
+    print(
+        f"quiet tenants' median time to qualified: {baseline * 1000:.0f} ms alone, "
+        f"{with_noise * 1000:.0f} ms next to the noisy tenant "
+        f"({offered:.0f} req/s offered, {accepted} accepted, {noisy_codes.count(429)} refused)"
+    )
     # Within 2x of the run without noise (a quarter second of slack for a shared 2-core box,
     # where a median of a few tens of milliseconds is mostly scheduling).
     assert with_noise <= max(2 * baseline, baseline + 0.25), (baseline, with_noise)
