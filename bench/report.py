@@ -267,6 +267,17 @@ def markdown(meta: dict, results: dict) -> str:
         f"- code: {meta['git']['commit']}"
         f"{' + uncommitted changes' if meta['git']['dirty'] else ''}",
         "",
+        "## Summary",
+        "",
+        "| scenario | LeadFlow | reference (same run) | ratio |",
+        "|---|---|---|---|",
+        *[
+            f"| {name} | {r['headline']['leadflow']} | {r['headline']['reference']} "
+            f"| {r['headline']['ratio']} |"
+            for name, r in results.items()
+            if r.get("headline")
+        ],
+        "",
         "## Targets",
         "",
         "| scenario | target | wanted | measured | met |",

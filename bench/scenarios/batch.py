@@ -43,6 +43,12 @@ def run(ctx: Context) -> dict:
             "figures": runs["drf_usual"]["figures"],
         },
         "ratio": ratios["drf_usual"],
+        "headline": {
+            "leadflow": f"{value:,.0f} leads/s",
+            "reference": "usual DRF batch view "
+            f"{runs['drf_usual']['figures']['accepted_leads_per_s']:,.0f} leads/s",
+            "ratio": f"{ratios['drf_usual']} × usual",
+        },
         "references": {
             k: {"title": REFERENCE_TITLES[k], "figures": runs[k]["figures"]} for k in REFERENCES
         },

@@ -181,6 +181,14 @@ def run(ctx: Context) -> dict:
             "figures": references["drf_usual"],
         },
         "ratio": vs_usual,
+        "headline": {
+            "leadflow": f"{ok_per_s('leadflow', first):,.0f} req/s, "
+            f"p99 {figures[f'c{first}']['p99_ms']} ms ({first} conn.)",
+            "reference": f"usual DRF + Celery {ok_per_s('drf_usual', first):,.0f} req/s; "
+            f"minimal Django {ok_per_s('django_min', first):,.0f}; "
+            f"WSGI hello {ok_per_s('wsgi_hello', first):,.0f}",
+            "ratio": f"{vs_usual} × usual, {vs_django} × minimal Django",
+        },
         "references": {
             k: {"title": REFERENCE_TITLES[k], "figures": v} for k, v in references.items()
         },

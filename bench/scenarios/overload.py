@@ -192,6 +192,7 @@ def run(ctx: Context) -> dict:
     f = phases[top]
     ack = f["ack_p99_with_unanswered_ms"]
     critical_p99 = f.get("critical_p99_s")
+    ack_text = f"{ack:,.0f} ms" if ack is not None else "∞ (over 1 % never answered)"
     goodput_ratio = f["goodput_vs_capacity"]
     notes = [
         f"capacity = leads qualified/s with the whole platform running and the intake saturated "
@@ -223,6 +224,13 @@ def run(ctx: Context) -> dict:
         "figures": phases,
         "reference": {"name": "capacity", "title": "measured capacity", "figures": capacity},
         "ratio": goodput_ratio,
+        "headline": {
+            "leadflow": f"at {top}: ACK p99 {ack_text}, "
+            f"{f['share_429'] or 0:.0%} answered 429, critical p99 {critical_p99} s, "
+            f"goodput {f['goodput_leads_per_s']:,.0f} leads/s",
+            "reference": f"capacity {value:,.0f} leads/s",
+            "ratio": f"goodput {goodput_ratio} × capacity",
+        },
         "targets": [
             target(f"ACK p99 at {top}", "≤ 100 ms", ack, ack is not None and ack <= 100),
             target(

@@ -119,6 +119,11 @@ def run(ctx: Context) -> dict:
             "figures": ref["figures"],
         },
         "ratio": r,
+        "headline": {
+            "leadflow": f"{value:,.0f} leads/s",
+            "reference": f"one task per lead {ref['figures']['leads_per_s']:,.0f} leads/s",
+            "ratio": f"{r} × one task per lead",
+        },
         "targets": [
             target("leads/s", "≥ 20,000 leads/s", value, value >= 20_000),
             target("vs one task per lead", "≥ 12 ×", r, r is not None and r >= 12),

@@ -137,6 +137,12 @@ def run(ctx: Context) -> dict:
             "figures": copy_figures,
         },
         "ratio": r,
+        "headline": {
+            "leadflow": f"{value:,.0f} rows/s",
+            "reference": f"COPY {copy_figures['rows_per_s']:,.0f} rows/s; "
+            f"bulk_create {bulk_figures['rows_per_s']:,.0f}",
+            "ratio": f"{r} × COPY",
+        },
         "references": {
             "psycopg_copy": {"title": "psycopg 3 COPY", "figures": copy_figures},
             "django_bulk_create": {
