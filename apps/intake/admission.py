@@ -5,6 +5,7 @@ numbers for an honest answer (position, drain rate, mode) are decided in one ato
 so the hot path costs one round trip and no SQL.
 """
 
+import functools
 import hashlib
 import math
 import time
@@ -19,7 +20,7 @@ from django.conf import settings
 from apps.intake import inbox
 from apps.tenants.cache import TenantAuth
 from leadflow.ratelimit import TOKEN_BUCKET_LUA
-from leadflow.redis_conn import get_redis, lua_script
+from leadflow.redis_conn import get_redis, lua_script, script_run_hot
 from workers.queues import TIERS
 
 _SCRIPT_PATH = Path(__file__).parent / "lua" / "admit.lua"
@@ -81,6 +82,10 @@ class AdmissionResult:
     admissions: list[Admission]
 
 
+def _backlog_bounds() -> tuple[int, int, int]:
+    return tuple(settings.BACKPRESSURE_BACKLOG[tier] for tier in TIERS)
+
+
 def retry_after_seconds(wait: float, limit: str) -> int:
     """A wait in seconds as a Retry-After: whole seconds, at least 1; backpressure's at most
     RETRY_AFTER_MAX_SECONDS (an estimate from the drain rate grows less reliable with time)."""
@@ -99,39 +104,45 @@ def dedup_digest_for_key(idempotency_key: str) -> str:
     return hashlib.sha256(b"idempotency-key:" + idempotency_key.encode()).hexdigest()
 
 
-def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> AdmissionResult:
-    """Admit the tenant's leads in order, in one Redis round trip (apps/intake/lua/admit.lua)."""
-    tenant_id = tenant.tenant_id
-    received_at = time.time()
-    keys = [inbox.inbox_key(tier, tenant_id) for tier in TIERS]
-    keys += [inbox.active_tenants_key(tier) for tier in TIERS]
-    keys += [
+@functools.lru_cache(maxsize=4096)
+def _tenant_keys(tenant_id: int) -> tuple[str, ...]:
+    """The script's fixed keys for a tenant but the per-IP bucket (KEYS[1..11, 13..15])."""
+    return (
+        *(inbox.inbox_key(tier, tenant_id) for tier in TIERS),
+        *(inbox.active_tenants_key(tier) for tier in TIERS),
         inbox.BACKLOG_KEY,
         inbox.DRAIN_KEY,
         inbox.MODE_KEY,
         inbox.CLOSED_KEY,
         inbox.request_window_key(tenant_id),
-        inbox.ip_bucket_key(tenant_id, client_ip),
         inbox.credits_key(tenant_id),
         inbox.budget_key(tenant_id),
         inbox.CLAIMED_KEY,
-    ]
+    )
+
+
+def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> AdmissionResult:
+    """Admit the tenant's leads in order, in one Redis round trip (apps/intake/lua/admit.lua)."""
+    tenant_id = tenant.tenant_id
+    received_at = time.time()
+    fixed = _tenant_keys(tenant_id)
+    keys = [*fixed[:11], inbox.ip_bucket_key(tenant_id, client_ip), *fixed[11:]]
+    trace_ids = [str(uuid.uuid4()) for _ in candidates]
     args: list = [
         tenant_id,
         settings.DEDUP_TTL_SECONDS,
         len(candidates),
-        uuid.uuid4().hex,
+        trace_ids[0],  # the request's member in the tenant's window: unique
         tenant.rate_limit_per_second,
         tenant.per_ip_rate_limit_per_second or 0,
         tenant.critical_capacity,
         tenant.critical_refill_per_second,
         tenant.hourly_budget,
-        *(settings.BACKPRESSURE_BACKLOG[tier] for tier in TIERS),
+        *_backlog_bounds(),
         settings.DRAIN_RATE_DEFAULT,
         received_at,
     ]
-    for candidate in candidates:
-        trace_id = str(uuid.uuid4())
+    for trace_id, candidate in zip(trace_ids, candidates, strict=True):
         keys += [inbox.dedup_key(tenant_id, candidate.dedup_digest), inbox.trace_key(trace_id)]
         fields = {
             "trace_id": trace_id,
@@ -142,7 +153,7 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
         args += [trace_id, _TIER_INDEX[candidate.tier], inbox.entry_open(fields)]
 
     script = lua_script(_SCRIPT_PATH, TOKEN_BUCKET_LUA)
-    raw_mode, refused, wait, raw_drain, results = script(keys=keys, args=args)
+    raw_mode, refused, wait, raw_drain, results = script_run_hot(script, keys, args)
     mode = raw_mode.decode()
     if refused:
         limit = refused.decode()

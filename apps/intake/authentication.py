@@ -5,58 +5,72 @@ is told 401, so bots guessing keys are slowed down and cost one Redis call each.
 """
 
 from django.conf import settings
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import authentication, permissions
 
 from apps.intake.admission import retry_after_seconds
-from apps.intake.errors import rate_limited
+from apps.intake.errors import ApiError, rate_limited
 from apps.intake.inbox import ip_bucket_key
 from apps.tenants.cache import TenantAuth, tenant_for_key
 from leadflow.logs import bind_log_context
 from leadflow.ratelimit import bucket_take
 
+WWW_AUTHENTICATE = 'Bearer realm="leadflow"'
 
-def client_ip(request) -> str:
-    """The caller's address: the first X-Forwarded-For hop when a trusted proxy sets it."""
+
+def client_ip(meta: dict) -> str:
+    """The caller's address (from a WSGI environ or Django's request.META): the first
+    X-Forwarded-For hop when a trusted proxy sets it."""
     if settings.TRUST_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        forwarded = meta.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded:
             return forwarded.split(",")[0].strip()
-    return request.META.get("REMOTE_ADDR", "")
+    return meta.get("REMOTE_ADDR", "")
 
 
-def _anonymous_ip_check(request) -> None:
+def _unauthenticated(ip: str, code: str, detail: str) -> ApiError:
+    """401, or 429 when this address has sent too many requests without a valid key."""
     answer = bucket_take(
-        ip_bucket_key(None, client_ip(request)),
+        ip_bucket_key(None, ip),
         capacity=settings.ANONYMOUS_IP_BURST,
         refill_per_second=settings.ANONYMOUS_IP_RATE,
     )
     if not answer.allowed:
-        raise rate_limited(
+        return rate_limited(
             "ip_rate",
             retry_after_seconds(answer.wait_seconds, "ip_rate"),
             "too many requests without a valid API key from this IP address",
         )
+    return ApiError(401, code, detail, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+
+
+def tenant_authenticate(authorization: str, ip: str) -> TenantAuth:
+    """The tenant owning the Bearer key in the Authorization header; ApiError otherwise."""
+    if not authorization:
+        raise _unauthenticated(
+            ip, "not_authenticated", "an API key is required: 'Authorization: Bearer <api key>'"
+        )
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise _unauthenticated(ip, "authentication_failed", "use 'Authorization: Bearer <api key>'")
+    tenant = tenant_for_key(key)
+    if tenant is None:
+        raise _unauthenticated(ip, "authentication_failed", "unknown or revoked API key")
+    bind_log_context(tenant=tenant.tenant_id)
+    return tenant
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """The same check for the DRF views (the lead status GET)."""
+
     def authenticate(self, request):
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if not header:
-            _anonymous_ip_check(request)
-            return None
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            _anonymous_ip_check(request)
-            raise exceptions.AuthenticationFailed("use 'Authorization: Bearer <api key>'")
-        tenant = tenant_for_key(key.strip())
-        if tenant is None:
-            _anonymous_ip_check(request)
-            raise exceptions.AuthenticationFailed("unknown or revoked API key")
-        bind_log_context(tenant=tenant.tenant_id)
-        return tenant, key
+        tenant = tenant_authenticate(
+            request.META.get("HTTP_AUTHORIZATION", ""), client_ip(request.META)
+        )
+        return tenant, None
 
     def authenticate_header(self, request) -> str:
-        return 'Bearer realm="leadflow"'
+        return WWW_AUTHENTICATE
 
 
 class IsTenant(permissions.BasePermission):

@@ -1,9 +1,8 @@
 from django.urls import path
 
-from apps.intake.api import LeadBatchCreateView, LeadCreateView, LeadDetailView
+from apps.intake.api import LeadDetailView
 
+# POST leads and POST leads/batch never reach Django: apps/intake/lean.py serves them.
 urlpatterns = [
-    path("leads", LeadCreateView.as_view(), name="lead-create"),
-    path("leads/batch", LeadBatchCreateView.as_view(), name="lead-batch-create"),
     path("leads/<str:trace_id>", LeadDetailView.as_view(), name="lead-detail"),
 ]

@@ -1,0 +1,263 @@
+"""The intake's hot path: POST /api/v1/leads and POST /api/v1/leads/batch, served as a plain
+WSGI application in front of Django (leadflow/wsgi.py); every other request goes to Django.
+
+Why not a DRF view: measured on this path, Django's middleware and DRF's request, parser,
+serializer and response machinery cost several times the work itself (README, Performance).
+Here a request is: check the host, authenticate from the in-process tenant cache, read and
+decode the body (orjson), validate (apps/intake/validation.py), admit in one Redis round trip
+(apps/intake/admission.py), answer. The rules, answers and errors are the API's own: one
+JSON error shape, 401/413/415/400/429 as the README says, X-LeadFlow-Mode on every admission.
+"""
+
+import logging
+from collections.abc import Callable, Iterable
+
+import orjson
+import redis
+import structlog
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+from apps.intake import admission
+from apps.intake.authentication import client_ip, tenant_authenticate
+from apps.intake.errors import ApiError, rate_limited
+from apps.intake.validation import lead_validate
+
+log = logging.getLogger(__name__)
+
+_STATUS_LINES = {
+    200: "200 OK",
+    202: "202 Accepted",
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    404: "404 Not Found",
+    413: "413 Request Entity Too Large",
+    415: "415 Unsupported Media Type",
+    429: "429 Too Many Requests",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+
+
+class Answer:
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(self, status: int, body: dict, headers: dict | None = None):
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def _error(exc: ApiError) -> Answer:
+    body = {"error": exc.code, "detail": exc.detail}
+    if exc.fields:
+        body["fields"] = exc.fields
+    return Answer(exc.status_code, {**body, **exc.extra}, exc.headers)
+
+
+def _json_body(environ: dict, max_bytes: int):
+    content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the lead as JSON with 'Content-Type: application/json'",
+        )
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApiError(400, "invalid", "Content-Length is not a number") from None
+    if length > max_bytes:
+        raise ApiError(
+            413, "body_too_large", f"the body is {length} bytes; the limit is {max_bytes} bytes"
+        )
+    # Without a Content-Length (chunked), read one byte past the limit to see it is passed.
+    raw = environ["wsgi.input"].read(length if length else max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(413, "body_too_large", f"the body is over the limit of {max_bytes} bytes")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "parse_error", f"JSON parse error - {exc}") from None
+
+
+def _lead_body(result: admission.Admission) -> dict:
+    if result.duplicate:
+        return {"trace_id": result.trace_id, "duplicate": True, "tier": result.tier}
+    if result.refusal:
+        return {
+            "error": "rate_limited",
+            "limit": result.refusal.limit,
+            "detail": result.refusal.detail,
+            "retry_after": result.refusal.retry_after,
+        }
+    body = {
+        "trace_id": result.trace_id,
+        "status": "queued",
+        "tier": result.tier,
+        "demoted": result.demoted,
+        "position": result.position,
+        "estimated_completion": result.estimated_completion.isoformat(),
+    }
+    if result.retry_after is not None:
+        body["retry_after"] = result.retry_after  # overloaded: poll the status no sooner
+    return body
+
+
+def _candidate(lead: dict, raw: dict, idempotency_key: str | None) -> admission.Candidate:
+    digest = (
+        admission.dedup_digest_for_key(idempotency_key)
+        if idempotency_key
+        else admission.dedup_digest_for_body(raw)
+    )
+    tier = lead.pop("priority")
+    return admission.Candidate(dedup_digest=digest, tier=tier, fields=lead)
+
+
+def _admit(tenant, ip: str, candidates: list) -> admission.AdmissionResult:
+    result = admission.admit(tenant, ip, candidates)
+    if result.refusal:
+        refusal = result.refusal
+        raise rate_limited(refusal.limit, refusal.retry_after, refusal.detail, result.mode)
+    return result
+
+
+def lead_create(environ: dict) -> Answer:
+    ip = client_ip(environ)
+    tenant = tenant_authenticate(environ.get("HTTP_AUTHORIZATION", ""), ip)
+    raw = _json_body(environ, settings.LEAD_BODY_MAX_BYTES)
+    lead, errors = lead_validate(raw)
+    if errors:
+        raise ApiError(400, "invalid", "the lead is not valid", errors)
+    candidate = _candidate(lead, raw, environ.get("HTTP_IDEMPOTENCY_KEY"))
+    admitted = _admit(tenant, ip, [candidate])
+    [result] = admitted.admissions
+    if result.refusal:
+        refusal = result.refusal
+        raise rate_limited(refusal.limit, refusal.retry_after, refusal.detail, admitted.mode)
+    structlog.contextvars.bind_contextvars(trace_id=result.trace_id)
+    return Answer(
+        200 if result.duplicate else 202, _lead_body(result), {"X-LeadFlow-Mode": admitted.mode}
+    )
+
+
+def leads_batch_create(environ: dict) -> Answer:
+    ip = client_ip(environ)
+    tenant = tenant_authenticate(environ.get("HTTP_AUTHORIZATION", ""), ip)
+    body = _json_body(environ, settings.BATCH_BODY_MAX_BYTES)
+    leads = body.get("leads") if isinstance(body, dict) else None
+    if not isinstance(leads, list) or not leads:
+        raise ApiError(
+            400,
+            "invalid",
+            'send {"leads": [...]} with 1 to 500 leads',
+            {"leads": ["must be a non-empty list"]},
+        )
+    if len(leads) > settings.BATCH_MAX_LEADS:
+        raise ApiError(
+            400,
+            "batch_too_large",
+            f"{len(leads)} leads; a batch holds at most {settings.BATCH_MAX_LEADS}",
+            {"leads": [f"at most {settings.BATCH_MAX_LEADS} leads"]},
+        )
+    idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
+    results: list[dict | None] = [None] * len(leads)
+    candidates, positions = [], []
+    for index, raw in enumerate(leads):
+        lead, errors = lead_validate(raw)
+        if errors:
+            results[index] = {"index": index, "error": "invalid", "fields": errors}
+            continue
+        key = f"{idempotency_key}:{index}" if idempotency_key else None
+        candidates.append(_candidate(lead, raw, key))
+        positions.append(index)
+
+    headers: dict[str, str] = {}
+    accepted = duplicates = 0
+    retry_afters = []
+    if candidates:
+        admitted = _admit(tenant, ip, candidates)
+        headers["X-LeadFlow-Mode"] = admitted.mode
+        for index, result in zip(positions, admitted.admissions, strict=True):
+            results[index] = {"index": index, **_lead_body(result)}
+            if result.refusal:
+                retry_afters.append(result.refusal.retry_after)
+            elif result.duplicate:
+                duplicates += 1
+            else:
+                accepted += 1
+    refused = len(retry_afters)
+    if accepted:
+        status = 202
+    elif duplicates:
+        status = 200
+    elif refused:
+        status = 429
+        headers["Retry-After"] = str(min(retry_afters))
+    else:
+        status = 400
+    summary = {
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "refused": refused,
+        "invalid": len(leads) - accepted - duplicates - refused,
+    }
+    return Answer(status, {**summary, "results": results}, headers)
+
+
+ROUTES: dict[str, Callable[[dict], Answer]] = {
+    "/api/v1/leads": lead_create,
+    "/api/v1/leads/batch": leads_batch_create,
+}
+
+
+class LeanIntake:
+    """WSGI: the intake's POSTs here, everything else to `django_app`."""
+
+    def __init__(self, django_app: Callable) -> None:
+        self.django_app = django_app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        handler = ROUTES.get(environ.get("PATH_INFO", ""))
+        if handler is None or environ.get("REQUEST_METHOD") != "POST":
+            return self.django_app(environ, start_response)
+        structlog.contextvars.clear_contextvars()
+        try:
+            _host_check(environ)
+            answer = handler(environ)
+        except ApiError as exc:
+            answer = _error(exc)
+        except redis.RedisError:
+            log.exception("intake: Redis unavailable; the lead was not accepted")
+            answer = Answer(
+                503,
+                {"error": "unavailable", "detail": "try again shortly; nothing was accepted"},
+                {"Retry-After": "1"},
+            )
+        except Exception:
+            log.exception("intake: unexpected error")
+            answer = Answer(500, {"error": "server_error", "detail": "an unexpected error"})
+        payload = orjson.dumps(answer.body)
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            *answer.headers.items(),
+        ]
+        start_response(_STATUS_LINES[answer.status], headers)
+        return [payload]
+
+
+_hosts_seen: dict[str, bool] = {}
+
+
+def _host_check(environ: dict) -> None:
+    """Django's ALLOWED_HOSTS check, which this path does not get from Django (remembered per
+    Host header: a client sends the same one every time)."""
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    allowed = _hosts_seen.get(host)
+    if allowed is None:
+        domain, _port = split_domain_port(host)
+        allowed = bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+        if len(_hosts_seen) > 1000:  # bounded: made-up Host headers cannot grow it
+            _hosts_seen.clear()
+        _hosts_seen[host] = allowed
+    if not allowed:
+        raise ApiError(400, "bad_host", f"host {host!r} is not served here")
