@@ -5,6 +5,7 @@ import os
 from celery import Celery
 
 from leadflow import logs  # noqa: F401 - connects the worker's logging and task-context signals
+from workers import metrics  # noqa: F401 - connects the pools' metrics, heartbeats, sent-at stamp
 from workers.queues import TASK_QUEUES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadflow.settings")

@@ -270,3 +270,23 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_WORKER_SOFT_SHUTDOWN_TIM
 # its transaction's server connection. Prepared statements are already off (Django's default).
 if env_bool("DATABASE_PGBOUNCER", False):
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+
+# ---------------------------------------------------------------------------
+# Metrics (README "Metrics"): where each process serves Prometheus, and how many tenants get
+# a label of their own. The API serves /metrics on its own port (django-prometheus).
+# ---------------------------------------------------------------------------
+# Loopback by default, so a dev machine exposes nothing; compose and k8s set 0.0.0.0.
+METRICS_ADDRESS = env_str("LEADFLOW_METRICS_ADDRESS", "127.0.0.1")
+# 0 turns a process's metrics server off.
+CONTROL_METRICS_PORT = env_int("LEADFLOW_CONTROL_METRICS_PORT", 9100)
+POOL_METRICS_PORTS = {
+    "a": env_int("LEADFLOW_POOL_A_METRICS_PORT", 9101),
+    "b": env_int("LEADFLOW_POOL_B_METRICS_PORT", 9102),
+    "c": env_int("LEADFLOW_POOL_C_METRICS_PORT", 9103),
+}
+# Tenant labels: the N tenants with the most volume (leads accepted this hour + backlog) get
+# their id as a label, every other tenant is "other", so a series count cannot grow with the
+# number of tenants. The control process ranks them this often; every process reads the ranking
+# as often, in a background thread (no Redis round trip is added to a request).
+METRICS_TENANT_LABELS = env_int("LEADFLOW_METRICS_TENANT_LABELS", 20)
+METRICS_TENANT_REFRESH_SECONDS = env_float("LEADFLOW_METRICS_TENANT_REFRESH_SECONDS", 10.0)

@@ -14,7 +14,7 @@ from django.db import OperationalError
 
 from leadflow.redis_conn import get_redis
 from tests.doubles.client import http_double
-from tests.live.stack import Stack
+from tests.live.stack import Stack, free_port
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -87,6 +87,13 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "LEADFLOW_ANONYMOUS_IP_BURST": "5",
         "LEADFLOW_ANONYMOUS_IP_RATE": "1",
         "PYTHONUNBUFFERED": "1",
+        # Metrics servers on ports of their own (tests/ops), and tenant labels that follow the
+        # ranking within a second or two.
+        "LEADFLOW_CONTROL_METRICS_PORT": str(free_port()),
+        "LEADFLOW_POOL_A_METRICS_PORT": str(free_port()),
+        "LEADFLOW_POOL_B_METRICS_PORT": str(free_port()),
+        "LEADFLOW_POOL_C_METRICS_PORT": str(free_port()),
+        "LEADFLOW_METRICS_TENANT_REFRESH_SECONDS": "1",
     }
     stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
     try:

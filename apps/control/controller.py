@@ -13,6 +13,7 @@ from django.conf import settings
 
 from apps.control import consumers
 from apps.control.dispatcher import queue_lengths
+from apps.control.history import history_append
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
 from apps.control.state import SCALING_KEY, shedding_publish
@@ -46,6 +47,9 @@ class Controller:
         self.shedding: Shedding | None = None
         self._forced = False
         self._low_paused_at: float | None = None  # when the cancel was last sent
+        # The last tick's measures, for the metrics collector (apps/control/metrics.py).
+        self.measures: dict[str, TierMeasure] = {}
+        self.ticked_at = 0.0
 
     def tick(self, dispatched: dict[str, int]) -> dict[str, TierMeasure]:
         """One control step; `dispatched` is the dispatcher's running count of leads per tier."""
@@ -65,6 +69,8 @@ class Controller:
         self._publish(measures, shedding)
         self._low_pause_apply(shedding.low_paused, now)
         self.shedding = shedding
+        history_append(now, measures, shedding.mode)  # the status page's 15-minute chart
+        self.measures, self.ticked_at = measures, now
         return measures
 
     def _measure(self, now: float, dispatched: dict[str, int]) -> dict[str, TierMeasure]:

@@ -6,18 +6,41 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+_ASSIGNMENT = re.compile(r"^(\w+)=(\S*)\s+")  # a leading VAR=value of a Procfile line
 _KNOB = re.compile(r"\$\{(\w+):-[^}]*\}")  # sh / compose: ${VAR:-default}
 _K8S_VAR = re.compile(r"\$\((\w+)\)")  # Kubernetes: $(VAR)
 
 
-def procfile() -> dict[str, str]:
-    """Process name -> command line, in the Procfile's order."""
+def _procfile_lines() -> dict[str, str]:
     entries = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, _, command = line.partition(":")
         entries[name.strip()] = command.strip()
+    return entries
+
+
+def procfile() -> dict[str, str]:
+    """Process name -> command line, in the Procfile's order, without the VAR=value
+    assignments ahead of it (compose and Kubernetes set those as the container's environment)."""
+    entries = {}
+    for name, command in _procfile_lines().items():
+        while match := _ASSIGNMENT.match(command):
+            command = command[match.end() :]
+        entries[name] = command
+    return entries
+
+
+def procfile_env() -> dict[str, dict[str, str]]:
+    """Process name -> the VAR=value assignments ahead of its command."""
+    entries = {}
+    for name, command in _procfile_lines().items():
+        env = {}
+        while match := _ASSIGNMENT.match(command):
+            env[match.group(1)] = match.group(2)
+            command = command[match.end() :]
+        entries[name] = env
     return entries
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.conf import settings
 
-from tests.deploy.procfile import ROOT, command_shape, procfile
+from tests.deploy.procfile import ROOT, command_shape, procfile, procfile_env
+from workers.queues import POOLS
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
@@ -46,6 +48,20 @@ def test_every_procfile_process_is_a_compose_service_with_the_same_command(compo
     for name, command in procfile().items():
         assert name in services, f"the Procfile's {name} has no compose service"
         assert command_shape(services[name]["command"]) == command_shape(command), name
+
+
+def test_procfile_environment_is_the_services_environment(compose):
+    """A Procfile line's VAR=value (pool A's PROMETHEUS_MULTIPROC_DIR) is set in compose too."""
+    services = compose["services"]
+    for name, env in procfile_env().items():
+        for variable in env:
+            assert variable in services[name].get("environment", {}), f"{name}: {variable}"
+
+
+def test_metrics_servers_listen_on_the_container_network(compose):
+    assert compose["x-app"]["environment"]["LEADFLOW_METRICS_ADDRESS"] == "0.0.0.0"
+    prometheus = compose["services"]["prometheus"]["volumes"]
+    assert "./deploy/prometheus/rules.yml:/etc/prometheus/rules.yml:ro" in prometheus
 
 
 def test_long_running_services_have_health_checks(compose):
@@ -118,12 +134,20 @@ def test_grafana_and_prometheus_mounts_exist(compose):
 
 def test_prometheus_scrapes_the_compose_services_that_serve_metrics(compose):
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = {
-        target
-        for job in config["scrape_configs"]
-        for static in job["static_configs"]
-        for target in static["targets"]
-    }
-    assert {"api:8000", "flower:5555"} <= targets
+    targets = set()
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets |= set(static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            targets |= {f"{name}:{dns['port']}" for name in dns["names"]}
+    ports = settings.POOL_METRICS_PORTS
+    assert {
+        "api:8000",
+        "flower:5555",
+        f"control:{settings.CONTROL_METRICS_PORT}",
+        *(f"pool-{pool}:{ports[pool]}" for pool in POOLS),
+    } <= targets
+    for name in ("control", *(f"pool-{pool}" for pool in POOLS)):
+        assert targets & {f"{name}:{port}" for port in compose["services"][name]["expose"]}, name
     allowed_hosts = compose["x-app"]["environment"]["DJANGO_ALLOWED_HOSTS"]
     assert "api" in allowed_hosts.split(":-")[1].rstrip("}").split(",")

@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
+from django.conf import settings
 from django.urls import resolve
 
-from tests.deploy.procfile import ROOT, command_shape, procfile
+from tests.deploy.procfile import ROOT, command_shape, procfile, procfile_env
 from workers.queues import POOLS, TIERS
 
 K8S_DIR = ROOT / "deploy" / "k8s"
@@ -228,3 +229,28 @@ def test_each_pool_scales_on_the_controllers_backlog_endpoint(manifests, pool):
         # KEDA's request carries that Host: the API must accept it
         config = _by_kind(manifests, "ConfigMap")["leadflow-config"]["data"]
         assert url.hostname in config["LEADFLOW_PUBLIC_HOSTS"].split(",")
+
+
+@pytest.mark.parametrize("process", ["control", "pool-a", "pool-b", "pool-c"])
+def test_metrics_ports_are_annotated_for_prometheus(manifests, process):
+    deployment = _by_kind(manifests, "Deployment")[process]
+    expected = (
+        settings.CONTROL_METRICS_PORT
+        if process == "control"
+        else settings.POOL_METRICS_PORTS[process[-1]]
+    )
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == expected
+    ports = {port["name"]: port["containerPort"] for port in _container(deployment)["ports"]}
+    assert ports["metrics"] == expected
+
+
+def test_metrics_listen_on_the_pod_and_pool_a_adds_up_its_children(manifests):
+    config = _by_kind(manifests, "ConfigMap")["leadflow-config"]["data"]
+    assert config["LEADFLOW_METRICS_ADDRESS"] == "0.0.0.0"
+    worker = _container(_by_kind(manifests, "Deployment")["pool-a"])
+    env = {item["name"]: item.get("value") for item in worker["env"]}
+    assert set(procfile_env()["pool-a"]) <= set(env)
+    # in the /tmp emptyDir: the root filesystem is read-only
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")

@@ -1,5 +1,6 @@
-"""deploy/prometheus and deploy/grafana: a config promtool accepts, and a dashboard that charts
-only metrics this code base really exports (django-prometheus's and Flower's)."""
+"""deploy/prometheus and deploy/grafana: a config and rules promtool accepts (and whose unit tests,
+tests/deploy/rules_test.yml, pass), and a dashboard and rules that use only metrics this code
+base really exports: django-prometheus's, Flower's and LeadFlow's own (API, pools, control)."""
 
 import json
 import re
@@ -14,17 +15,36 @@ from tests.deploy.procfile import ROOT
 
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
-PROMQL_FUNCTIONS = {"sum", "rate", "by", "histogram_quantile", "clamp_min", "le"}
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+RULES_TESTS = ROOT / "tests" / "deploy" / "rules_test.yml"
+PREFIXES = ("django_", "flower_", "leadflow_", "leadflow:")
 
 
 def exported_metric_names() -> set[str]:
-    """Series names (with _total, _bucket, …) registered by the API's and Flower's metrics."""
+    """Series names (with _total, _bucket, …) registered by the API's and Flower's metrics,
+    the intake's and the pools' (leadflow/metrics.py, workers/metrics.py), the control process's
+    collector (apps/control/metrics.py), and the recording rules."""
     from django_prometheus.middleware import Metrics
     from flower.events import get_prometheus_metrics
 
+    import leadflow.metrics  # noqa: F401 - registers the intake's counters
+    import workers.metrics  # noqa: F401 - registers the pools' metrics
+    from apps.control.metrics import FAMILIES
+
     Metrics.get_instance()
     get_prometheus_metrics()
-    return set().union(*REGISTRY._collector_to_names.values())
+    names = set().union(*REGISTRY._collector_to_names.values())
+    return names | set(FAMILIES) | set(recorded_names())
+
+
+def rules() -> list[dict]:
+    return [
+        rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+    ]
+
+
+def recorded_names() -> list[str]:
+    return [rule["record"] for rule in rules() if "record" in rule]
 
 
 def dashboard_exprs() -> list[str]:
@@ -35,15 +55,95 @@ def dashboard_exprs() -> list[str]:
     return exprs
 
 
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads (ours and the libraries', by their prefixes)."""
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", "", expr)
+    return {name for name in re.findall(r"[a-z_:][a-z0-9_:]*", bare) if name.startswith(PREFIXES)}
+
+
 def test_dashboard_charts_only_exported_metrics():
     exported = exported_metric_names()
     exprs = dashboard_exprs()
     assert exprs
     for expr in exprs:
-        bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", "", expr)
-        for name in set(re.findall(r"[a-z_][a-z0-9_]*", bare)) - PROMQL_FUNCTIONS:
-            if name.startswith(("django_", "flower_")):
-                assert name in exported, f"{name} is not exported: {expr}"
+        for name in metric_names(expr):
+            assert name in exported, f"{name} is not exported: {expr}"
+
+
+def test_dashboard_has_the_panels_an_on_call_engineer_needs():
+    exprs = " ".join(dashboard_exprs())
+    for needed in (
+        "leadflow_tier_lag_seconds",  # lag per tier, with its SLO line
+        "vector(5)",
+        "vector(30)",
+        "leadflow_intake_decisions_total",  # intake outcomes
+        "leadflow_mode",  # mode timeline
+        "leadflow_stage_leads_total",  # per-pool throughput
+        "leadflow_breaker_state",
+        "leadflow_dead_letters",
+        "leadflow_tenant_backlog",
+    ):
+        assert needed in exprs, needed
+
+
+def test_rules_use_only_exported_metrics():
+    exported = exported_metric_names()
+    for rule in rules():
+        for name in metric_names(rule["expr"]):
+            assert name in exported, f"{name} is not exported: {rule['expr']}"
+
+
+def test_rules_cover_the_issue_alerts():
+    alerts = {rule["alert"]: rule["expr"] for rule in rules() if "alert" in rule}
+    assert 'leadflow_tier_lag_seconds{tier="critical"}) > 5' in alerts["LeadFlowCriticalLagHigh"]
+    assert 'leadflow_tier_lag_seconds{tier="normal"}) > 30' in alerts["LeadFlowNormalLagHigh"]
+    assert "thin|severe" in alerts["LeadFlowDegradedMode"]
+    assert 'state="open"' in alerts["LeadFlowBreakerOpen"]
+    assert "leadflow_dead_letters" in alerts["LeadFlowDeadLettersGrowing"]
+    assert 'status=~"5.."' in alerts["LeadFlowApi5xx"]
+    assert "leadflow_pool_workers" in alerts["LeadFlowPoolWithoutWorker"]
+
+
+def test_prometheus_loads_the_rules_and_scrapes_every_component():
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["rules.yml"]  # beside it, in the repo and in the container
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert {
+        "leadflow-api",
+        "leadflow-control",
+        "leadflow-pool-a",
+        "leadflow-pool-b",
+        "leadflow-pool-c",
+        "leadflow-flower",
+    } <= jobs
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    path = shutil.which("promtool")
+    if not path:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+    return subprocess.run([path, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_rules_pass_promtool_check():
+    result = promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_unit_tests_pass_promtool():
+    result = promtool("test", "rules", str(RULES_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_unit_tests_catch_a_changed_threshold(tmp_path):
+    """The unit tests do test the thresholds: with critical lag at 50 s, they fail."""
+    (tmp_path / "deploy" / "prometheus").mkdir(parents=True)
+    (tmp_path / "tests" / "deploy").mkdir(parents=True)
+    changed = RULES.read_text().replace('{tier="critical"}) > 5', '{tier="critical"}) > 50')
+    (tmp_path / "deploy" / "prometheus" / "rules.yml").write_text(changed)
+    copy = tmp_path / "tests" / "deploy" / "rules_test.yml"
+    copy.write_text(RULES_TESTS.read_text())
+    assert promtool("test", "rules", str(copy)).returncode != 0
 
 
 def test_dashboards_are_provisioned_from_the_mounted_folder():
@@ -58,19 +158,6 @@ def test_dashboards_are_provisioned_from_the_mounted_folder():
 
 
 def test_prometheus_config_passes_promtool():
-    promtool = shutil.which("promtool")
-    if not promtool:
-        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
-    result = subprocess.run(
-        [
-            promtool,
-            "check",
-            "config",
-            "--syntax-only",
-            str(ROOT / "deploy/prometheus/prometheus.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # Not --syntax-only: promtool also loads and checks the rule files the config names.
+    result = promtool("check", "config", str(ROOT / "deploy/prometheus/prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -39,6 +39,7 @@ class Process:
     log_path: Path
     ready_text: str | None
     popen: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -87,6 +88,8 @@ class Stack:
             "-m",
             "gunicorn",
             "leadflow.wsgi",
+            "-c",
+            "gunicorn.conf.py",
             "-b",
             f"127.0.0.1:{self.api_port}",
             "-w",
@@ -103,6 +106,8 @@ class Stack:
                 _pool_argv("a", "prefork", 2, run_id),
                 self.log_dir / "pool-a.log",
                 "ready.",
+                # prefork: the children's metrics add up through files (as in the Procfile)
+                env={"PROMETHEUS_MULTIPROC_DIR": str(self.log_dir / "metrics-pool-a")},
             ),
             Process(
                 "pool-b",
@@ -132,7 +137,7 @@ class Stack:
         process.popen = subprocess.Popen(
             process.argv,
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, **process.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -13,6 +13,7 @@ import time
 from django.core.management.base import BaseCommand
 from redis.exceptions import LockError
 
+from apps.control import metrics as control_metrics
 from apps.control.backfill import deferred_backfill, report_send
 from apps.control.controller import Controller
 from apps.control.dispatcher import Dispatcher, pools_have_room
@@ -47,6 +48,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         deadline = time.monotonic() + max_seconds if max_seconds else None
         lock = get_redis().lock(LEADER_LOCK, timeout=LEADER_LOCK_SECONDS)
+        control_metrics.serve()  # LEADFLOW_CONTROL_METRICS_PORT; figures only while leading
         self.stdout.write("control: waiting to become the active instance", ending="\n")
         while not self._stopping and not self._expired(deadline):
             if lock.acquire(blocking=True, blocking_timeout=1.0):
@@ -54,12 +56,14 @@ class Command(BaseCommand):
                 try:
                     self._lead(lock, deadline)
                 finally:
+                    control_metrics.leader_set(None)
                     with contextlib.suppress(LockError):
                         lock.release()
         self.stdout.write("control: stopped", ending="\n")
 
     def _lead(self, lock, deadline: float | None) -> None:
         dispatcher, controller = Dispatcher(), Controller()
+        control_metrics.leader_set(controller)
         dispatcher.republish_stale()
         paused: frozenset[str] = frozenset()
         next_tick = next_sweep = 0.0

@@ -1,0 +1,40 @@
+"""The last 15 minutes of the controller's measures, for the operators' status page: a capped
+Redis list the controller appends to each tick (newest first), so any API process can draw it
+and a new leader carries it on."""
+
+import time
+
+import orjson
+
+from leadflow.redis_conn import get_redis
+
+HISTORY_KEY = "lf:control:history"
+HISTORY_SECONDS = 15 * 60
+# One sample a tick (1 s); a little more than the window, so a slow tick never shortens it.
+HISTORY_SAMPLES = HISTORY_SECONDS + 60
+
+
+def history_append(now: float, measures: dict, mode: str) -> None:
+    """Record one tick: the mode, and each tier's backlog, lag and drain rate."""
+    sample = {
+        "at": round(now, 3),
+        "mode": str(mode),
+        "tiers": {
+            tier: {
+                "backlog": m.backlog,
+                "lag": round(m.lag_seconds, 3),
+                "drain": round(m.drain_rate, 3),
+            }
+            for tier, m in measures.items()
+        },
+    }
+    get_redis().pipeline(transaction=True).lpush(HISTORY_KEY, orjson.dumps(sample)).ltrim(
+        HISTORY_KEY, 0, HISTORY_SAMPLES - 1
+    ).execute()
+
+
+def history_read(seconds: float = HISTORY_SECONDS) -> list[dict]:
+    """The samples of the last `seconds`, oldest first."""
+    since = time.time() - seconds
+    samples = [orjson.loads(raw) for raw in get_redis().lrange(HISTORY_KEY, 0, HISTORY_SAMPLES)]
+    return [sample for sample in reversed(samples) if sample["at"] >= since]

@@ -1,0 +1,130 @@
+"""Reads of the platform's state for operators: the control process's metrics and the admin
+status page. Nothing here changes anything."""
+
+import time
+from dataclasses import dataclass
+
+import orjson
+import pybreaker
+from django.db.models import Count, Q
+
+from apps.control.models import DeferredWork
+from apps.crm.models import DeadLetter
+from apps.intake import inbox
+from apps.tenants.models import Tenant
+from leadflow.redis_conn import get_redis
+from workers.metrics import SENT_AT_HEADER, pool_workers_alive
+from workers.queues import POOLS, TIERS, pool_queues
+
+BREAKER_STATES = (pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigure:
+    messages: int
+    lag_seconds: float  # age of the oldest message waiting; 0 when none waits
+
+
+def queue_figures() -> dict[str, QueueFigure]:
+    """Each Celery queue's length and the age of its oldest message (kombu's Redis transport
+    pushes on the left and pops on the right: the oldest is the last element). The age comes
+    from the header workers/metrics.py stamps on every message it sees published."""
+    names = [name for pool in POOLS for name in pool_queues(pool)]
+    pipe = get_redis().pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+        pipe.lindex(name, -1)
+    replies = pipe.execute()
+    now = time.time()
+    figures = {}
+    for index, name in enumerate(names):
+        length, oldest = replies[2 * index], replies[2 * index + 1]
+        lag = 0.0
+        if oldest:
+            try:
+                sent_at = orjson.loads(oldest).get("headers", {}).get(SENT_AT_HEADER)
+            except orjson.JSONDecodeError:
+                sent_at = None
+            if sent_at:
+                lag = max(now - float(sent_at), 0.0)
+        figures[name] = QueueFigure(messages=int(length), lag_seconds=lag)
+    return figures
+
+
+def tenant_backlogs() -> dict[int, dict[str, int]]:
+    """Leads waiting in the inboxes, per tenant that has any, per tier."""
+    client = get_redis()
+    pipe = client.pipeline(transaction=False)
+    for tier in TIERS:
+        pipe.smembers(inbox.active_tenants_key(tier))
+    active = pipe.execute()
+    keys = [(tier, int(t)) for tier, members in zip(TIERS, active, strict=True) for t in members]
+    pipe = client.pipeline(transaction=False)
+    for tier, tenant_id in keys:
+        pipe.llen(inbox.inbox_key(tier, tenant_id))
+    backlogs: dict[int, dict[str, int]] = {}
+    for (tier, tenant_id), length in zip(keys, pipe.execute(), strict=True):
+        if length:
+            backlogs.setdefault(tenant_id, dict.fromkeys(TIERS, 0))[tier] = int(length)
+    return backlogs
+
+
+def tenant_volumes(tenant_ids: list[int]) -> dict[int, int]:
+    """Leads accepted this clock hour plus leads waiting, per tenant: what ranks tenants for
+    their metric labels."""
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.time()
+    for tenant_id in tenant_ids:
+        pipe.hmget(inbox.budget_key(tenant_id), ["hour", "used"])
+        for tier in TIERS:
+            pipe.llen(inbox.inbox_key(tier, tenant_id))
+    replies = pipe.execute()
+    hour = int(replies[0][0]) // 3600
+    volumes = {}
+    for index, tenant_id in enumerate(tenant_ids):
+        (budget_hour, used), *lengths = replies[1 + 4 * index : 5 + 4 * index]
+        accepted = int(used) if budget_hour is not None and int(budget_hour) == hour else 0
+        volumes[tenant_id] = accepted + sum(int(n) for n in lengths)
+    return volumes
+
+
+def breaker_names() -> list[str]:
+    """Every breaker there can be: the AI provider's, and each webhook tenant's CRM's."""
+    webhook_tenants = Tenant.objects.exclude(crm_webhook_url="").values_list("id", flat=True)
+    return ["ai", *(f"crm:{tenant_id}" for tenant_id in webhook_tenants.order_by("id"))]
+
+
+def breaker_states(names: list[str]) -> dict[str, str]:
+    """closed, open or half-open, as stored in Redis by pybreaker (leadflow/breakers.py); a
+    breaker never used has no state yet and is closed."""
+    if not names:
+        return {}
+    keys = [f"lf:{name}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:state" for name in names]
+    raw = get_redis().mget(keys)
+    return {
+        name: (value.decode() if value else pybreaker.STATE_CLOSED)
+        for name, value in zip(names, raw, strict=True)
+    }
+
+
+def deferred_open() -> dict[tuple[str, str], int]:
+    """Open rows of the deferred ledger, per (kind, reason)."""
+    rows = (
+        DeferredWork.objects.filter(done_at__isnull=True)
+        .values("kind", "reason")
+        .annotate(n=Count("id"))
+    )
+    return {(row["kind"], row["reason"]): row["n"] for row in rows}
+
+
+def dead_letter_counts() -> dict[str, int]:
+    """Dead letters open (waiting for a replay) and replayed."""
+    return DeadLetter.objects.aggregate(
+        open=Count("id", filter=Q(replayed_at__isnull=True)),
+        replayed=Count("id", filter=Q(replayed_at__isnull=False)),
+    )
+
+
+def pool_workers() -> dict[str, int]:
+    """Workers alive per pool (their heartbeats, workers/metrics.py)."""
+    return {pool: pool_workers_alive(pool) for pool in POOLS}

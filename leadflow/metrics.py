@@ -1,0 +1,202 @@
+"""Prometheus metrics shared by every process: bounded tenant labels, the intake's decision
+counters (called by the intake view), and a small metrics HTTP server for processes that are not
+the API (the control process and the pools; the API serves /metrics through django-prometheus).
+
+Intake, one call per decision (README "Metrics"):
+    intake_decisions_count(tenant_id, tier, outcome, n=1, reason="")
+    intake_errors_count(status, reason, n=1)
+
+In a process tree that forks (gunicorn's workers, pool A's prefork children) the values live in
+PROMETHEUS_MULTIPROC_DIR, which must be in the environment before prometheus_client is imported
+(gunicorn.conf.py sets it for the API; the Procfile for pool A), and
+`scrape_registry()` merges every process's files.
+"""
+
+import logging
+import os
+import re
+import threading
+import time
+
+from django.conf import settings
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, start_http_server
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+from leadflow.redis_conn import get_redis
+
+log = logging.getLogger(__name__)
+
+# The tenants that get a label of their own, best first (a Redis list of ids), ranked by the
+# control process (apps/control/metrics.py); everybody else is "other".
+TENANT_RANKING_KEY = "lf:metrics:tenants"
+OTHER_TENANT = "other"
+
+TIERS = ("critical", "normal", "low")
+INTAKE_OUTCOMES = ("accepted", "demoted", "duplicate", "rate_limited", "invalid")
+INTAKE_LIMITS = ("ip_rate", "tenant_rate", "hourly_budget", "backpressure")
+_REASON_OK = re.compile(r"^[a-z0-9_]{1,40}$")
+
+INTAKE_DECISIONS = Counter(
+    "leadflow_intake_decisions",
+    "Leads the intake decided on, by tenant (top N, else other), tier and outcome: accepted, "
+    "demoted (asked critical, accepted as normal), duplicate, rate_limited (reason: the limit), "
+    "invalid (reason: the error code).",
+    ["tenant", "tier", "outcome", "reason"],
+)
+INTAKE_ERRORS = Counter(
+    "leadflow_intake_errors",
+    "Intake requests answered 4xx before any lead was decided (bad key, malformed JSON, too "
+    "large, wrong content type, anonymous rate limit), by status and error code.",
+    ["status", "reason"],
+)
+
+
+# --- tenant labels ---
+
+
+class TenantLabels:
+    """Which tenants get their own label in this process.
+
+    A tenant in the published ranking gets its id; once given, a label stays for the process's
+    life (its series do not flicker as the ranking moves), and a process never gives more than
+    2 x N of them, so the series count is bounded whatever the tenants do. The ranking is read
+    once at first use, then refreshed by a daemon thread: requests never wait on it.
+    """
+
+    def __init__(self, top_n: int, refresh_seconds: float) -> None:
+        self.top_n = top_n
+        self.refresh_seconds = refresh_seconds
+        self._ranked: frozenset[str] = frozenset()
+        self._given: set[str] = set()
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    def label(self, tenant_id: int | str) -> str:
+        if self._pid != os.getpid():
+            self._start()
+        key = str(tenant_id)
+        if key in self._given:
+            return key
+        if key in self._ranked:
+            with self._lock:
+                if len(self._given) < 2 * self.top_n:
+                    self._given.add(key)
+                    return key
+        return OTHER_TENANT
+
+    def refresh(self) -> None:
+        """Read the published ranking now (the thread does it every refresh_seconds)."""
+        try:
+            ranked = get_redis().lrange(TENANT_RANKING_KEY, 0, self.top_n - 1)
+        except Exception:  # Redis away: keep the last ranking; metrics must never fail a request
+            log.debug("metrics: tenant ranking not read", exc_info=True)
+            return
+        self._ranked = frozenset(raw.decode() for raw in ranked)
+
+    def _start(self) -> None:
+        # Once per process (after a fork too: threads do not survive it).
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._given = set()
+        self.refresh()
+        threading.Thread(target=self._run, name="metrics-tenant-labels", daemon=True).start()
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            time.sleep(self.refresh_seconds)
+            self.refresh()
+
+
+tenant_labels = TenantLabels(
+    settings.METRICS_TENANT_LABELS, settings.METRICS_TENANT_REFRESH_SECONDS
+)
+
+
+def tenant_label(tenant_id: int | str) -> str:
+    """The tenant's label value: its id if it is among the N busiest, else "other"."""
+    return tenant_labels.label(tenant_id)
+
+
+# --- the intake's decisions ---
+
+
+def intake_decisions_count(
+    tenant_id: int, tier: str, outcome: str, n: int = 1, reason: str = ""
+) -> None:
+    """Count n leads of one tenant decided the same way.
+
+    tier: the tier the lead is in after the decision (a demoted lead: "normal").
+    outcome: accepted | demoted | duplicate | rate_limited | invalid.
+    reason: for rate_limited the limit (ip_rate, tenant_rate, hourly_budget, backpressure); for
+    invalid the error code of the answer (e.g. "invalid_fields"); empty otherwise.
+    A wrong value raises ValueError: label values are a closed set, so typos fail in tests.
+    """
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
+    if outcome not in INTAKE_OUTCOMES:
+        raise ValueError(f"outcome must be one of {INTAKE_OUTCOMES}, got {outcome!r}")
+    if outcome == "rate_limited":
+        if reason not in INTAKE_LIMITS:
+            raise ValueError(f"a rate_limited reason is one of {INTAKE_LIMITS}, got {reason!r}")
+    elif outcome == "invalid":
+        reason = reason or "invalid"
+        if not _REASON_OK.match(reason):
+            raise ValueError(f"reason must be an error code ([a-z0-9_]), got {reason!r}")
+    elif reason:
+        raise ValueError(f"outcome {outcome!r} takes no reason, got {reason!r}")
+    if n > 0:
+        INTAKE_DECISIONS.labels(tenant_label(tenant_id), tier, outcome, reason).inc(n)
+
+
+def intake_errors_count(status: int, reason: str, n: int = 1) -> None:
+    """Count n intake requests answered `status` (4xx) with error code `reason` before any lead
+    was decided: 401 unauthorized, 400 malformed JSON or too many leads, 413, 415, and the 429s of
+    requests without a valid key (reason "ip_rate")."""
+    if not 400 <= int(status) <= 499:
+        raise ValueError(f"status must be a 4xx, got {status!r}")
+    if not _REASON_OK.match(reason):
+        raise ValueError(f"reason must be an error code ([a-z0-9_]), got {reason!r}")
+    if n > 0:
+        INTAKE_ERRORS.labels(str(int(status)), reason).inc(n)
+
+
+# --- serving ---
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What a scrape of this process tree shows: every process's files in multiprocess mode,
+    else this process's own metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def metrics_serve(port: int, registry: CollectorRegistry, what: str) -> bool:
+    """Serve `registry` at http://METRICS_ADDRESS:port/metrics from a daemon thread.
+
+    A port already taken (a second worker of the same pool on one host) is logged, not fatal:
+    metrics are not worth stopping a worker or the controller for."""
+    if not port:
+        return False
+    address = settings.METRICS_ADDRESS
+    try:
+        start_http_server(port, addr=address, registry=registry)
+    except OSError as error:
+        log.warning("metrics: %s cannot serve on %s:%d: %s", what, address, port, error)
+        return False
+    log.info("metrics: %s serves http://%s:%d/metrics", what, address, port)
+    return True
+
+
+def multiprocess_dir_reset(path: str) -> None:
+    """Create the multiprocess directory, or empty it of a previous run's files (the
+    prometheus_client docs: wipe it before the process tree starts)."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
