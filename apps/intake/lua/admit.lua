@@ -85,6 +85,7 @@ end
 local claimed = redis.call("HMGET", KEYS[15], names[1], names[2], names[3])
 local critical_capacity, critical_refill = tonumber(ARGV[7]), tonumber(ARGV[8])
 local accepted = 0
+local pushes = {{}, {}, {}}  -- per tier, the entries to push: one RPUSH per tier at the end
 local results = {}
 for n = 1, count do
   local dedup_key = KEYS[14 + 2 * n]
@@ -130,9 +131,7 @@ for n = 1, count do
         "SET", trace_key,
         table.concat({tenant, tier, ARGV[14], ahead + 1, claimed_ahead}, "|"), "EX", ttl
       )
-      redis.call("RPUSH", KEYS[tier], entry .. "}")
-      redis.call("SADD", KEYS[3 + tier], tenant)
-      redis.call("HINCRBY", KEYS[7], names[tier], 1)
+      table.insert(pushes[tier], entry .. "}")
       backlog[tier] = backlog[tier] + 1
       used = used + 1
       accepted = accepted + 1
@@ -141,6 +140,14 @@ for n = 1, count do
   end
 end
 
+for tier = 1, 3 do
+  local entries = pushes[tier]
+  if #entries > 0 then
+    redis.call("RPUSH", KEYS[tier], unpack(entries))
+    redis.call("SADD", KEYS[3 + tier], tenant)
+    redis.call("HINCRBY", KEYS[7], names[tier], #entries)
+  end
+end
 if accepted > 0 then
   redis.call("HSET", KEYS[14], "hour", hour, "used", used)
   redis.call("EXPIRE", KEYS[14], 7200)
