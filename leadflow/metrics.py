@@ -5,6 +5,8 @@ the API (the control process and the pools; the API serves /metrics through djan
 Intake, one call per decision (README "Metrics"):
     intake_decisions_count(tenant_id, tier, outcome, n=1, reason="")
     intake_errors_count(status, reason, n=1)
+and, around the intake's lean WSGI path (which Django's middleware, so django-prometheus, never
+sees), `IntakeRequestMetrics` counts its requests by status and times them.
 
 In a process tree that forks (gunicorn's workers, pool A's prefork children) the values live in
 PROMETHEUS_MULTIPROC_DIR, which must be in the environment before prometheus_client is imported
@@ -19,7 +21,7 @@ import threading
 import time
 
 from django.conf import settings
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from leadflow.redis_conn import get_redis
@@ -48,6 +50,19 @@ INTAKE_ERRORS = Counter(
     "Intake requests answered 4xx before any lead was decided (bad key, malformed JSON, too "
     "large, wrong content type, anonymous rate limit), by status and error code.",
     ["status", "reason"],
+)
+
+INTAKE_REQUESTS = Counter(
+    "leadflow_intake_requests",
+    "Requests to the intake's POST endpoints (served before Django, so not in django_http_*), "
+    "by path and status.",
+    ["path", "status"],
+)
+INTAKE_LATENCY = Histogram(
+    "leadflow_intake_request_duration_seconds",
+    "Time to answer a request to the intake's POST endpoints, by path.",
+    ["path"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
 
@@ -161,6 +176,38 @@ def intake_errors_count(status: int, reason: str, n: int = 1) -> None:
         raise ValueError(f"reason must be an error code ([a-z0-9_]), got {reason!r}")
     if n > 0:
         INTAKE_ERRORS.labels(str(int(status)), reason).inc(n)
+
+
+class IntakeRequestMetrics:
+    """WSGI middleware: counts and times the POSTs to `paths` (the intake's lean path), and
+    passes every other request on untouched (Django counts those itself)."""
+
+    def __init__(self, app, paths) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+        self._latency = {path: INTAKE_LATENCY.labels(path) for path in self.paths}
+        self._requests: dict[tuple[str, str], object] = {}
+
+    def __call__(self, environ: dict, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path not in self.paths or environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        status = ["500"]
+
+        def start(status_line, headers, exc_info=None):
+            status[0] = status_line[:3]
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            return self.app(environ, start)
+        finally:
+            self._latency[path].observe(time.perf_counter() - started)
+            key = (path, status[0])
+            counter = self._requests.get(key)
+            if counter is None:
+                counter = self._requests[key] = INTAKE_REQUESTS.labels(path, status[0])
+            counter.inc()
 
 
 # --- serving ---

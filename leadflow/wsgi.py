@@ -8,6 +8,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadflow.settings")
 
 django_application = get_wsgi_application()
 
-from apps.intake.lean import LeanIntake  # noqa: E402 - needs the settings configured above
+from apps.intake.lean import ROUTES, LeanIntake  # noqa: E402 - needs the settings configured above
+from leadflow.metrics import IntakeRequestMetrics  # noqa: E402
 
-application = LeanIntake(django_application)
+# The lean path never reaches django-prometheus's middleware: count and time it here.
+application = IntakeRequestMetrics(LeanIntake(django_application), ROUTES)
