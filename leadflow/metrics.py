@@ -78,7 +78,8 @@ class TenantLabels:
     once at first use, then refreshed by a daemon thread: requests never wait on it.
     """
 
-    def __init__(self, top_n: int, refresh_seconds: float) -> None:
+    def __init__(self, top_n: int, refresh_seconds: float, key: str = TENANT_RANKING_KEY) -> None:
+        self.key = key
         self.top_n = top_n
         self.refresh_seconds = refresh_seconds
         self._ranked: frozenset[str] = frozenset()
@@ -102,7 +103,7 @@ class TenantLabels:
     def refresh(self) -> None:
         """Read the published ranking now (the thread does it every refresh_seconds)."""
         try:
-            ranked = get_redis().lrange(TENANT_RANKING_KEY, 0, self.top_n - 1)
+            ranked = get_redis().lrange(self.key, 0, self.top_n - 1)
         except Exception:  # Redis away: keep the last ranking; metrics must never fail a request
             log.debug("metrics: tenant ranking not read", exc_info=True)
             return

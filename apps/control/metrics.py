@@ -225,13 +225,17 @@ def _ranked_tenant_ids() -> list[int]:
     return [int(value) for value in raw]
 
 
-def tenant_ranking_publish(top_n: int | None = None) -> list[int]:
-    """Rank the active tenants by volume (leads accepted this hour + waiting; ties: the older
-    tenant first) and publish the top N, whose ids every process uses as metric labels."""
-    top_n = top_n or settings.METRICS_TENANT_LABELS
+def tenant_ranking(top_n: int) -> list[int]:
+    """The active tenants by volume (leads accepted this hour + waiting; ties: the older tenant
+    first), the top N."""
     tenant_ids = list(Tenant.objects.filter(is_active=True).values_list("id", flat=True))
     volumes = selectors.tenant_volumes(tenant_ids)
-    ranked = sorted(tenant_ids, key=lambda t: (-volumes[t], t))[:top_n]
+    return sorted(tenant_ids, key=lambda t: (-volumes[t], t))[:top_n]
+
+
+def tenant_ranking_publish() -> list[int]:
+    """Publish the ranking, whose ids every process uses as metric labels."""
+    ranked = tenant_ranking(settings.METRICS_TENANT_LABELS)
     pipe = get_redis().pipeline(transaction=True)
     pipe.delete(TENANT_RANKING_KEY)
     if ranked:

@@ -1,0 +1,224 @@
+"""The metrics' building blocks against the real Redis and PostgreSQL, in this process: the
+intake's counters, bounded tenant labels, the ranking, the intake's WSGI wrapper, the control
+collector and the status page's history."""
+
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+
+from apps.control.history import history_append, history_read
+from apps.control.metrics import FAMILIES, ControlCollector, tenant_ranking
+from apps.control.modes import Shedding
+from apps.intake import inbox
+from apps.tenants.services import tenant_create
+from leadflow import metrics
+from leadflow.metrics import IntakeRequestMetrics, TenantLabels
+from leadflow.redis_conn import get_redis
+from tests.ops.scrape import Scrape
+
+
+def registry_value(name: str, **labels: str) -> float:
+    return Scrape(generate_latest(REGISTRY).decode()).value(name, **labels)
+
+
+@pytest.fixture
+def ranking_key():
+    key = f"lf:test:ranking:{uuid.uuid4().hex}"
+    yield key
+    get_redis().delete(key)
+
+
+def test_intake_decisions_are_counted_by_tenant_tier_outcome_and_reason(monkeypatch):
+    monkeypatch.setattr(metrics, "tenant_label", lambda tenant_id: str(tenant_id))
+    name = "leadflow_intake_decisions_total"
+    before = {
+        "accepted": registry_value(name, tenant="9001", tier="normal", outcome="accepted"),
+        "demoted": registry_value(name, tenant="9001", tier="normal", outcome="demoted"),
+        "budget": registry_value(
+            name, tenant="9001", tier="low", outcome="rate_limited", reason="hourly_budget"
+        ),
+        "invalid": registry_value(name, tenant="9001", tier="normal", outcome="invalid"),
+    }
+
+    metrics.intake_decisions_count(9001, "normal", "accepted", n=3)
+    metrics.intake_decisions_count(9001, "normal", "demoted")
+    metrics.intake_decisions_count(9001, "low", "rate_limited", n=2, reason="hourly_budget")
+    metrics.intake_decisions_count(9001, "normal", "invalid", reason="invalid_fields")
+
+    assert registry_value(name, tenant="9001", tier="normal", outcome="accepted") == (
+        before["accepted"] + 3
+    )
+    assert registry_value(name, tenant="9001", tier="normal", outcome="demoted") == (
+        before["demoted"] + 1
+    )
+    assert registry_value(
+        name, tenant="9001", tier="low", outcome="rate_limited", reason="hourly_budget"
+    ) == (before["budget"] + 2)
+    assert registry_value(
+        name, tenant="9001", tier="normal", outcome="invalid", reason="invalid_fields"
+    ) == (before["invalid"] + 1)
+
+
+@pytest.mark.parametrize(
+    ("tier", "outcome", "reason"),
+    [
+        ("urgent", "accepted", ""),  # not a tier
+        ("normal", "queued", ""),  # not an outcome
+        ("normal", "rate_limited", ""),  # a 429 names its limit
+        ("normal", "rate_limited", "per_minute"),  # not a limit
+        ("normal", "accepted", "because"),  # only refusals and invalid leads have reasons
+        ("normal", "invalid", "Email Address!"),  # an error code, not free text
+    ],
+)
+def test_intake_decisions_refuse_label_values_outside_their_set(tier, outcome, reason):
+    with pytest.raises(ValueError):
+        metrics.intake_decisions_count(1, tier, outcome, reason=reason)
+
+
+def test_intake_errors_are_counted_by_status_and_code():
+    name = "leadflow_intake_errors_total"
+    before = registry_value(name, status="415", reason="unsupported_media_type")
+    metrics.intake_errors_count(415, "unsupported_media_type", n=2)
+    assert registry_value(name, status="415", reason="unsupported_media_type") == before + 2
+    with pytest.raises(ValueError):
+        metrics.intake_errors_count(500, "server_error")
+    with pytest.raises(ValueError):
+        metrics.intake_errors_count(400, "the field 'x' is bad")
+
+
+def test_ranked_tenants_get_their_id_and_the_rest_are_other(ranking_key):
+    get_redis().rpush(ranking_key, "11", "12")
+    labels = TenantLabels(top_n=2, refresh_seconds=3600, key=ranking_key)
+    assert labels.label(11) == "11"
+    assert labels.label("12") == "12"
+    assert labels.label(13) == "other"
+
+
+def test_tenant_labels_are_bounded_whatever_the_ranking_does(ranking_key):
+    """A label once given stays (no flickering series); at most 2 x N are ever given."""
+    client = get_redis()
+    labels = TenantLabels(top_n=2, refresh_seconds=3600, key=ranking_key)
+    given = set()
+    for first in range(0, 40, 2):  # the ranking moves on to new tenants 20 times
+        client.delete(ranking_key)
+        client.rpush(ranking_key, first, first + 1)
+        labels.refresh()
+        given |= {label for t in (first, first + 1) if (label := labels.label(t)) != "other"}
+    assert len(given) == 4
+    assert labels.label(0) == "0"  # given first, kept though long out of the ranking
+    assert labels.label(38) == "other"  # ranked now, but the process has given its 2 x N
+
+
+@pytest.mark.django_db
+def test_tenants_rank_by_leads_accepted_this_hour_plus_waiting():
+    quiet, _ = tenant_create(f"quiet-{uuid.uuid4().hex[:6]}")
+    busy, _ = tenant_create(f"busy-{uuid.uuid4().hex[:6]}")
+    waiting, _ = tenant_create(f"waiting-{uuid.uuid4().hex[:6]}")
+    client = get_redis()
+    hour = int(client.time()[0]) // 3600
+    client.hset(inbox.budget_key(busy.id), mapping={"hour": hour, "used": 10_000_000})
+    client.hset(inbox.budget_key(quiet.id), mapping={"hour": hour - 1, "used": 20_000_000})
+    client.rpush(inbox.inbox_key("low", waiting.id), *[b"{}"] * 5_000)
+    try:
+        ranked = tenant_ranking(top_n=100_000)
+    finally:
+        client.delete(
+            inbox.budget_key(busy.id),
+            inbox.budget_key(quiet.id),
+            inbox.inbox_key("low", waiting.id),
+        )
+    # last hour's usage does not count; a backlog does
+    assert ranked.index(busy.id) < ranked.index(waiting.id) < ranked.index(quiet.id)
+    assert ranked[0] == busy.id
+
+
+def test_intake_wrapper_counts_and_times_the_intake_posts_only():
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("boom")
+        start_response("202 Accepted", [])
+        return [b"{}"]
+
+    wrapped = IntakeRequestMetrics(app, ["/api/v1/leads", "/boom"])
+    count = "leadflow_intake_requests_total"
+    before = registry_value(count, path="/api/v1/leads", status="202")
+    timed = registry_value("leadflow_intake_request_duration_seconds_count", path="/api/v1/leads")
+    boom = registry_value(count, path="/boom", status="500")
+
+    def call(method, path):
+        return wrapped({"REQUEST_METHOD": method, "PATH_INFO": path}, lambda *a: None)
+
+    assert call("POST", "/api/v1/leads") == [b"{}"]
+    call("GET", "/api/v1/leads")  # not the intake's POST: Django counts it
+    call("POST", "/healthz")
+    with pytest.raises(RuntimeError):
+        call("POST", "/boom")
+
+    assert registry_value(count, path="/api/v1/leads", status="202") == before + 1
+    assert (
+        registry_value("leadflow_intake_request_duration_seconds_count", path="/api/v1/leads")
+        == timed + 1
+    )
+    assert registry_value(count, path="/boom", status="500") == boom + 1
+
+
+def _fake_controller(**shedding) -> SimpleNamespace:
+    measure = SimpleNamespace
+    return SimpleNamespace(
+        ticked_at=1_800_000_000.0,
+        shedding=Shedding(**shedding),
+        measures={
+            "critical": measure(backlog=3, lag_seconds=1.5, drain_rate=40.0),
+            "normal": measure(backlog=700, lag_seconds=42.0, drain_rate=120.0),
+            "low": measure(backlog=0, lag_seconds=0.0, drain_rate=0.0),
+        },
+    )
+
+
+@pytest.mark.django_db
+def test_control_collector_exports_the_last_tick_and_the_mode():
+    collected = list(ControlCollector(_fake_controller(mode="thin", low_paused=True)).collect())
+    names = {family.name for family in collected}
+    assert names == set(FAMILIES)  # every family, each once
+    samples = Scrape(generate_latest(_registry_of(collected)).decode())
+    assert samples.value("leadflow_control_leader") == 1
+    assert samples.value("leadflow_tier_lag_seconds", tier="normal") == 42.0
+    assert samples.value("leadflow_tier_backlog", tier="normal") == 700
+    assert samples.value("leadflow_tier_drain_rate", tier="critical") == 40.0
+    assert samples.value("leadflow_mode", mode="thin") == 1
+    assert samples.value("leadflow_mode", mode="normal") == 0
+    assert samples.value("leadflow_low_paused") == 1
+    assert samples.value("leadflow_breaker_state", dependency="ai", state="closed") == 1
+
+
+def test_a_standby_control_exports_only_that_it_does_not_lead():
+    [family] = ControlCollector(None).collect()
+    assert family.name == "leadflow_control_leader"
+    assert family.samples[0].value == 0
+
+
+def _registry_of(families):
+    class Fixed:
+        def collect(self):
+            return families
+
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(Fixed())
+    return registry
+
+
+def test_history_keeps_the_ticks_of_the_last_15_minutes_oldest_first():
+    now = time.time()
+    marker = f"test-{uuid.uuid4().hex[:6]}"
+    measures = _fake_controller().measures
+    history_append(now - 2, measures, marker)
+    history_append(now - 1, measures, marker + "-later")
+    mine = [s for s in history_read() if s["mode"].startswith(marker)]
+    assert [s["mode"] for s in mine] == [marker, marker + "-later"]
+    assert mine[0]["tiers"]["normal"] == {"backlog": 700, "lag": 42.0, "drain": 120.0}
+    assert all(s["at"] >= now - 900 for s in history_read())
