@@ -25,7 +25,7 @@ from workers.queues import TIERS
 
 _SCRIPT_PATH = Path(__file__).parent / "lua" / "admit.lua"
 _TIER_INDEX = {tier: index for index, tier in enumerate(TIERS, start=1)}
-_ACCEPTED, _DUPLICATE, _REFUSED = 1, 2, 3  # admit.lua's outcomes
+_DUPLICATE, _REFUSED = "2", "3"  # admit.lua's outcomes ("1": accepted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,22 +161,25 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
     drain = float(raw_drain)
     now = datetime.fromtimestamp(received_at, tz=UTC)
     admissions = []
-    for outcome, trace_id, tier_index, position, demoted, limit, lead_wait in results:
-        tier = TIERS[tier_index - 1]
+    for trace_id, raw in zip(trace_ids, results, strict=True):
+        outcome, tier_index, rest = raw.decode().split("|", 2)
+        tier = TIERS[int(tier_index) - 1]
         if outcome == _DUPLICATE:
-            admissions.append(Admission(trace_id=trace_id.decode(), duplicate=True, tier=tier))
+            admissions.append(Admission(trace_id=rest, duplicate=True, tier=tier))
         elif outcome == _REFUSED:
-            limit = limit.decode()
+            demoted, limit, lead_wait = rest.split("|")
             refusal = Refusal(limit, retry_after_seconds(float(lead_wait), limit))
-            admissions.append(Admission(None, False, tier, bool(demoted), refusal=refusal))
+            admissions.append(Admission(None, False, tier, demoted == "1", refusal=refusal))
         else:
+            demoted, position = rest.split("|")
+            position = int(position)
             wait_seconds = position / drain
             admissions.append(
                 Admission(
-                    trace_id=trace_id.decode(),
+                    trace_id=trace_id,
                     duplicate=False,
                     tier=tier,
-                    demoted=bool(demoted),
+                    demoted=demoted == "1",
                     position=position,
                     estimated_completion=now + timedelta(seconds=wait_seconds),
                     retry_after=(

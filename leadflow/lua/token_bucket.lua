@@ -2,23 +2,34 @@
 -- Refills continuously at `refill` tokens/s up to `capacity`. A cost above the capacity (a CRM
 -- batch of 500 against a rate of 100/s) is allowed once the bucket is full and leaves it in
 -- debt, so big batches are paced instead of refused forever.
--- Returns allowed (true/false), and the seconds until the cost would be allowed.
-local function bucket_take(key, capacity, refill, cost, now)
+
+-- The tokens in the bucket now, refill included.
+local function bucket_read(key, capacity, refill, now)
   local state = redis.call("HMGET", key, "tokens", "at")
   local tokens = tonumber(state[1]) or capacity
   local at = tonumber(state[2]) or now
   if now > at and refill > 0 then
     tokens = math.min(capacity, tokens + (now - at) * refill)
   end
+  return tokens
+end
+
+local function bucket_write(key, tokens, capacity, refill, now)
+  redis.call("HSET", key, "tokens", tostring(tokens), "at", tostring(now))
+  -- Idle buckets expire once they would be full again anyway.
+  local full_in = refill > 0 and math.ceil((capacity - tokens) / refill) + 1 or 86400
+  redis.call("EXPIRE", key, math.max(full_in, 1))
+end
+
+-- Take `cost` tokens. Returns allowed (true/false), and the seconds until it would be allowed.
+local function bucket_take(key, capacity, refill, cost, now)
+  local tokens = bucket_read(key, capacity, refill, now)
   local needed = math.min(cost, capacity)
   local allowed = tokens >= needed
   if allowed then
     tokens = tokens - cost
   end
-  redis.call("HSET", key, "tokens", tostring(tokens), "at", tostring(now))
-  -- Idle buckets expire once they would be full again anyway.
-  local full_in = refill > 0 and math.ceil((capacity - tokens) / refill) + 1 or 86400
-  redis.call("EXPIRE", key, math.max(full_in, 1))
+  bucket_write(key, tokens, capacity, refill, now)
   if allowed then
     return true, 0
   end

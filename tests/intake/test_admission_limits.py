@@ -121,3 +121,22 @@ def test_critical_leads_without_credit_are_demoted_then_credits_refill(api, make
     recovered = post(api, key, "critical").json()
     assert (recovered["tier"], recovered["demoted"]) == ("critical", False)
     assert post(api, key, "critical").json()["demoted"] is True
+
+
+def test_a_batch_spends_critical_credits_in_order_and_demotes_the_rest(api, make_tenant):
+    _, key = make_tenant(critical_capacity=3, critical_refill_per_second=0)
+    leads = [a_lead("critical") for _ in range(5)]
+    body = api.post("/api/v1/leads/batch", json={"leads": leads}, headers=auth(key)).json()
+    assert [(r["tier"], r["demoted"]) for r in body["results"]] == [("critical", False)] * 3 + [
+        ("normal", True)
+    ] * 2
+    assert post(api, key, "critical").json()["demoted"] is True  # none left, none refilled
+
+
+def test_the_same_lead_twice_in_one_batch_is_accepted_once(api, make_tenant):
+    _, key = make_tenant()
+    lead = a_lead()
+    body = api.post("/api/v1/leads/batch", json={"leads": [lead, lead]}, headers=auth(key)).json()
+    first, second = body["results"]
+    assert (body["accepted"], body["duplicates"]) == (1, 1)
+    assert second["duplicate"] is True and second["trace_id"] == first["trace_id"]
