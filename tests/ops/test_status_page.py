@@ -1,0 +1,215 @@
+"""The operators' status page (/admin/status/): staff only, renders with nothing measured yet,
+and, in a real headless Chromium against the live platform, shows what the platform is doing:
+the mode an operator forced and why, a tenant's backlog, the pools' workers, a dead letter that
+its button replays. The browser test keeps its screenshot (docs/status-page.png when
+LEADFLOW_UPDATE_SCREENSHOT=1)."""
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from apps.control.models import Policy
+from apps.control.status import CHART_HEIGHT, CHART_WIDTH, lag_chart
+from apps.crm.models import DeadLetter
+from apps.intake import inbox
+from apps.leads.models import Lead
+from leadflow.redis_conn import get_redis
+from tests.live.api import auth, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def test_status_page_is_for_staff_only(client):
+    response = client.get("/admin/status/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.django_db
+def test_status_page_renders_before_the_controller_measured_anything(admin_client):
+    response = admin_client.get("/admin/status/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'id="lf-mode"' in body
+    for card in ("lf-tiers", "lf-pools", "lf-tenants", "lf-breakers", "lf-events"):
+        assert f'id="{card}"' in body, card
+    assert "AI provider" in body
+
+
+@pytest.mark.django_db
+def test_admin_home_links_to_the_status_page(admin_client):
+    assert 'href="/admin/status/"' in admin_client.get("/admin/").content.decode()
+
+
+def test_lag_chart_spans_15_minutes_with_the_slo_line():
+    now = 1_800_000_000.0
+    samples = [
+        {"at": now - 900, "tiers": {"critical": {"lag": 0.0}}},
+        {"at": now - 450, "tiers": {"critical": {"lag": 10.0}}},
+        {"at": now, "tiers": {"critical": {"lag": 2.0}}},
+    ]
+    chart = lag_chart(samples, "critical", now)
+    points = [tuple(map(float, p.split(","))) for p in chart.points.split()]
+    assert [x for x, _ in points] == [0.0, CHART_WIDTH / 2, CHART_WIDTH]
+    assert points[0][1] == CHART_HEIGHT  # no lag: the bottom
+    assert points[1][1] == pytest.approx(CHART_HEIGHT - 10 / 11 * CHART_HEIGHT, abs=0.1)
+    assert chart.slo_y == pytest.approx(CHART_HEIGHT - 5 / 11 * CHART_HEIGHT, abs=0.1)
+    assert lag_chart(samples, "low", now).slo_y is None  # LOW has no SLO
+
+
+# --- in a browser, against the live platform ---
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("Chromium not installed (Debian: apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # root in CI containers
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1300",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(argument)
+    # Debian's chromedriver, given by path: Selenium Manager never downloads one.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def login(driver, base_url: str, username: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base_url}/admin/login/?next=/admin/")
+    driver.find_element(By.ID, "id_username").send_keys(username)
+    driver.find_element(By.ID, "id_password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_until(lambda: "/admin/login/" not in driver.current_url, timeout=10, message="login")
+
+
+def force_mode(driver, base_url: str, mode: str) -> None:
+    """As an operator does: the overload policy page, forced mode, save."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(f"{base_url}/admin/control/policy/")  # redirects to the one row's form
+    Select(driver.find_element(By.ID, "id_forced_mode")).select_by_value(mode)
+    driver.find_element(By.NAME, "_save").click()
+    wait_until(
+        lambda: "changed successfully" in driver.page_source, timeout=10, message="policy saved"
+    )
+
+
+def dead_letter(tenant) -> DeadLetter:
+    """A lead that gave up at the CRM stage (as pool C leaves one after its retries)."""
+    lead = Lead.objects.create(
+        trace_id=uuid.uuid4(),
+        tenant=tenant,
+        tier="critical",
+        status="dead_lettered",
+        email=f"{uuid.uuid4().hex[:8]}@analytical.io",
+        received_at=timezone.now(),
+    )
+    return DeadLetter.objects.create(
+        tenant=tenant,
+        lead=lead,
+        stage="crm",
+        error="CrmUnavailable: the CRM answered 503 Service Unavailable",
+        attempts=4,
+    )
+
+
+def test_status_page_shows_the_live_platform_in_a_browser(
+    browser, live_stack, api, make_tenant, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    base = live_stack.api_url
+    password = uuid.uuid4().hex
+    get_user_model().objects.create_superuser("ops", "ops@example.com", password)
+    tenant, key = make_tenant("status", critical_capacity=40)
+    letter = dead_letter(tenant)
+    login(browser, base, "ops", password)
+
+    force_mode(browser, base, "thin")  # THIN pauses LOW: the tenant's low leads will wait
+    try:
+        wait_until(
+            lambda: get_redis().get(inbox.MODE_KEY) == b"thin", timeout=10, message="applied"
+        )
+        for index in range(6):
+            body = {"email": f"lead{index}-{uuid.uuid4().hex[:6]}@analytical.io", "priority": "low"}
+            assert api.post("/api/v1/leads", json=body, headers=auth(key)).status_code == 202
+
+        def showing() -> bool:
+            browser.get(f"{base}/admin/status/")
+            mode = browser.find_element(By.ID, "lf-mode").get_attribute("data-mode")
+            rows = browser.find_elements(
+                By.CSS_SELECTOR, f"#lf-tenants tr[data-tenant='{tenant.id}']"
+            )
+            cells = rows[0].find_elements(By.TAG_NAME, "td") if rows else []
+            low = browser.find_element(By.CSS_SELECTOR, "#lf-tiers tr[data-tier='low']")
+            # the tier's figures are the controller's last tick; the tenant's are read live
+            waiting = int(low.find_element(By.CLASS_NAME, "lf-backlog").text.replace(",", ""))
+            return mode == "thin" and len(cells) > 3 and cells[3].text == "6" and waiting >= 6
+
+        wait_until(showing, timeout=20, interval=0.5, message="the status page shows it live")
+
+        why = browser.find_element(By.ID, "lf-why").text
+        assert "forced by ops" in why
+        row = browser.find_element(By.CSS_SELECTOR, f"#lf-tenants tr[data-tenant='{tenant.id}']")
+        assert tenant.name in row.text
+        assert "/ 40" in row.text  # critical credits left, of the tenant's capacity
+        assert browser.find_elements(By.CSS_SELECTOR, "#lf-tiers svg polyline")
+        for pool in ("a", "b", "c"):
+            workers = browser.find_element(
+                By.CSS_SELECTOR, f"#lf-pools tr[data-pool='{pool}'] td:nth-child(2)"
+            )
+            assert int(workers.text) >= 1, pool
+        assert "AI provider" in browser.find_element(By.ID, "lf-breakers").text
+        assert browser.find_element(By.CSS_SELECTOR, f"tr[data-dead-letter='{letter.id}']")
+        assert "paused" in browser.find_element(By.ID, "lf-status").text  # LOW
+
+        screenshot = tmp_path / "status-page.png"
+        browser.save_screenshot(str(screenshot))
+        assert screenshot.stat().st_size > 10_000
+        if os.environ.get("LEADFLOW_UPDATE_SCREENSHOT") == "1":
+            shutil.copy(screenshot, ROOT / "docs" / "status-page.png")
+
+        # Replay from the page: the dead letter's lead goes back to pool C, which syncs it.
+        browser.find_element(By.ID, "lf-replay").click()
+        wait_until(
+            lambda: "Re-enqueued 1 lead(s)" in browser.page_source, timeout=10, message="replay"
+        )
+        wait_until(
+            lambda: DeadLetter.objects.get(pk=letter.pk).replayed_at is not None,
+            timeout=30,
+            message="the replayed lead reached the CRM",
+        )
+    finally:
+        Policy.objects.filter(pk=Policy.current().pk).update(forced_mode="")
+        with contextlib.suppress(AssertionError):
+            wait_until(
+                lambda: (
+                    get_redis().get(inbox.MODE_KEY) == b"normal"
+                    and get_redis().llen(inbox.inbox_key("low", tenant.id)) == 0
+                ),
+                timeout=30,
+                message="back to normal, the tenant's low leads dispatched",
+            )
