@@ -15,6 +15,7 @@ measures each queue's lag, and the workers' heartbeats, from which it counts eac
 import logging
 import os
 import re
+import threading
 import time
 
 from celery import signals
@@ -74,7 +75,9 @@ STAGE_RUNNING = Gauge(
     multiprocess_mode="livesum",
 )
 
-_started: dict[str, tuple[float, str, str, str]] = {}  # task id -> (start, pool, stage, tier)
+# (task id, thread) -> (start, pool, stage, tier). By thread too: a retry keeps its task id, and
+# with a countdown of 0 another thread can start it before this run has ended.
+_started: dict[tuple[str, int], tuple[float, str, str, str]] = {}
 _worker: dict[str, str] = {}  # this worker's pool and node name, once ready
 
 
@@ -199,7 +202,7 @@ def _process_gone(pid=None, **kwargs) -> None:
 @signals.task_prerun.connect
 def _task_start(task_id=None, task=None, args=None, kwargs=None, **extra) -> None:
     pool, stage, tier = _where(task)
-    _started[task_id] = (time.perf_counter(), pool, stage, tier)
+    _started[(task_id, threading.get_ident())] = (time.perf_counter(), pool, stage, tier)
     STAGE_RUNNING.labels(pool, stage).inc()
     batch = _batch(args or (), kwargs or {})
     if batch is not None:
@@ -209,7 +212,7 @@ def _task_start(task_id=None, task=None, args=None, kwargs=None, **extra) -> Non
 
 @signals.task_postrun.connect
 def _task_end(task_id=None, state=None, **extra) -> None:
-    started = _started.pop(task_id, None)
+    started = _started.pop((task_id, threading.get_ident()), None)
     if started is None:
         return
     start, pool, stage, tier = started
