@@ -27,6 +27,7 @@ class ApiError(Exception):
         self.fields = fields
         self.extra = extra or {}  # more top-level keys, e.g. the limit a 429 hit
         self.headers = headers or {}
+        self.decided = False  # the intake counted this request's leads as decisions (metrics)
 
 
 def rate_limited(limit: str, retry_after: int, detail: str, mode: str | None = None) -> ApiError:

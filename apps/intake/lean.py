@@ -10,6 +10,7 @@ JSON error shape, 401/413/415/400/429 as the README says, X-LeadFlow-Mode on eve
 """
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import orjson
@@ -22,6 +23,8 @@ from apps.intake import admission
 from apps.intake.authentication import client_ip, tenant_authenticate
 from apps.intake.errors import ApiError, rate_limited
 from apps.intake.validation import lead_validate
+from leadflow.metrics import intake_decisions_count, intake_errors_count
+from workers.queues import TIERS
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +119,38 @@ def _admit(tenant, ip: str, candidates: list) -> admission.AdmissionResult:
     result = admission.admit(tenant, ip, candidates)
     if result.refusal:
         refusal = result.refusal
-        raise rate_limited(refusal.limit, refusal.retry_after, refusal.detail, result.mode)
+        decisions = Counter((c.tier, "rate_limited", refusal.limit) for c in candidates)
+        _decisions_count(tenant.tenant_id, decisions)
+        raise _decided(
+            rate_limited(refusal.limit, refusal.retry_after, refusal.detail, result.mode)
+        )
+    _decisions_count(tenant.tenant_id, Counter(map(_decision, result.admissions)))
     return result
+
+
+def _decided(error: ApiError) -> ApiError:
+    """The error of a request whose leads were counted as decisions already."""
+    error.decided = True
+    return error
+
+
+def _decision(result: admission.Admission) -> tuple[str, str, str]:
+    """(tier, outcome, reason), as the intake's decision metric counts a lead."""
+    if result.refusal:
+        return result.tier, "rate_limited", result.refusal.limit
+    if result.duplicate:
+        return result.tier, "duplicate", ""
+    return result.tier, "demoted" if result.demoted else "accepted", ""
+
+
+def _decisions_count(tenant_id: int, decisions: Counter) -> None:
+    for (tier, outcome, reason), n in decisions.items():
+        intake_decisions_count(tenant_id, tier, outcome, n, reason)
+
+
+def _invalid_tier(raw) -> str:
+    priority = raw.get("priority") if isinstance(raw, dict) else None
+    return priority if priority in TIERS else "normal"
 
 
 def lead_create(environ: dict) -> Answer:
@@ -126,13 +159,16 @@ def lead_create(environ: dict) -> Answer:
     raw = _json_body(environ, settings.LEAD_BODY_MAX_BYTES)
     lead, errors = lead_validate(raw)
     if errors:
-        raise ApiError(400, "invalid", "the lead is not valid", errors)
+        intake_decisions_count(tenant.tenant_id, _invalid_tier(raw), "invalid", reason="invalid")
+        raise _decided(ApiError(400, "invalid", "the lead is not valid", errors))
     candidate = _candidate(lead, raw, environ.get("HTTP_IDEMPOTENCY_KEY"))
     admitted = _admit(tenant, ip, [candidate])
     [result] = admitted.admissions
     if result.refusal:
         refusal = result.refusal
-        raise rate_limited(refusal.limit, refusal.retry_after, refusal.detail, admitted.mode)
+        raise _decided(
+            rate_limited(refusal.limit, refusal.retry_after, refusal.detail, admitted.mode)
+        )
     structlog.contextvars.bind_contextvars(trace_id=result.trace_id)
     return Answer(
         200 if result.duplicate else 202, _lead_body(result), {"X-LeadFlow-Mode": admitted.mode}
@@ -161,15 +197,18 @@ def leads_batch_create(environ: dict) -> Answer:
     idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
     results: list[dict | None] = [None] * len(leads)
     candidates, positions = [], []
+    invalid: Counter = Counter()
     for index, raw in enumerate(leads):
         lead, errors = lead_validate(raw)
         if errors:
             results[index] = {"index": index, "error": "invalid", "fields": errors}
+            invalid[(_invalid_tier(raw), "invalid", "invalid")] += 1
             continue
         key = f"{idempotency_key}:{index}" if idempotency_key else None
         candidates.append(_candidate(lead, raw, key))
         positions.append(index)
 
+    _decisions_count(tenant.tenant_id, invalid)
     headers: dict[str, str] = {}
     accepted = duplicates = 0
     retry_afters = []
@@ -225,6 +264,8 @@ class LeanIntake:
             answer = handler(environ)
         except ApiError as exc:
             answer = _error(exc)
+            if not exc.decided:  # refused before any lead was decided on
+                intake_errors_count(exc.status_code, exc.code)
         except redis.RedisError:
             log.exception("intake: Redis unavailable; the lead was not accepted")
             answer = Answer(
