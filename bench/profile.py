@@ -167,7 +167,8 @@ def cprofile_summary(stats, top: int = 15) -> dict:
     for (path, _line, func), (_cc, _nc, tottime, cumtime, _callers) in stats.stats.items():
         name = f"{func} ({_short(path)})"
         self_time[name] += tottime
-        inclusive[name] += cumtime
+        if _is_app(path):
+            inclusive[name] += cumtime
         packages[_package(path)] += tottime
 
     def shares(counter: Counter) -> list[list]:
@@ -177,5 +178,5 @@ def cprofile_summary(stats, top: int = 15) -> dict:
         "seconds": round(total, 3),
         "self_by_package": shares(packages),
         "self_by_function": shares(self_time),
-        "inclusive_by_function": shares(inclusive),
+        "inclusive_by_app_function": shares(inclusive),
     }

@@ -68,16 +68,26 @@ def database_ensure(database_url: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Command lines from the Procfile.
 # ---------------------------------------------------------------------------------------------
-def procfile_argv(name: str) -> list[str]:
-    """The Procfile's line for `name`, with ${VAR:-default} expanded from the environment."""
+def procfile_command(name: str) -> tuple[dict[str, str], list[str]]:
+    """The Procfile's line for `name`: its leading VAR=value assignments, and its argv, with
+    ${VAR:-default} expanded from the environment."""
     for line in PROCFILE.read_text().splitlines():
         if line.startswith(f"{name}:"):
             command = line.split(":", 1)[1].strip()
             command = re.sub(
                 r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m[1]) or m[2], command
             )
-            return shlex.split(command)
+            argv = shlex.split(command)
+            env = {}
+            while argv and re.match(r"^[A-Za-z_]\w*=", argv[0]):
+                key, _, value = argv.pop(0).partition("=")
+                env[key] = value
+            return env, argv
     raise StackError(f"the Procfile has no {name!r} line")
+
+
+def procfile_argv(name: str) -> list[str]:
+    return procfile_command(name)[1]
 
 
 def _option_set(argv: list[str], option: str, value: str) -> list[str]:
@@ -105,7 +115,7 @@ def gunicorn_workers() -> int:
 
 def celery_argv(line: str, node: str, app: str | None = None, queues: str | None = None):
     """A pool's Procfile line; the reference worker swaps the app and the queues."""
-    argv = procfile_argv(line)
+    argv = procfile_command(line)[1]
     if argv[0] != "celery":
         raise StackError(f"unexpected {line} line in the Procfile: {shlex.join(argv)}")
     argv = _option_set(argv, "-n", f"{node}-bench{os.getpid()}@%h")
@@ -181,7 +191,7 @@ class Stack:
                     *service.argv,
                 ],
                 cwd=ROOT,
-                env={**self.env, **service.env},
+                env=self._environment(service),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -189,6 +199,15 @@ class Stack:
                 preexec_fn=die_with_parent,
             )
         self.services[service.name] = service
+
+    def _environment(self, service: Service) -> dict[str, str]:
+        """The stack's environment and the service's; a relative path under var/ (the Procfile's
+        metrics directories) moves into the run's directory, away from `make run`'s files."""
+        env = {**self.env, **service.env}
+        for key, value in service.env.items():
+            if value.startswith("var/"):
+                env[key] = str(self.log_dir / value)
+        return env
 
     def _wait_ready(self, service: Service, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -244,16 +263,19 @@ def api_service(name: str, wsgi_app: str, env: dict[str, str] | None = None) -> 
     return Service(
         name=name,
         argv=gunicorn_argv(wsgi_app, port),
+        env={**procfile_command("api")[0], **(env or {})},
         ready_text="Booting worker",
         ready_count=gunicorn_workers(),
         http_port=port,
-        env=env or {},
     )
 
 
 def pool_service(pool: str) -> Service:
     return Service(
-        name=f"pool-{pool}", argv=celery_argv(f"pool-{pool}", f"pool-{pool}"), ready_text="ready."
+        name=f"pool-{pool}",
+        argv=celery_argv(f"pool-{pool}", f"pool-{pool}"),
+        ready_text="ready.",
+        env=procfile_command(f"pool-{pool}")[0],
     )
 
 

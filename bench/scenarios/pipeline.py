@@ -18,7 +18,7 @@ from bench.scenarios import (
     target,
     watching,
 )
-from bench.stack import Service, celery_argv, control_service, pool_service
+from bench.stack import Service, celery_argv, control_service, pool_service, procfile_command
 
 
 def _per_lead_worker() -> Service:
@@ -28,6 +28,7 @@ def _per_lead_worker() -> Service:
         name="per-lead",
         argv=celery_argv("pool-a", "per-lead", app="bench.refs.per_lead", queues=QUEUE),
         ready_text="ready.",
+        env=procfile_command("pool-a")[0],
     )
 
 
