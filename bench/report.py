@@ -209,6 +209,8 @@ _SHOWN = (
     "rows",
     "batch_p50_ms",
     "capacity_leads_per_s",
+    "backlog_at_start",
+    "backlog_at_end",
     "offered_per_s",
     "sent_per_s",
     "missed",

@@ -20,6 +20,7 @@ from bench.scenarios import (
     api_url,
     app_api,
     cpu_meter,
+    inboxes_fill,
     probe,
     ratio,
     target,
@@ -31,22 +32,27 @@ GRACE_SECONDS = 30.0  # after a phase: how long critical leads still in flight m
 
 
 @contextlib.contextmanager
-def platform(ctx: Context, name: str, max_seconds: float):
-    """A fresh platform on empty state: the API, pools A, B, C and the control process."""
+def platform(ctx: Context, name: str, max_seconds: float, backlog: int = 0):
+    """A fresh platform on empty state: the API, pools A, B, C and the control process; with
+    `backlog` leads posted (batch API) before the control process starts dispatching."""
     seams.state_reset()  # before any worker starts: kombu's queue bindings live in Redis
     with ctx.stack(name, max_seconds=max_seconds) as stack:
         api = app_api()
         stack.start(api, pool_service("a"), pool_service("b"), pool_service("c"))
+        if backlog:
+            inboxes_fill(ctx, api_url(api), backlog)
         stack.start(control_service(max_seconds))
         probe(ctx, api)
         yield stack, api
 
 
 def capacity_probe(ctx: Context) -> dict:
-    """Closed loop at 16 connections with everything running: the leads qualified per second
-    once the pipeline is busy are what the machine processes end to end."""
+    """What the machine processes end to end: leads qualified per second with everything
+    running, the intake taking leads in closed loop at 16 connections, and a backlog waiting
+    (posted first), so that the pipeline never waits for work — nor works on crumbs."""
     seconds = ctx.config.capacity_seconds
-    with platform(ctx, "overload-capacity", seconds + 300) as (stack, api):
+    backlog = ctx.config.capacity_backlog
+    with platform(ctx, "overload-capacity", seconds + 300, backlog=backlog) as (stack, api):
         services = list(stack.services.values())
         with (
             watching(seams.qualified_count) as watcher,
@@ -61,6 +67,7 @@ def capacity_probe(ctx: Context) -> dict:
                 slice_seconds=ctx.config.slice_seconds,
             )
             ended = time.monotonic()
+            waiting = seams.inbox_waiting()
         # The first quarter is the pipeline starting to flow; the rest is its pace.
         rate = watcher.rate_between(started + (ended - started) / 4, ended)
         series = {"load": result.series(), "rows": watcher.series(started)}
@@ -71,6 +78,8 @@ def capacity_probe(ctx: Context) -> dict:
         "intake_ok_per_s": figures["ok_per_s"],
         "intake_p99_ms": figures["p99_ms"],
         "seconds": round(ended - started, 1),
+        "backlog_at_start": backlog,
+        "backlog_at_end": waiting,
         "cpu_cores": meter.cores,
         "series": series,
     }
@@ -195,9 +204,10 @@ def run(ctx: Context) -> dict:
     ack_text = f"{ack:,.0f} ms" if ack is not None else "∞ (over 1 % never answered)"
     goodput_ratio = f["goodput_vs_capacity"]
     notes = [
-        f"capacity = leads qualified/s with the whole platform running and the intake saturated "
-        f"at 16 connections: {value:,.0f}; the intake answered {capacity['intake_ok_per_s']:,.0f} "
-        "2xx/s meanwhile.",
+        "capacity = leads qualified/s with the whole platform running, the intake saturated at "
+        f"16 connections and {capacity['backlog_at_start']:,} leads waiting at the start "
+        f"({capacity['backlog_at_end']:,} still waiting at the end): {value:,.0f}; the intake "
+        f"answered {capacity['intake_ok_per_s']:,.0f} 2xx/s meanwhile.",
         "ACK p99 counts requests never answered (wrk timeout 10 s, refused connections) as "
         "infinitely slow; 'missed' are scheduled requests never sent because every connection "
         "was waiting on the server.",
