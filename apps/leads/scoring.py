@@ -46,7 +46,9 @@ class Rule:
         return lambda value: bool(value) and search(value) is not None
 
 
-@dataclass(frozen=True, slots=True)
+# Compared by identity: a Scoring builds each distinct verdict once, and pool A keys its
+# per-batch text by verdict.
+@dataclass(frozen=True, slots=True, eq=False)
 class Verdict:
     score: int  # 0..100
     qualified: bool
