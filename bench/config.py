@@ -62,7 +62,7 @@ def config_from_env() -> BenchConfig:
         ),
         writes_leads=env_int("BENCH_WRITES_LEADS", 10_000 if quick else 50_000),
         capacity_seconds=env_float("BENCH_CAPACITY_SECONDS", 8 if quick else 20),
-        capacity_backlog=env_int("BENCH_CAPACITY_BACKLOG", 10_000 if quick else 40_000),
+        capacity_backlog=env_int("BENCH_CAPACITY_BACKLOG", 20_000 if quick else 100_000),
         overload_seconds=env_float("BENCH_OVERLOAD_SECONDS", 10 if quick else 60),
         overload_multipliers=_floats("BENCH_OVERLOAD_MULTIPLIERS", "2,5"),
         overload_slice_seconds=env_float("BENCH_OVERLOAD_SLICE_SECONDS", 5),

@@ -211,6 +211,7 @@ _SHOWN = (
     "capacity_leads_per_s",
     "backlog_at_start",
     "backlog_at_end",
+    "backlog_lasted_s",
     "offered_per_s",
     "sent_per_s",
     "missed",
