@@ -209,6 +209,8 @@ _SHOWN = (
     "rows",
     "batch_p50_ms",
     "capacity_leads_per_s",
+    "limited_by",
+    "pipeline_leads_per_s",
     "backlog_at_start",
     "backlog_at_end",
     "backlog_lasted_s",
@@ -348,3 +350,28 @@ def write(run_dir: Path, meta: dict, results: dict) -> list[Path]:
     report_md = run_dir / "report.md"
     report_md.write_text(markdown(meta, results))
     return [report_json, report_md]
+
+
+def readme_table(data: dict) -> str:
+    """The README's Performance table from a report.json: `python -m bench.report PATH`."""
+    rows = [
+        "| scenario | LeadFlow | reference, same run | ratio | targets met |",
+        "|---|---|---|---|---|",
+    ]
+    for name, result in data["results"].items():
+        if "error" in result:
+            rows.append(f"| {name} | failed: {result['error'][:80]} | | | |")
+            continue
+        head = result.get("headline") or {}
+        met = [t for t in result.get("targets", []) if t["met"]]
+        rows.append(
+            f"| {name} | {head.get('leadflow', '')} | {head.get('reference', '')} "
+            f"| {head.get('ratio', '')} | {len(met)} of {len(result.get('targets', []))} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(readme_table(json.loads(Path(sys.argv[1]).read_text())))
