@@ -91,6 +91,14 @@ def run(ctx: Context) -> dict:
         "title": f"soak: {config.soak_load:.0%} of capacity for {seconds:.0f} s",
         "unit": "RSS",
         "figures": figures,
+        "headline": {
+            "leadflow": f"worst RSS growth after warm-up {worst[1]:.1%} ({worst[0]}), "
+            f"API worker RSS ≤ {api_max} MB, {rate:,.0f} leads/s offered"
+            if worst[1] is not None
+            else "no RSS samples",
+            "reference": f"capacity {capacity:,.0f} leads/s",
+            "ratio": f"{config.soak_load:.0%} of capacity for {seconds:.0f} s",
+        },
         "targets": [
             target(
                 "RSS growth after warm-up, worst process",
