@@ -1,10 +1,10 @@
 """Pool A's write: normalize, dedup semantically, score, and store a batch of leads in bulk.
 
 A batch reaches PostgreSQL as one COPY per tenant, in COPY's text format built here: the ORM's
-bulk_create spent most of a batch adapting values one at a time, and its read-back query the
-rest (README, "Performance"). What does not depend on other leads (normalizing, scoring, most
-of each row's text) is done before the tenant's advisory lock is taken; under the lock one round
-trip reads what dedup needs and the batch's rows already stored, then the new rows are copied.
+bulk_create spent most of a batch adapting values one at a time (README, "Pool A's write
+path"). What does not depend on other leads (normalizing, scoring, most of each row's text) is
+done before the tenant's advisory lock is taken; under the lock one round trip reads what dedup
+needs and the batch's rows already stored, then the new rows are copied.
 """
 
 import functools
@@ -60,6 +60,7 @@ _BATCH_COLUMNS = (
     "synced_at",
     "updated_at",
 )
+_DUPLICATE = LeadStatus.DUPLICATE.value
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -121,8 +122,8 @@ def leads_qualify(entries: list[dict]) -> QualifyOutcome:
                     status, qualified = stored[lead.trace_id]
                     if status == LeadStatus.QUALIFIED:
                         (outcome.to_enrich if qualified else outcome.to_sync).append(lead.trace_id)
-                elif duplicate:
-                    rows.append(f"{lead.row}\tduplicate\t\\N\t\\N\t[]\t{earlier[0]}\t\\N{tail}")
+                elif duplicate:  # the _DECIDED_COLUMNS of a duplicate: no score, its original
+                    rows.append(f"{lead.row}\t{_DUPLICATE}\t\\N\t\\N\t[]\t{earlier[0]}\t\\N{tail}")
                 else:
                     rows.append(f"{lead.row}\t{lead.decided}{tail}")
                     (outcome.to_enrich if lead.qualified else outcome.to_sync).append(lead.trace_id)
