@@ -3,6 +3,8 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 
 from leadflow import logs  # noqa: F401 - connects the worker's logging and task-context signals
 from workers import metrics  # noqa: F401 - connects the pools' metrics, heartbeats, sent-at stamp
@@ -16,3 +18,12 @@ app.conf.task_queues = TASK_QUEUES
 app.conf.task_create_missing_queues = False
 # The pools' task modules; each worker imports all three so any of them can publish the next stage.
 app.conf.imports = ("workers.pool_a", "workers.pool_b", "workers.pool_c")
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _db_connections_tidy(**kwargs) -> None:
+    """With CELERY_DB_REUSE_MAX set, Celery no longer closes the database connections around
+    every task; Django's own rule does it instead: a broken connection, or one older than
+    CONN_MAX_AGE, is closed and the next query opens a new one."""
+    close_old_connections()
