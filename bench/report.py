@@ -195,7 +195,9 @@ def _fmt(value) -> str:
 
 _SHOWN = (
     "ok_per_s",
+    "ok_per_cpu_s",
     "accepted_leads_per_s",
+    "accepted_leads_per_cpu_s",
     "leads_per_s",
     "steady_leads_per_s",
     "rows_per_s",
@@ -309,11 +311,13 @@ def markdown(meta: dict, results: dict) -> str:
         )
         for ref_name, ref in references.items():
             ratio = (result.get("ratios") or {}).get(ref_name, result.get("ratio"))
+            per_cpu = (result.get("ratios_per_cpu") or {}).get(ref_name)
             out += [
                 f"| {ref_name}: {ref.get('title', '')} | |",
                 "|---|---|",
                 *_figure_rows(ref["figures"]),
                 f"| **LeadFlow ÷ this** | {_fmt(ratio)} |",
+                *([f"| LeadFlow ÷ this, per CPU-second | {_fmt(per_cpu)} |"] if per_cpu else []),
                 "",
             ]
         for plot in result.get("plots", []):

@@ -103,7 +103,14 @@ def measure_side_by_side(
                 )
             for name, result in results.items():
                 data = result.to_json()
-                data["figures"]["cpu_cores"] = meters[name].cores
+                data["figures"]["cpu_cores"] = cores = meters[name].cores
+                # Per CPU-second of the API's processes and Redis: steadier than per second
+                # when others load the machine, since it does not count the time not given.
+                used = cores.get(name, 0) + cores.get("redis (whole server)", 0)
+                for key in ("ok_per_s", "accepted_leads_per_s"):
+                    if used and data["figures"].get(key) is not None:
+                        per_cpu = key.replace("_per_s", "_per_cpu_s")
+                        data["figures"][per_cpu] = round(data["figures"][key] / used, 1)
                 runs[name][str(connections)] = data
     return runs
 
@@ -130,6 +137,14 @@ def run(ctx: Context) -> dict:
     }
     ratios = {
         kind: {f"c{c}": ratio(ok_per_s("leadflow", c), ok_per_s(kind, c)) for c in counts}
+        for kind in REFERENCES
+    }
+
+    def per_cpu(kind: str, connections: int) -> float | None:
+        return runs[kind][str(connections)]["figures"].get("ok_per_cpu_s")
+
+    ratios_per_cpu = {
+        kind: {f"c{c}": ratio(per_cpu("leadflow", c), per_cpu(kind, c)) for c in counts}
         for kind in REFERENCES
     }
     targets = []
@@ -187,12 +202,15 @@ def run(ctx: Context) -> dict:
             "reference": f"usual DRF + Celery {ok_per_s('drf_usual', first):,.0f} req/s; "
             f"minimal Django {ok_per_s('django_min', first):,.0f}; "
             f"WSGI hello {ok_per_s('wsgi_hello', first):,.0f}",
-            "ratio": f"{vs_usual} × usual, {vs_django} × minimal Django",
+            "ratio": f"{vs_usual} × usual, {vs_django} × minimal Django (per CPU-second: "
+            f"{ratios_per_cpu['drf_usual'][f'c{first}']} ×, "
+            f"{ratios_per_cpu['django_min'][f'c{first}']} ×)",
         },
         "references": {
             k: {"title": REFERENCE_TITLES[k], "figures": v} for k, v in references.items()
         },
         "ratios": ratios,
+        "ratios_per_cpu": ratios_per_cpu,
         "targets": targets,
         "series": {kind: {c: r["series"] for c, r in per.items()} for kind, per in runs.items()},
         "notes": notes,
