@@ -65,7 +65,7 @@ def config_from_env() -> BenchConfig:
         capacity_backlog=env_int("BENCH_CAPACITY_BACKLOG", 20_000 if quick else 100_000),
         overload_seconds=env_float("BENCH_OVERLOAD_SECONDS", 10 if quick else 60),
         overload_multipliers=_floats("BENCH_OVERLOAD_MULTIPLIERS", "2,5"),
-        overload_slice_seconds=env_float("BENCH_OVERLOAD_SLICE_SECONDS", 5),
+        overload_slice_seconds=env_float("BENCH_OVERLOAD_SLICE_SECONDS", 5 if quick else 15),
         overload_critical_permille=env_int("BENCH_OVERLOAD_CRITICAL_PERMILLE", 50),
         overload_max_connections=env_int("BENCH_OVERLOAD_MAX_CONNECTIONS", 512),
         soak_seconds=env_float("BENCH_SOAK_SECONDS", 120 if quick else 1800),

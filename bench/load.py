@@ -128,6 +128,9 @@ class LoadResult:
             "p999_ms": _round(self.percentile_ms(99.9)),
             "max_ms": _round(max((s.max_ms or 0) for s in self.slices) if self.slices else None),
             "unanswered": unanswered,
+            # Sent but not answered when a slice ended: wrk drops them, the server still serves
+            # them. Their latency is missing from the percentiles (and it is the longest).
+            "dropped_at_slice_end": sum(max(0, s.sent - s.answered) for s in self.slices),
         }
         if self.spec.batch_size:
             figures["leads_per_request"] = self.spec.batch_size

@@ -206,6 +206,7 @@ _SHOWN = (
     "p999_ms",
     "non_2xx",
     "unanswered",
+    "dropped_at_slice_end",
     "seconds",
     "leads",
     "rows",

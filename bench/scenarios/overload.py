@@ -224,7 +224,10 @@ def run(ctx: Context) -> dict:
         f"limited by the {capacity['limited_by']}.",
         "ACK p99 counts requests never answered (wrk timeout 10 s, refused connections) as "
         "infinitely slow; 'missed' are scheduled requests never sent because every connection "
-        "was waiting on the server.",
+        "was waiting on the server; 'dropped_at_slice_end' were in flight when a "
+        f"{ctx.config.overload_slice_seconds:g}-second slice ended: the server still admitted "
+        "them (goodput counts them), but their wait, among the longest, is not in the ACK "
+        "percentiles, which are therefore on the low side.",
         "Critical time to qualified = qualified_at − received_at in PostgreSQL for leads sent "
         "as critical and admitted as critical (qualified_at is taken when pool A starts the "
         "batch, before its commit).",
