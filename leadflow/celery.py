@@ -22,8 +22,10 @@ app.conf.imports = ("workers.pool_a", "workers.pool_b", "workers.pool_c")
 
 @task_prerun.connect
 @task_postrun.connect
-def _db_connections_tidy(**kwargs) -> None:
+def _db_connections_tidy(sender=None, **kwargs) -> None:
     """With CELERY_DB_REUSE_MAX set, Celery no longer closes the database connections around
     every task; Django's own rule does it instead: a broken connection, or one older than
-    CONN_MAX_AGE, is closed and the next query opens a new one."""
-    close_old_connections()
+    CONN_MAX_AGE, is closed and the next query opens a new one. A task run in the caller's
+    process (apply) uses the caller's connection, which is left alone, as Celery does."""
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()

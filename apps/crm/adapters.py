@@ -39,6 +39,7 @@ class CrmRejected(Exception):
 
 class CrmAdapter(Protocol):
     name: str
+    paced: bool  # deliveries wait for the tenant's CRM pace (LEADFLOW_CRM_RATE_PER_SECOND)
 
     def deliver(self, tenant: Tenant, leads_payload: list[dict]) -> dict:
         """Deliver the leads or raise CrmUnavailable / CrmRejected; return what the CRM answered."""
@@ -78,6 +79,7 @@ class WebhookAdapter:
     """POSTs {"tenant", "leads"} as JSON to the tenant's URL, signed with its secret."""
 
     name = CrmAdapterName.WEBHOOK.value
+    paced = True  # a real CRM: its rate limit is respected (apps/crm/pace.py)
 
     def deliver(self, tenant: Tenant, leads_payload: list[dict]) -> dict:
         # Sign exactly the bytes that go on the wire: the receiver verifies the raw body.
@@ -139,6 +141,7 @@ class LocalAdapter:
     """No network: the CrmSync rows written by the service are the CRM."""
 
     name = CrmAdapterName.LOCAL.value
+    paced = False  # nothing remote to protect
 
     def deliver(self, tenant: Tenant, leads_payload: list[dict]) -> dict:
         return {"recorded": len(leads_payload)}

@@ -59,9 +59,9 @@ def leads_sync(trace_ids: list[str], resend: bool = False) -> None:
     """Deliver the CRM-ready, not yet synced leads among trace_ids; mark them synced.
 
     With resend, synced leads are delivered again too (a backfilled enrichment). Each tenant's
-    leads wait for the tenant's CRM pace (crm_pace_wait). CrmUnavailable and CrmRejected
-    propagate: the task retries the first and dead-letters on the second. Tenants already
-    delivered in this call stay recorded.
+    leads wait for its CRM's pace (crm_pace_wait; a webhook, not the local adapter).
+    CrmUnavailable and CrmRejected propagate: the task retries the first and dead-letters on
+    the second. Tenants already delivered in this call stay recorded.
     """
     ready = CRM_READY | Q(status=LeadStatus.SYNCED) if resend else CRM_READY
     leads = Lead.objects.filter(ready, trace_id__in=trace_ids).select_related(
@@ -76,7 +76,8 @@ def leads_sync(trace_ids: list[str], resend: bool = False) -> None:
         tenant = tenant_leads[0].tenant
         with log_context(tenant=tenant.id):
             adapter = adapter_for(tenant)
-            crm_pace_wait(tenant.id, len(tenant_leads))
+            if adapter.paced:
+                crm_pace_wait(tenant.id, len(tenant_leads))
             response = adapter.deliver(tenant, [lead_crm_payload(lead) for lead in tenant_leads])
             _record_delivered([lead.trace_id for lead in tenant_leads], adapter.name, response)
 
