@@ -29,6 +29,11 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.decided = False  # the intake counted this request's leads as decisions (metrics)
 
+    @property
+    def body(self) -> dict:
+        """The JSON answer: the one error shape, with the extra keys (a 429's limit)."""
+        return {**_body(self.code, self.detail, self.fields), **self.extra}
+
 
 def rate_limited(limit: str, retry_after: int, detail: str, mode: str | None = None) -> ApiError:
     """429 with an honest Retry-After, naming the limit that was hit."""
@@ -53,11 +58,7 @@ def _body(code: str, detail, fields=None) -> dict:
 
 def api_exception_handler(exc, context):
     if isinstance(exc, ApiError):
-        return Response(
-            {**_body(exc.code, exc.detail, exc.fields), **exc.extra},
-            status=exc.status_code,
-            headers=exc.headers,
-        )
+        return Response(exc.body, status=exc.status_code, headers=exc.headers)
     if isinstance(exc, RequestDataTooBig):
         return Response(
             _body("body_too_large", "the request body is over the limit"),

@@ -49,13 +49,6 @@ class Answer:
         self.status, self.body, self.headers = status, body, headers or {}
 
 
-def _error(exc: ApiError) -> Answer:
-    body = {"error": exc.code, "detail": exc.detail}
-    if exc.fields:
-        body["fields"] = exc.fields
-    return Answer(exc.status_code, {**body, **exc.extra}, exc.headers)
-
-
 def _json_body(environ: dict, max_bytes: int):
     content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     if content_type != "application/json":
@@ -263,7 +256,7 @@ class LeanIntake:
             _host_check(environ)
             answer = handler(environ)
         except ApiError as exc:
-            answer = _error(exc)
+            answer = Answer(exc.status_code, exc.body, exc.headers)
             if not exc.decided:  # refused before any lead was decided on
                 intake_errors_count(exc.status_code, exc.code)
         except redis.RedisError:

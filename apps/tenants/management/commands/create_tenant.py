@@ -10,24 +10,23 @@ from django.core.management.base import BaseCommand, CommandError
 from apps.tenants.services import TenantError, tenant_create
 
 
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{raw!r} must be at least 1")
-    return value
+def _number(convert, minimum, what: str):
+    """An argparse type: `convert` the text, refusing values under `minimum` with a reason."""
+
+    def parse(raw: str):
+        try:
+            value = convert(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not {what}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{raw!r} must be at least {minimum}")
+        return value
+
+    return parse
 
 
-def _non_negative_number(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{raw!r} must not be negative")
-    return value
+_positive_int = _number(int, 1, "a whole number")
+_non_negative_number = _number(float, 0, "a number")
 
 
 # option -> (Tenant field, parser, help)
