@@ -162,7 +162,7 @@ def inbox_take(limit: int) -> list[list[bytes]]:
         for tenant_id in inbox.active_tenants(tier):
             while taken < limit:
                 batch = inbox.claim_batch(
-                    tier, tenant_id, min(settings.DISPATCH_BATCH_MAX, limit - taken)
+                    tier, [tenant_id], min(settings.DISPATCH_BATCH_MAX, limit - taken)
                 )
                 if batch is None:
                     break

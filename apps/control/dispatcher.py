@@ -1,12 +1,21 @@
 """The dispatcher: moves leads from the inboxes into pool A's queues, keeping every queue shallow.
 
-Tiers go in strict order (critical, normal, low); inside a tier tenants take turns, a batch
-of at most DISPATCH_BATCH_MAX each. A batch goes out only while pool A's queues hold fewer
-than DISPATCH_WATERMARK_A messages and B's and C's fewer than DISPATCH_WATERMARK_BC, so the
-backlog waits in the inboxes, where it can be reordered, counted per tenant, paused or shed.
+Tiers go in strict order (critical, normal, low); inside a tier tenants take turns. A batch
+holds at most DISPATCH_BATCH_MAX leads: a tenant with that many waiting fills one alone, and
+tenants with fewer share one. A batch goes out only while pool A's queues hold fewer than
+DISPATCH_WATERMARK_A messages and B's and C's fewer than DISPATCH_WATERMARK_BC, so the backlog
+waits in the inboxes, where it can be reordered, counted per tenant, paused or shed.
+
+A batch that is not full goes out at most once per DISPATCH_LINGER_SECONDS of its tier. Each
+batch costs pools A, B and C a task each whatever its size (messages, events, transactions):
+sent as soon as they arrived, a few hundred leads a second made tasks of one or two leads, and
+under overload those tasks took the cores the intake needed (make bench, overload). Lingering
+a fraction of a second turns them into a few batches a second; the first lead after a quiet
+spell still goes at once, and critical leads linger least.
 """
 
 import logging
+import time
 from collections import Counter
 
 from django.conf import settings
@@ -54,6 +63,7 @@ def publish(batch: inbox.ClaimedBatch) -> None:
 class Dispatcher:
     def __init__(self) -> None:
         self._last_served: dict[str, int] = {}  # tier -> tenant served last, for round robin
+        self._partial_sent_at: dict[str, float] = {}  # tier -> when a batch not full went
         self.dispatched = Counter()  # tier -> leads sent to pool A since start
 
     def republish_stale(self) -> int:
@@ -76,6 +86,13 @@ class Dispatcher:
         after = [t for t in tenants if t > last]
         return after + [t for t in tenants if t <= last]
 
+    def _batch_due(self, tier: str) -> bool:
+        """A full batch is always due; one that is not, once its tier's linger has passed."""
+        since = time.monotonic() - self._partial_sent_at.get(tier, float("-inf"))
+        if since >= settings.DISPATCH_LINGER_SECONDS[tier]:
+            return True
+        return inbox.tier_waiting(tier) >= settings.DISPATCH_BATCH_MAX
+
     def dispatch_once(self, paused_tiers: frozenset[str] = frozenset()) -> int:
         """One pass: fill the pools' queues up to their watermarks. Returns leads dispatched.
 
@@ -88,22 +105,20 @@ class Dispatcher:
             while True:
                 if not pools_have_room():
                     return sent  # this tier may still wait, and the tiers below it with it
-                served = self._serve_round(tier)
+                tenants = self._tenants_in_turn(tier)
+                if not tenants:
+                    break  # this tier is empty
+                if not self._batch_due(tier):
+                    return sent  # lingering: its leads, and the tiers below, wait a moment
+                batch = inbox.claim_batch(tier, tenants, settings.DISPATCH_BATCH_MAX)
+                if batch is None:
+                    break
+                publish(batch)
+                self._last_served[tier] = batch.last_tenant_id
+                served = len(batch.entries)
                 self.dispatched[tier] += served
                 sent += served
-                if not served:
-                    break  # this tier is empty
+                if served < settings.DISPATCH_BATCH_MAX:
+                    self._partial_sent_at[tier] = time.monotonic()
+                    break  # every tenant of the tier gave what it had
         return sent
-
-    def _serve_round(self, tier: str) -> int:
-        """One batch for each tenant waiting in the tier, in turn, while the pools have room."""
-        served = 0
-        for tenant_id in self._tenants_in_turn(tier):
-            if served and not pools_have_room():
-                break
-            batch = inbox.claim_batch(tier, tenant_id, settings.DISPATCH_BATCH_MAX)
-            self._last_served[tier] = tenant_id
-            if batch is not None:
-                publish(batch)
-                served += len(batch.entries)
-        return served

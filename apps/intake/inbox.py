@@ -71,28 +71,36 @@ def entry_open(fields: dict) -> bytes:
 @dataclass(frozen=True, slots=True)
 class ClaimedBatch:
     batch_id: str
-    tenant_id: int
     tier: str
     entries: list[bytes]
+    # The last tenant that gave leads: the dispatcher's round robin resumes after it.
+    last_tenant_id: int | None = None
 
 
-def claim_batch(tier: str, tenant_id: int, max_leads: int) -> ClaimedBatch | None:
-    """Take up to max_leads from the tenant's inbox, oldest first; None when it was empty."""
+def claim_batch(tier: str, tenant_ids: list[int], max_leads: int) -> ClaimedBatch | None:
+    """Take up to max_leads of the tier, from the tenants' inboxes in the order given (oldest
+    first in each), as one in-flight batch; None when they were all empty (claim.lua)."""
     batch_id = uuid.uuid4().hex
-    entries = lua_script(_LUA / "claim.lua")(
+    claimed = lua_script(_LUA / "claim.lua")(
         keys=[
-            inbox_key(tier, tenant_id),
             active_tenants_key(tier),
             BACKLOG_KEY,
             INFLIGHT_KEY,
             inflight_batch_key(batch_id),
             CLAIMED_KEY,
+            *(inbox_key(tier, tenant_id) for tenant_id in tenant_ids),
         ],
-        args=[max_leads, tenant_id, tier, batch_id, time.time()],
+        args=[max_leads, tier, batch_id, time.time(), *tenant_ids],
     )
-    if not entries:
+    if not claimed:
         return None
-    return ClaimedBatch(batch_id=batch_id, tenant_id=tenant_id, tier=tier, entries=entries)
+    last_tenant, entries = claimed
+    return ClaimedBatch(batch_id, tier, entries, last_tenant_id=int(last_tenant))
+
+
+def tier_waiting(tier: str) -> int:
+    """Leads waiting in the tier's inboxes."""
+    return int(get_redis().hget(BACKLOG_KEY, tier) or 0)
 
 
 def entries_decode(raw_entries: list[str]) -> list[dict]:
@@ -123,12 +131,7 @@ def stale_batches(older_than_seconds: float) -> list[ClaimedBatch]:
             client.zrem(INFLIGHT_KEY, batch_id)
             continue
         client.zadd(INFLIGHT_KEY, {batch_id: now}, xx=True)
-        first = orjson.loads(entries[0])
-        batches.append(
-            ClaimedBatch(
-                batch_id, tenant_id=first["tenant_id"], tier=first["tier"], entries=entries
-            )
-        )
+        batches.append(ClaimedBatch(batch_id, orjson.loads(entries[0])["tier"], entries))
     return batches
 
 
