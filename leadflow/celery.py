@@ -3,8 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_init
-from django.conf import settings
+from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 
 from leadflow import logs  # noqa: F401 - connects the worker's logging and task-context signals
@@ -30,11 +29,3 @@ def _db_connections_tidy(sender=None, **kwargs) -> None:
     process (apply) uses the caller's connection, which is left alone, as Celery does."""
     if not getattr(getattr(sender, "request", None), "is_eager", False):
         close_old_connections()
-
-
-@worker_init.connect
-def _cpu_priority_lower(**kwargs) -> None:
-    """Give the API the cores first (settings.WORKER_NICE says why). Set in the worker's main
-    process before its pool starts, so prefork children inherit it."""
-    if settings.WORKER_NICE:
-        os.nice(settings.WORKER_NICE)

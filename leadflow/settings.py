@@ -116,7 +116,7 @@ DISPATCH_BATCH_MAX = env_int("LEADFLOW_DISPATCH_BATCH_MAX", 500)
 DISPATCH_WATERMARK_A = env_int("LEADFLOW_DISPATCH_WATERMARK_A", 4)  # messages in a.*
 DISPATCH_WATERMARK_BC = env_int("LEADFLOW_DISPATCH_WATERMARK_BC", 16)  # messages in b.* or c.*
 # How often, at most, a tier sends a batch that is not full (apps/control/dispatcher.py says
-# why): at a few hundred leads a second, batches of tens of leads instead of one or two.
+# why): at a few hundred leads a second, a few batches of a hundred leads, not hundreds of one.
 DISPATCH_LINGER_SECONDS = {
     "critical": env_float("LEADFLOW_DISPATCH_LINGER_CRITICAL", 0.25),
     "normal": env_float("LEADFLOW_DISPATCH_LINGER_NORMAL", 0.5),
@@ -231,12 +231,6 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD",
 # Set, a connection is kept for up to twice this many tasks, and leadflow/celery.py closes a
 # broken one, or one older than CONN_MAX_AGE, around each task (Django's close_old_connections).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
-# The pools run at a lower CPU priority than the API (os.nice in leadflow/celery.py). Where they
-# share cores with it (make run, one compose host), a busy pipeline would otherwise starve the
-# intake, whose promise is an answer in milliseconds: measured under overload (make bench), the
-# API got a sixth of the machine and ACKs took seconds. Backlog is what the inboxes are for; the
-# pools take the cores back as soon as the intake leaves them. 0 keeps the default priority.
-WORKER_NICE = env_int("LEADFLOW_WORKER_NICE", 10)
 CELERY_WORKER_SEND_TASK_EVENTS = True  # for Flower
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
