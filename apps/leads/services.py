@@ -232,12 +232,14 @@ def _tenant_lock_and_read(
             "SELECT pg_advisory_xact_lock(%(namespace)s, %(tenant)s);"
             # One primary-key probe per trace id, whatever the planner knows: a plain
             # `trace_id = ANY(...)` on a table that grew since it was last analyzed can be
-            # planned as a scan of the whole table (make bench saw writes fall 30-fold).
+            # planned as a scan of the whole table (make bench saw writes fall 30-fold). The
+            # LIMIT keeps the subquery a subquery: without it the planner flattens it into a
+            # join, and a stale estimate makes that a hash join over a scan of the table.
             " SELECT stored.trace_id, stored.status, stored.is_qualified"
             " FROM unnest(%(trace_ids)s::uuid[]) AS batch (trace_id)"
             " CROSS JOIN LATERAL ("
             f"  SELECT trace_id, status, is_qualified FROM {table}"
-            "   WHERE trace_id = batch.trace_id"
+            "   WHERE trace_id = batch.trace_id LIMIT 1"
             " ) AS stored;"
             # One index probe per email, earliest first, for the same reason: a plain
             # `email = ANY(...)` on a table that grew since it was last analyzed is planned as
