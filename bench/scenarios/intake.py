@@ -19,6 +19,7 @@ from bench.scenarios import (
     reference_api,
     target,
 )
+from bench.stack import gunicorn_workers
 
 # The primary reference first: the usual DRF + SET NX + apply_async view.
 REFERENCES = ("drf_usual", "drf_serializer", "django_min", "wsgi_hello")
@@ -177,7 +178,8 @@ def run(ctx: Context) -> dict:
         )
     )
     notes = [
-        "All five APIs run at once (gunicorn -k sync -w 2 each, the Procfile's api options); "
+        f"All five APIs run at once (gunicorn -k sync -w {gunicorn_workers()} each, the "
+        "Procfile's api options); "
         f"their {ctx.config.slice_seconds:g}-second wrk slices take turns, so machine drift falls "
         "on all alike. LeadFlow runs with its backpressure bounds raised: no pipeline drains "
         "the inboxes here.",
