@@ -8,6 +8,7 @@ needs and the batch's rows already stored, then the new rows are copied.
 """
 
 import functools
+import logging
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from django.utils import timezone
 from apps.leads.models import Lead, LeadStatus
 from apps.leads.normalization import email_domain, email_normalize, phone_normalize
 from apps.leads.scoring import Scoring, Verdict, scoring_current
+from apps.tenants.models import Tenant
+
+log = logging.getLogger(__name__)
 
 SEMANTIC_DEDUP_WINDOW = timedelta(hours=24)
 # Namespace of the advisory lock that serializes one tenant's semantic dedup across pool A.
@@ -106,7 +110,14 @@ def leads_qualify(entries: list[dict]) -> QualifyOutcome:
         conn = connection.connection
         # Sorted: two processes holding batches of the same tenants lock them in one order.
         for tenant_id, leads in sorted(by_tenant.items()):
-            stored, seen = _tenant_lock_and_read(conn, tenant_id, leads)
+            tenant_exists, stored, seen = _tenant_lock_and_read(conn, tenant_id, leads)
+            if not tenant_exists:
+                # Deleted while its leads waited (deleting a tenant deletes its leads). Stored,
+                # they would fail the whole batch, and a batch holds other tenants' leads too.
+                log.warning(
+                    "dropping %d leads of tenant %s, which no longer exists", len(leads), tenant_id
+                )
+                continue
             rows = []
             for lead in leads:
                 if lead.trace_id in done:
@@ -208,11 +219,11 @@ def _lead_prepare(
 
 def _tenant_lock_and_read(
     conn: psycopg.Connection, tenant_id: int, leads: list[_Lead]
-) -> tuple[dict[str, tuple[str, bool | None]], dict[str, tuple[str, datetime]]]:
-    """Take the tenant's dedup lock, then read, in the same round trip: the batch's leads
-    already stored, {trace id: (status, is_qualified)}; and the first non-duplicate lead of each
-    of the batch's emails in the dedup window, outside the batch, {email: (trace id,
-    received_at)}.
+) -> tuple[bool, dict[str, tuple[str, bool | None]], dict[str, tuple[str, datetime]]]:
+    """Take the tenant's dedup lock, then read, in the same round trip: whether the tenant
+    still exists; the batch's leads already stored, {trace id: (status, is_qualified)}; and the
+    first non-duplicate lead of each of the batch's emails in the dedup window, outside the
+    batch, {email: (trace id, received_at)}.
 
     Two pool A processes holding the same tenant's batches must not both decide that the same
     email is new: they take turns per tenant, until the transaction ends. The reads are
@@ -225,11 +236,13 @@ def _tenant_lock_and_read(
     emails = {lead.email for lead in leads}
     since = min(lead.received_at for lead in leads) - SEMANTIC_DEDUP_WINDOW
     table = connection.ops.quote_name(Lead._meta.db_table)
+    tenants_table = connection.ops.quote_name(Tenant._meta.db_table)
     # Client-side binding, so the three statements go as one; the arrays are passed as one
     # literal each (psycopg would adapt their elements one by one).
     with psycopg.ClientCursor(conn) as cursor:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%(namespace)s, %(tenant)s);"
+            f" SELECT EXISTS (SELECT 1 FROM {tenants_table} WHERE id = %(tenant)s);"
             # One primary-key probe per trace id, whatever the planner knows: a plain
             # `trace_id = ANY(...)` on a table that grew since it was last analyzed can be
             # planned as a scan of the whole table (make bench saw writes fall 30-fold). The
@@ -263,10 +276,12 @@ def _tenant_lock_and_read(
             },
         )
         cursor.nextset()
+        [(tenant_exists,)] = cursor.fetchall()
+        cursor.nextset()
         stored = {str(trace_id): (status, qualified) for trace_id, status, qualified in cursor}
         cursor.nextset()
         first = {email: (str(trace_id), received_at) for email, trace_id, received_at in cursor}
-    return stored, first
+    return tenant_exists, stored, first
 
 
 def _array_literal(values) -> str:

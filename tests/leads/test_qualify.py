@@ -278,3 +278,20 @@ def test_received_at_keeps_microseconds(tenant):
     leads_qualify([sent])
     assert stored(sent).received_at == datetime.fromtimestamp(stamp, tz=UTC)
     assert stored(sent).received_at - datetime.fromtimestamp(stamp, tz=UTC) == timedelta(0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_leads_of_a_deleted_tenant_are_dropped_and_the_rest_of_the_batch_is_stored():
+    # Committed for real (transaction=True): the foreign key to the tenant is checked at commit,
+    # and the batch shares one transaction.
+    kept = tenant_create(f"kept-{uuid.uuid4().hex[:8]}")[0]
+    gone = tenant_create(f"gone-{uuid.uuid4().hex[:8]}")[0]
+    orphan = entry(gone)
+    gone.delete()
+    survivor = entry(kept)
+
+    outcome = leads_qualify([orphan, survivor])
+
+    assert outcome.to_enrich == [survivor["trace_id"]]
+    assert stored(survivor).tenant_id == kept.id
+    assert not Lead.objects.filter(trace_id=orphan["trace_id"]).exists()

@@ -99,6 +99,14 @@ local seen = {}
 
 local accepted = 0
 local pushes = {{}, {}, {}}  -- per tier, the entries to push: one RPUSH per tier at the end
+-- What completes an inbox entry, by tier and demoted (0/1).
+local entry_ends = {}
+for i = 1, 3 do
+  entry_ends[i] = {
+    [0] = ',"tier":"' .. names[i] .. '"}',
+    [1] = ',"tier":"' .. names[i] .. '","demoted":true}',
+  }
+end
 local results = {}
 for n = 1, count do
   local dedup_key = dedup_keys[n]
@@ -136,18 +144,17 @@ for n = 1, count do
       if tier == 1 then
         credits = credits - 1  -- spent only by a critical lead that is accepted
       end
-      local entry = ARGV[14 + 3 * n] .. ',"tier":"' .. names[tier] .. '"'
-      if demoted == 1 then
-        entry = entry .. ',"demoted":true'
-      end
       local dedup_value = trace_id .. "|" .. tier
       seen[dedup_key] = dedup_value
       redis.call("SET", dedup_key, dedup_value, "EX", ttl)
       redis.call(
         "SET", trace_key,
-        table.concat({tenant, tier, ARGV[14], ahead + 1, claimed_ahead}, "|"), "EX", ttl
+        tenant .. "|" .. tier .. "|" .. ARGV[14] .. "|" .. (ahead + 1) .. "|" .. claimed_ahead,
+        "EX", ttl
       )
-      table.insert(pushes[tier], entry .. "}")
+      -- The entry completed in one concatenation: each one copies the whole lead.
+      local pushed = pushes[tier]
+      pushed[#pushed + 1] = ARGV[14 + 3 * n] .. entry_ends[tier][demoted]
       backlog[tier] = backlog[tier] + 1
       used = used + 1
       accepted = accepted + 1
