@@ -99,14 +99,6 @@ local seen = {}
 
 local accepted = 0
 local pushes = {{}, {}, {}}  -- per tier, the entries to push: one RPUSH per tier at the end
--- What completes an inbox entry, by tier and demoted (0/1).
-local entry_ends = {}
-for i = 1, 3 do
-  entry_ends[i] = {
-    [0] = ',"tier":"' .. names[i] .. '"}',
-    [1] = ',"tier":"' .. names[i] .. '","demoted":true}',
-  }
-end
 local results = {}
 for n = 1, count do
   local dedup_key = dedup_keys[n]
@@ -152,9 +144,10 @@ for n = 1, count do
         tenant .. "|" .. tier .. "|" .. ARGV[14] .. "|" .. (ahead + 1) .. "|" .. claimed_ahead,
         "EX", ttl
       )
-      -- The entry completed in one concatenation: each one copies the whole lead.
+      -- Completed in one concatenation (one expression): each one copies the whole lead.
+      local ending = demoted == 1 and '","demoted":true}' or '"}'
       local pushed = pushes[tier]
-      pushed[#pushed + 1] = ARGV[14 + 3 * n] .. entry_ends[tier][demoted]
+      pushed[#pushed + 1] = ARGV[14 + 3 * n] .. ',"tier":"' .. names[tier] .. ending
       backlog[tier] = backlog[tier] + 1
       used = used + 1
       accepted = accepted + 1
