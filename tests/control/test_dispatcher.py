@@ -13,6 +13,7 @@ from apps.intake import inbox
 from apps.leads.models import Lead
 from leadflow.redis_conn import get_redis
 from tests.live.api import auth, wait_until
+from workers.queues import TIERS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -67,9 +68,22 @@ def test_a_tenant_with_a_full_batch_fills_it_alone(api, make_tenant, control_sto
         inbox.release_batch(leftover.batch_id)
 
 
+def inboxes_empty() -> bool:
+    return not any(inbox.active_tenants(tier) for tier in TIERS)
+
+
 def test_a_batch_that_is_not_full_waits_for_its_tiers_linger(
     api, make_tenant, control_stopped, settings
 ):
+    # Leads that earlier tests left waiting (their control process was stopped) go first, so
+    # that this test's dispatcher counts only its own.
+    settings.DISPATCH_LINGER_SECONDS = dict.fromkeys(TIERS, 0.0)
+    leftovers = Dispatcher()
+    wait_until(
+        lambda: leftovers.dispatch_once() == 0 and inboxes_empty(),
+        timeout=30,
+        message="the inboxes did not empty",
+    )
     settings.DISPATCH_LINGER_SECONDS = {"critical": 0.0, "normal": 2.0, "low": 0.0}
     _, key = make_tenant()
     dispatcher = Dispatcher()
