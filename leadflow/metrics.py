@@ -64,6 +64,15 @@ INTAKE_LATENCY = Histogram(
     ["path"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+QUARANTINED = Counter(
+    "leadflow_quarantined_leads",
+    "Leads that failed a stage for a reason of their own and were quarantined (status failed), "
+    "by stage (qualification, enrichment, crm), tenant (top N, else other) and reason (a short "
+    "code, e.g. the error's type).",
+    ["stage", "tenant", "reason"],
+)
+QUARANTINE_STAGES = ("qualification", "enrichment", "crm")
+_CODE_OK = re.compile(r"^[A-Za-z0-9_]{1,40}$")
 
 
 # --- tenant labels ---
@@ -177,6 +186,17 @@ def intake_errors_count(status: int, reason: str, n: int = 1) -> None:
         raise ValueError(f"reason must be an error code ([a-z0-9_]), got {reason!r}")
     if n > 0:
         INTAKE_ERRORS.labels(str(int(status)), reason).inc(n)
+
+
+def quarantined_count(tenant_id: int | str, stage: str, reason: str, n: int = 1) -> None:
+    """Count n leads of one tenant quarantined at `stage`; `reason` is a short code
+    ([A-Za-z0-9_], e.g. "DataError", "nul_character"), never free text."""
+    if stage not in QUARANTINE_STAGES:
+        raise ValueError(f"stage must be one of {QUARANTINE_STAGES}, got {stage!r}")
+    if not _CODE_OK.match(reason):
+        raise ValueError(f"reason must be a short code ([A-Za-z0-9_]), got {reason!r}")
+    if n > 0:
+        QUARANTINED.labels(stage, tenant_label(tenant_id), reason).inc(n)
 
 
 class IntakeRequestMetrics:

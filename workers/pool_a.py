@@ -1,16 +1,29 @@
 """Pool A: qualification (prefork: the work is CPU — parsing, normalizing, scoring)."""
 
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from apps.control.routing import leads_route
 from apps.control.state import shedding_current
 from apps.intake.inbox import entries_decode, release_batch
 from apps.leads.services import leads_qualify
+from leadflow import handoff
 from leadflow.celery import app
-from workers.pool_b import enrich_leads
-from workers.pool_c import sync_leads
-from workers.queues import queue_name
+
+# A dependency that is down (not a lead's fault): the batch is retried until it is back. Leads
+# that fail for a reason of their own are quarantined inside leads_qualify instead.
+DEPENDENCY_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
 
-@app.task(name="pool_a.qualify_leads")
+@app.task(
+    name="pool_a.qualify_leads",
+    autoretry_for=DEPENDENCY_ERRORS,
+    max_retries=None,  # an outage is waited out; the in-flight copy is the safety net
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+)
 def qualify_leads(entries: list[str], tier: str, batch_id: str | None = None) -> None:
     """Store and score a batch from an inbox, then pass it on: qualified → B, the rest → C,
     except what overload sheds (written to the deferred ledger).
@@ -21,8 +34,8 @@ def qualify_leads(entries: list[str], tier: str, batch_id: str | None = None) ->
     outcome = leads_qualify(entries_decode(entries))
     route = leads_route(outcome.to_enrich, outcome.to_sync, tier, shedding_current())
     if route.to_enrich:
-        enrich_leads.apply_async(args=[route.to_enrich, tier], queue=queue_name("b", tier))
+        handoff.send_to_enrich(route.to_enrich, tier)
     if route.to_sync:
-        sync_leads.apply_async(args=[route.to_sync, tier], queue=queue_name("c", tier))
+        handoff.send_to_sync(route.to_sync, tier)
     if batch_id:
         release_batch(batch_id)

@@ -4,6 +4,8 @@ Key names live here and nowhere else. Admission pushes (admission.py); the dispa
 claims (claim_batch) and, once Celery holds the batch, releases it (release_batch).
 """
 
+import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,6 +15,8 @@ import orjson
 
 from leadflow.redis_conn import get_redis, lua_script
 from workers.queues import TIERS
+
+log = logging.getLogger(__name__)
 
 _LUA = Path(__file__).parent / "lua"
 
@@ -104,8 +108,22 @@ def tier_waiting(tier: str) -> int:
 
 
 def entries_decode(raw_entries: list[str]) -> list[dict]:
-    """Inbox entries (JSON, as admission wrote them) back into lead dicts."""
-    return [orjson.loads(raw) for raw in raw_entries]
+    """Inbox entries (JSON, as admission wrote them) back into lead dicts.
+
+    orjson refuses what admission never writes (a lone surrogate, from an operator's replay of
+    an old entry): json reads it, and pool A then quarantines the lead. An entry that is not
+    JSON at all names no lead, and is dropped with an error in the log.
+    """
+    decoded = []
+    for raw in raw_entries:
+        try:
+            decoded.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            try:
+                decoded.append(json.loads(raw))
+            except ValueError:
+                log.error("dropping an inbox entry that is not JSON: %.300r", raw)
+    return decoded
 
 
 def release_batch(batch_id: str) -> None:

@@ -16,8 +16,16 @@ class LeadStatus(models.TextChoices):
     ENRICHED = "enriched"  # pool B added its enrichment
     SYNCED = "synced"  # pool C delivered it to the CRM
     DUPLICATE = "duplicate"  # same tenant and email within 24 h: not processed again
-    FAILED = "failed"
+    FAILED = "failed"  # a stage failed for a reason of the lead's own (quarantined; replayable)
     DEAD_LETTERED = "dead_lettered"  # CRM delivery gave up after its retries
+
+
+class LeadStage(models.TextChoices):
+    """The stages a lead goes through, for a quarantined lead's `failed_stage`."""
+
+    QUALIFICATION = "qualification"  # pool A
+    ENRICHMENT = "enrichment"  # pool B
+    CRM = "crm"  # pool C
 
 
 class Lead(models.Model):
@@ -49,6 +57,15 @@ class Lead(models.Model):
     enrichment_deferred = models.BooleanField(default=False)
     sync_deferred = models.BooleanField(default=False)
 
+    # Quarantine (apps/leads/quarantine.py): a stage that failed for a reason of this lead's own
+    # (not a dependency's) leaves it `failed` here, alone, so its batch-mates go on.
+    failed_stage = models.CharField(max_length=16, choices=LeadStage.choices, blank=True)
+    failed_reason = models.TextField(blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    # Pool A's failures only: the inbox entry as it came (ASCII JSON), to replay it after a fix;
+    # the row's own fields then hold what could be stored of it.
+    failed_entry = models.TextField(blank=True)
+
     received_at = models.DateTimeField()
     qualified_at = models.DateTimeField(null=True)
     enriched_at = models.DateTimeField(null=True)
@@ -60,6 +77,12 @@ class Lead(models.Model):
             # Semantic dedup: same tenant, same normalized email, recent.
             models.Index(fields=["tenant", "email", "received_at"], name="lead_dedup_idx"),
             models.Index(fields=["tenant", "status"], name="lead_tenant_status_idx"),
+            # The quarantine's admin list and metrics: few rows, by stage and time.
+            models.Index(
+                fields=["failed_stage", "failed_at"],
+                condition=models.Q(status="failed"),
+                name="lead_failed_idx",
+            ),
             # The stalled-lead sweeper reads only leads between pool A and the CRM: few rows.
             models.Index(
                 fields=["qualified_at"],

@@ -59,4 +59,11 @@ def lead_status(tenant_id: int, trace_id: str) -> dict | None:
     }
     if lead.status == LeadStatus.DUPLICATE:
         body["duplicate_of"] = str(lead.duplicate_of)
+    if lead.status == LeadStatus.FAILED:
+        # Quarantined: the stage that failed and why, until an operator replays it.
+        body["failure"] = {
+            "stage": lead.failed_stage,
+            "reason": lead.failed_reason,
+            "failed_at": _iso(lead.failed_at),
+        }
     return body

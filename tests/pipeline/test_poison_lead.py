@@ -1,0 +1,90 @@
+"""A poison lead in a shared batch fails alone: the live platform, one batch holding a noisy
+tenant's unstorable leads and a clean tenant's leads sent at the same moment.
+
+The poison leads are written into the noisy tenant's inbox as an older intake admitted them
+(today's refuses them at the door); the clean tenant's are posted over HTTP. The control process
+is stopped so that one dispatch pass, run here, puts them all in one batch.
+"""
+
+import time
+import uuid
+from collections import Counter
+
+import orjson
+import pytest
+
+from apps.control.dispatcher import Dispatcher
+from apps.intake import inbox
+from apps.leads.models import Lead, LeadStatus
+from leadflow.redis_conn import get_redis
+from tests.live.api import auth, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+POISON_FIELDS = [
+    {"name": "x\x00y"},
+    {"company": "Acme\x00"},
+    {"payload": {"note": "a\x00b"}},
+    {"payload": {"k\x00ey": "v"}},
+    {"payload": {"a": [{"b": {"c": ["deep \x00"]}}]}},
+    {"email": "İ" * 130 + "@x.io"},
+    {"name": "\x00"},
+    {"source": "ads\x00"},
+    {"region": "g\x00b"},
+    {"campaign_id": "\x00spring"},
+]
+
+
+def poison_push(tenant_id: int, fields: dict) -> str:
+    """Write an inbox entry as admission does (apps/intake/lua/admit.lua), bypassing the intake."""
+    trace_id = str(uuid.uuid4())
+    entry = {
+        "trace_id": trace_id,
+        "tenant_id": tenant_id,
+        "received_at": time.time(),
+        "email": f"poison-{trace_id[:8]}@acme.io",
+        **fields,
+        "tier": "normal",
+    }
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.rpush(inbox.inbox_key("normal", tenant_id), orjson.dumps(entry))
+    pipe.sadd(inbox.active_tenants_key("normal"), tenant_id)
+    pipe.hincrby(inbox.BACKLOG_KEY, "normal", 1)
+    pipe.execute()
+    return trace_id
+
+
+def test_poison_leads_fail_alone_and_the_clean_tenant_in_their_batch_is_synced(
+    api, make_tenant, control_stopped
+):
+    noisy, noisy_key = make_tenant("noisy")
+    clean, clean_key = make_tenant("clean")
+    poison_ids = [poison_push(noisy.id, fields) for fields in POISON_FIELDS]
+    clean_leads = [{"email": f"buyer-{i}@clean-{uuid.uuid4().hex[:6]}.com"} for i in range(40)]
+    response = api.post("/api/v1/leads/batch", json={"leads": clean_leads}, headers=auth(clean_key))
+    assert response.status_code == 202, response.text
+    clean_ids = [result["trace_id"] for result in response.json()["results"]]
+
+    dispatched = Dispatcher().dispatch_once()
+    assert dispatched >= 50  # one pass, one shared batch (leads left by other tests may join)
+
+    def synced_clean() -> int:
+        return Lead.objects.filter(trace_id__in=clean_ids, status=LeadStatus.SYNCED).count()
+
+    wait_until(lambda: synced_clean() == 40, timeout=60, message=f"clean synced: {synced_clean()}")
+    failed = Lead.objects.filter(trace_id__in=poison_ids)
+    assert Counter(lead.status for lead in failed) == {LeadStatus.FAILED: len(poison_ids)}
+    assert {lead.failed_stage for lead in failed} == {"qualification"}
+    assert not get_redis().zcard(inbox.INFLIGHT_KEY)  # the batch was released, not republished
+
+    # The tenant reads why over the API; the other tenant cannot see it.
+    body = api.get(f"/api/v1/leads/{poison_ids[0]}", headers=auth(noisy_key)).json()
+    assert body["status"] == "failed"
+    assert body["failure"]["stage"] == "qualification" and "name" in body["failure"]["reason"]
+    assert api.get(f"/api/v1/leads/{poison_ids[0]}", headers=auth(clean_key)).status_code == 404
+
+    # Accounting closes per tenant: accepted = synced + failed + duplicate + dead-lettered.
+    for tenant, accepted in ((noisy, poison_ids), (clean, clean_ids)):
+        statuses = Counter(Lead.objects.filter(tenant=tenant).values_list("status", flat=True))
+        assert sum(statuses.values()) == len(accepted)
+        assert set(statuses) <= {"synced", "failed", "duplicate", "dead_lettered"}
