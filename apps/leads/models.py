@@ -93,3 +93,20 @@ class Lead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trace_id} {self.email} ({self.status})"
+
+
+class FailedLeadManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(status=LeadStatus.FAILED)
+
+
+class FailedLead(Lead):
+    """The quarantine, as operators see it in the admin: leads whose stage failed for a reason
+    of their own, to read and replay (the rows are the leads' own, in status failed)."""
+
+    objects = FailedLeadManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed lead (quarantine)"
+        verbose_name_plural = "failed leads (quarantine)"

@@ -12,6 +12,8 @@ from collections import Counter
 
 import orjson
 import pytest
+from django.db import connection
+from django.urls import reverse
 
 from apps.control.dispatcher import Dispatcher
 from apps.intake import inbox
@@ -88,3 +90,48 @@ def test_poison_leads_fail_alone_and_the_clean_tenant_in_their_batch_is_synced(
         statuses = Counter(Lead.objects.filter(tenant=tenant).values_list("status", flat=True))
         assert sum(statuses.values()) == len(accepted)
         assert set(statuses) <= {"synced", "failed", "duplicate", "dead_lettered"}
+
+
+@pytest.fixture
+def poison_rule(transactional_db):
+    """A rule of PostgreSQL's that pool A does not know (a CHECK constraint), then its fix."""
+    name = f"poison-{uuid.uuid4().hex[:8]}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"ALTER TABLE leads_lead ADD CONSTRAINT test_poison CHECK (company <> '{name}')"
+        )
+
+    def fix() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE leads_lead DROP CONSTRAINT IF EXISTS test_poison")
+
+    yield name, fix
+    fix()
+
+
+def test_an_operator_replays_a_failed_lead_after_the_fix_and_it_is_synced(
+    api, make_tenant, control_stopped, poison_rule, admin_client
+):
+    company, fix = poison_rule
+    tenant, key = make_tenant("replayed")
+    trace_id = poison_push(tenant.id, {"company": company})
+    Dispatcher().dispatch_once()
+    wait_until(
+        lambda: Lead.objects.filter(trace_id=trace_id, status=LeadStatus.FAILED).exists(),
+        timeout=60,
+        message="the poison lead was not quarantined",
+    )
+    assert "CheckViolation" in Lead.objects.get(trace_id=trace_id).failed_reason
+
+    fix()
+    response = admin_client.post(
+        reverse("admin:leads_failedlead_changelist"),
+        {"action": "replay_selected", "_selected_action": [trace_id]},
+    )
+    assert response.status_code == 302
+    lead = wait_until(
+        lambda: Lead.objects.filter(trace_id=trace_id, status=LeadStatus.SYNCED).first(),
+        timeout=60,
+        message="the replayed lead was not synced",
+    )
+    assert (lead.company, lead.failed_stage, lead.failed_reason) == (company, "", "")
