@@ -72,6 +72,7 @@ _BATCH_COLUMNS = (
 )
 _COPY_COLUMNS = (*_LEAD_COLUMNS, *_DECIDED_COLUMNS, *_BATCH_COLUMNS)
 _STATUS_COLUMN = _COPY_COLUMNS.index("status")
+_COPY_TYPES = ["text"] * len(_COPY_COLUMNS)
 _DUPLICATE = LeadStatus.DUPLICATE.value
 _TIERS = frozenset(Tier.values)
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -108,14 +109,14 @@ def leads_qualify(entries: list[dict]) -> QualifyOutcome:
     whole batch, to be retried.
     """
     scoring = scoring_current()
-    now = timezone.now()
-    received: dict[float, tuple[datetime, datetime]] = {}  # a request's leads share a timestamp
+    now_text = timezone.now().isoformat()
+    received: dict[float, tuple[datetime, str]] = {}  # a request's leads share a timestamp
     decided: dict[Verdict, tuple] = {}  # a batch holds a few distinct verdicts
     by_tenant: dict[int, list[_Lead]] = {}
     failures: list[EntryFailure] = []
     for entry in entries:
         try:
-            lead = _lead_prepare(entry, scoring, now, received, decided)
+            lead = _lead_prepare(entry, scoring, now_text, received, decided)
         except _Refused as refused:
             failures.append(EntryFailure(entry, refused.reason, refused.code))
             continue
@@ -123,7 +124,7 @@ def leads_qualify(entries: list[dict]) -> QualifyOutcome:
             failures.append(EntryFailure(entry, _error_text(error), type(error).__name__))
             continue
         by_tenant.setdefault(lead.tenant_id, []).append(lead)
-    tail = (False, False, False, None, None, now, "", "", None, "")  # _BATCH_COLUMNS
+    tail = ("f", "f", "f", None, None, now_text, "", "", None, "")  # _BATCH_COLUMNS
 
     outcome = QualifyOutcome()
     done: set[str] = set()  # a trace id twice in a batch is stored, and sent on, once
@@ -198,6 +199,10 @@ def _rows_copy(conn: psycopg.Connection, rows: list) -> list[tuple["_Lead", str,
             psycopg.Cursor(conn) as cursor,
             cursor.copy(_copy_statement()) as copy,
         ):
+            # Every value is text already (COPY's text format parses it by column): psycopg's
+            # text dumper only escapes it, where its UUID, datetime or bool dumpers cost ~40
+            # times as much a row.
+            copy.set_types(_COPY_TYPES)
             for _, row in rows:
                 copy.write_row(row)
         return []
@@ -240,8 +245,8 @@ _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an esc
 def _lead_prepare(
     entry: dict,
     scoring: Scoring,
-    now: datetime,
-    received: dict[float, tuple[datetime, datetime]],
+    now_text: str,
+    received: dict[float, tuple[datetime, str]],
     decided_by_verdict: dict[Verdict, tuple],
 ) -> "_Lead":
     """Normalize and score one inbox entry, and its row's values but for dedup's part.
@@ -272,23 +277,22 @@ def _lead_prepare(
         "campaign_id": campaign_id,
         "region": region,
     }
+    # One scan of all the text for what no column can hold; the field is named only when
+    # something is found.
     try:
-        "".join(texts.values()).encode()
-    except UnicodeEncodeError:
-        raise _Refused("bad_unicode", "a text field holds a lone surrogate") from None
+        joined = "".join(texts.values())
+        bad = "\x00" in joined or not joined.isascii() and not _utf8(joined)
     except TypeError:
-        pass  # not all text: the loop below names the field
+        bad = True
     for column, value in texts.items():
-        if not isinstance(value, str):
-            raise _Refused("not_text", f"{column} is not text: {type(value).__name__}")
+        if bad:
+            _text_check(column, value)
         if len(value) > _TEXT_LIMITS[column]:
             raise _Refused(
                 "too_long",
                 f"{column} is {len(value)} characters once normalized; the limit is "
                 f"{_TEXT_LIMITS[column]}",
             )
-        if "\x00" in value:
-            raise _Refused("nul_character", f"{column} holds a NUL character")
     payload = _payload_json(entry.get("payload") or {})
     stamp = entry["received_at"]
     received_at, received_value = received.get(stamp) or received.setdefault(
@@ -303,8 +307,8 @@ def _lead_prepare(
     )
     values = (
         trace_id,
-        tenant_id,
-        bool(entry.get("demoted")),
+        str(tenant_id),
+        "t" if entry.get("demoted") else "f",
         tier,
         email,
         name,
@@ -320,11 +324,11 @@ def _lead_prepare(
     if decided is None:
         decided = decided_by_verdict[verdict] = (
             LeadStatus.QUALIFIED.value,
-            verdict.score,
-            verdict.qualified,
+            str(verdict.score),
+            "t" if verdict.qualified else "f",
             orjson.dumps(list(verdict.reasons)).decode(),
             None,  # duplicate_of
-            now,
+            now_text,
         )
     return _Lead(
         trace_id,
@@ -337,6 +341,24 @@ def _lead_prepare(
         entry,
         bool(entry.get("replay")),
     )
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def _text_check(column: str, value) -> None:
+    """_Refused naming the field, for a value no text column can hold."""
+    if not isinstance(value, str):
+        raise _Refused("not_text", f"{column} is not text: {type(value).__name__}")
+    if "\x00" in value:
+        raise _Refused("nul_character", f"{column} holds a NUL character")
+    if not _utf8(value):
+        raise _Refused("bad_unicode", f"{column} holds a lone surrogate")
 
 
 def _payload_json(payload) -> str:
@@ -455,6 +477,6 @@ def _copy_statement() -> str:
     return f"COPY {quote(Lead._meta.db_table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
 
 
-def _timestamp(epoch: float) -> tuple[datetime, datetime]:
+def _timestamp(epoch: float) -> tuple[datetime, str]:
     moment = datetime.fromtimestamp(epoch, tz=UTC)
-    return moment, moment
+    return moment, moment.isoformat()
