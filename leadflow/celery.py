@@ -7,7 +7,10 @@ from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 
 from leadflow import logs  # noqa: F401 - connects the worker's logging and task-context signals
-from workers import metrics  # noqa: F401 - connects the pools' metrics, heartbeats, sent-at stamp
+from workers import (
+    lease,  # noqa: F401 - renews the leases of the messages a worker holds
+    metrics,  # noqa: F401 - connects the pools' metrics, heartbeats, sent-at stamp
+)
 from workers.queues import TASK_QUEUES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadflow.settings")

@@ -234,13 +234,17 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_WORKER_SEND_TASK_EVENTS = True  # for Flower
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# How often each worker renews the leases of the messages it holds (workers/lease.py).
+LEASE_RENEW_SECONDS = env_float("LEADFLOW_LEASE_RENEW_SECONDS", 5.0)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Workers list their queues critical, normal, low; "priority" makes BRPOP try them
     # in that order every time, so a waiting critical batch is always taken first.
     "queue_order_strategy": "priority",
-    # An unacked message is redelivered after this long; it must exceed the hard time
-    # limit plus the longest retry countdown, or a running batch would run twice.
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
+    # An unacked message is handed out again once it has not been renewed for this long.
+    # Workers renew the messages they hold every LEASE_RENEW_SECONDS (workers/lease.py), so a
+    # batch however long is never doubled while it runs, and a killed worker's batch comes
+    # back within this plus the restore interval. Keep it at least 3 x LEASE_RENEW_SECONDS.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 25),
     # How soon a message of a dead worker comes back once its visibility timeout passed:
     # kombu's default sweeps only every 10 s x 10 calls (~100 s); one cheap ZRANGE every 5 s
     # per worker brings a killed batch back within seconds of its timeout.

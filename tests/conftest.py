@@ -77,6 +77,9 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "LEADFLOW_CRM_TIMEOUT_SECONDS": "2",
         # Short, so a batch whose worker was SIGKILLed comes back within the test.
         "CELERY_VISIBILITY_TIMEOUT": "20",
+        # Leases renewed every second, so a test's own worker with a short visibility timeout
+        # (tests/deploy/test_leases.py) never hands out a batch this stack is still running.
+        "LEADFLOW_LEASE_RENEW_SECONDS": "1",
         "LEADFLOW_INFLIGHT_REPUBLISH_SECONDS": "20",
         "LEADFLOW_STALLED_LEAD_SECONDS": "30",
         # Degraded enrichments are retried from the ledger after this long.
