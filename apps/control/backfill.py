@@ -1,5 +1,5 @@
 """Backfill: the deferred ledger's open work is sent to the pools' LOW queues, in NORMAL mode
-only, a bounded number of rows per pass. A row sent and not done within
+while LOW runs, a bounded number of rows per pass. A row sent and not done within
 LEADFLOW_BACKFILL_RETRY_SECONDS is sent again (its stage is idempotent)."""
 
 from collections import defaultdict
@@ -9,7 +9,9 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.control.models import DeferredKind, DeferredWork
+from apps.control.ledger import period_defer
+from apps.control.models import DeferredKind, DeferredReason, DeferredWork
+from apps.control.modes import Shedding
 from workers.pool_b import enrich_deferred_leads
 from workers.pool_c import build_report, sync_leads
 from workers.queues import queue_name, send_in_batches
@@ -46,3 +48,15 @@ def report_send(tenant_id: int, kind: str, period_start) -> None:
     build_report.apply_async(
         args=[tenant_id, kind, period_start.isoformat()], queue=queue_name("c", "low")
     )
+
+
+def report_sender(shedding: Shedding):
+    """What reports_schedule sends a due report with: to pool C's LOW queue, or, while LOW is
+    paused (its queues receive nothing), to the ledger, to be built when LOW resumes."""
+    if "low" not in shedding.paused_tiers:
+        return report_send
+
+    def report_hold(tenant_id: int, kind: str, period_start) -> None:
+        period_defer(kind, tenant_id, period_start, shedding.mode, DeferredReason.PAUSED)
+
+    return report_hold

@@ -1,4 +1,5 @@
-"""The controller: once a second, measure each tier from Redis (backlog, lag, drain rate), run
+"""The controller: once a second, measure each tier from Redis (backlog and lag, counting the
+leads in flight as well as those waiting; drain rate), run
 the mode machine, apply the operators' policy, and publish what every process needs:
 the Shedding (mode and what runs), the drain rates (for honest answers), the tiers closed by
 backpressure, and the backlog figures autoscalers read. Every change of mode is audited.
@@ -33,9 +34,10 @@ LOW_PAUSE_REASSERT_SECONDS = 10.0
 @dataclass(frozen=True, slots=True)
 class TierMeasure:
     tier: str
-    backlog: int
-    lag_seconds: float  # age of the oldest waiting lead; 0 when none waits
+    backlog: int  # leads waiting in the inboxes or in flight (claimed, not yet stored)
+    lag_seconds: float  # age of the oldest lead waiting or in flight; 0 when none
     drain_rate: float  # leads/s leaving the inboxes, averaged; 0 until measured
+    inflight: int = 0  # of the backlog, the leads in flight
 
 
 class Controller:
@@ -88,11 +90,12 @@ class Controller:
             lag = now - backlog.oldest_received_at if backlog.oldest_received_at else 0.0
             measures[tier] = TierMeasure(
                 tier=tier,
-                backlog=backlog.waiting,
+                backlog=backlog.waiting + backlog.inflight,
                 lag_seconds=max(lag, 0.0),
                 drain_rate=self._drain.get(tier, 0.0),
+                inflight=backlog.inflight,
             )
-        waiting = sum(m.backlog for m in measures.values())
+        waiting = sum(backlog.waiting for backlog in backlogs.values())
         if elapsed and (waiting or moved_total):
             self._drain["total"] = self._average(self._drain.get("total"), moved_total / elapsed)
         self._last_tick = now
@@ -142,8 +145,8 @@ class Controller:
         if closed:
             pipe.hset(inbox.CLOSED_KEY, mapping=closed)
         if not shedding.stop_scaling:
-            # Pool A's work waits in the inboxes (the dispatcher keeps a.* a few messages deep);
-            # B's and C's in their queues.
+            # Pool A's work waits in the inboxes or in flight (the dispatcher keeps a.* a few
+            # messages deep); B's and C's in their queues.
             figures = {f"a.{tier}": m.backlog for tier, m in measures.items()}
             figures |= {name: n for name, n in queue_lengths().items() if name[0] in "bc"}
             pipe.hset(SCALING_KEY, mapping=figures)

@@ -6,6 +6,9 @@ tenants with fewer share one. A batch goes out only while pool A's queues hold f
 DISPATCH_WATERMARK_A messages and B's and C's fewer than DISPATCH_WATERMARK_BC, so the backlog
 waits in the inboxes, where it can be reordered, counted per tenant, paused or shed.
 
+A paused tier's queues are left out of the watermark: what they hold waits there, and it
+never holds back another tier (critical included).
+
 A batch that is not full goes out at most once per DISPATCH_LINGER_SECONDS of its tier. Each
 batch costs pools A, B and C a task each whatever its size (messages, events, transactions):
 sent as soon as they arrived, a few hundred leads a second made tasks of one or two leads, and
@@ -27,6 +30,8 @@ from workers.queues import POOLS, TIERS, pool_queues, queue_name
 
 log = logging.getLogger(__name__)
 
+INFLIGHT_REPUBLISHED_KEY = "lf:inflight-republished"  # hash tier -> batches republished, ever
+
 
 def queue_lengths() -> dict[str, int]:
     """Messages waiting in each Celery queue, by name (not counting those a worker holds)."""
@@ -37,19 +42,35 @@ def queue_lengths() -> dict[str, int]:
     return dict(zip(names, pipe.execute(), strict=True))
 
 
-def queue_depths() -> dict[str, int]:
-    """Messages waiting in each pool's Celery queues."""
+def queue_depths(paused_tiers: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Messages waiting in each pool's Celery queues, but for the paused tiers' queues."""
     lengths = queue_lengths()
-    return {pool: sum(lengths[q] for q in pool_queues(pool)) for pool in POOLS}
+    return {
+        pool: sum(lengths[queue_name(pool, tier)] for tier in TIERS if tier not in paused_tiers)
+        for pool in POOLS
+    }
 
 
-def pools_have_room() -> bool:
-    depths = queue_depths()
+def pools_have_room(paused_tiers: frozenset[str] = frozenset()) -> bool:
+    """Every pool's queues under their watermark. A paused tier's queues do not count: its
+    consumers are cancelled, so what they hold does not drain until the pause ends."""
+    depths = queue_depths(paused_tiers)
     return (
         depths["a"] < settings.DISPATCH_WATERMARK_A
         and depths["b"] < settings.DISPATCH_WATERMARK_BC
         and depths["c"] < settings.DISPATCH_WATERMARK_BC
     )
+
+
+def inflight_republished_count(tier: str) -> None:
+    """Counted in Redis, so the total survives a restart or a new leader (the control
+    metrics read it: leadflow_inflight_republished_batches_total)."""
+    get_redis().hincrby(INFLIGHT_REPUBLISHED_KEY, tier, 1)
+
+
+def inflight_republished() -> dict[str, int]:
+    raw = get_redis().hgetall(INFLIGHT_REPUBLISHED_KEY)
+    return {tier: int(raw.get(tier.encode(), 0)) for tier in TIERS}
 
 
 def publish(batch: inbox.ClaimedBatch) -> None:
@@ -66,17 +87,33 @@ class Dispatcher:
         self._partial_sent_at: dict[str, float] = {}  # tier -> when a batch not full went
         self.dispatched = Counter()  # tier -> leads sent to pool A since start
 
-    def republish_stale(self) -> int:
-        """Batches claimed long ago and still not stored: the dispatcher died before publishing,
-        or the message was lost between the broker and pool A (kombu's Redis transport pops a
-        message before it records it as unacked, so a worker killed in between drops it)."""
-        batches = inbox.stale_batches(settings.INFLIGHT_REPUBLISH_SECONDS)
-        for batch in batches:
-            log.warning(
-                "republishing in-flight batch %s (%d leads)", batch.batch_id, len(batch.entries)
-            )
-            publish(batch)
-        return len(batches)
+    def republish_stale(self, paused_tiers: frozenset[str] = frozenset()) -> int:
+        """Publish again batches claimed long ago and still not stored: the dispatcher died
+        before publishing, or the message was lost between the broker and pool A (kombu's
+        Redis transport pops a message before it records it as unacked, so a worker killed in
+        between drops it). Returns how many.
+
+        Like new batches, they go only while the pools have room (tiers in order, the longest
+        waiting first), so a backlog that piled up in flight (pool A down, say) comes back at
+        the pace pool A takes it, not all at once. A paused tier's batches stay in flight,
+        counted there, until it resumes."""
+        sent = 0
+        for tier, batch_ids in inbox.stale_batch_ids(settings.INFLIGHT_REPUBLISH_SECONDS).items():
+            if tier in paused_tiers:
+                continue
+            for batch_id in batch_ids:
+                if not pools_have_room(paused_tiers):
+                    return sent
+                batch = inbox.batch_for_republish(batch_id, tier)
+                if batch is None:
+                    continue  # stored meanwhile
+                log.warning(
+                    "republishing in-flight batch %s (%d leads)", batch_id, len(batch.entries)
+                )
+                publish(batch)
+                inflight_republished_count(tier)
+                sent += 1
+        return sent
 
     def _tenants_in_turn(self, tier: str) -> list[int]:
         tenants = inbox.active_tenants(tier)
@@ -103,7 +140,7 @@ class Dispatcher:
                 continue
             # Strict order: a lower tier is served only once this one has nothing left.
             while True:
-                if not pools_have_room():
+                if not pools_have_room(paused_tiers):
                     return sent  # this tier may still wait, and the tiers below it with it
                 tenants = self._tenants_in_turn(tier)
                 if not tenants:

@@ -15,13 +15,15 @@ HISTORY_SAMPLES = HISTORY_SECONDS + 60
 
 
 def history_append(now: float, measures: dict, mode: str) -> None:
-    """Record one tick: the mode, and each tier's backlog, lag and drain rate."""
+    """Record one tick: the mode, and each tier's backlog (of which in flight), lag and drain
+    rate."""
     sample = {
         "at": round(now, 3),
         "mode": str(mode),
         "tiers": {
             tier: {
                 "backlog": m.backlog,
+                "inflight": m.inflight,
                 "lag": round(m.lag_seconds, 3),
                 "drain": round(m.drain_rate, 3),
             }

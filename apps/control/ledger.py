@@ -53,9 +53,15 @@ def leads_deferral_close(kind: str, trace_ids: list) -> None:
     )
 
 
-def period_defer(kind: str, tenant_id: int, period_start, mode: str) -> None:
+def period_defer(
+    kind: str, tenant_id: int, period_start, mode: str, reason: str = DeferredReason.SHED
+) -> None:
     DeferredWork.objects.bulk_create(
-        [DeferredWork(kind=kind, tenant_id=tenant_id, period_start=period_start, mode=mode)],
+        [
+            DeferredWork(
+                kind=kind, reason=reason, tenant_id=tenant_id, period_start=period_start, mode=mode
+            )
+        ],
         ignore_conflicts=True,
     )
 

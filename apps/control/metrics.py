@@ -4,8 +4,8 @@ Computed on scrape by a custom Collector rather than set as gauges each tick: th
 the dispatcher's loop, where every millisecond delays leads, while a scrape comes every 15 s on
 the metrics server's own thread; and nothing is read when nobody scrapes. The per-tier figures
 are the controller's last tick (at most a second old), so the lag charted is the lag the mode
-machine acted on; the rest (queues, ledger, tenants, breakers, dead letters, workers) is read from
-Redis and PostgreSQL at scrape time.
+machine acted on; the rest (queues, republished batches, ledger, tenants, breakers, dead letters,
+workers) is read from Redis and PostgreSQL at scrape time.
 
 Only the active instance (the leader) exports the platform's figures; a standby exports
 leadflow_control_leader 0 and nothing else, so sums over replicas do not double. The leader also
@@ -19,9 +19,10 @@ import time
 from django.conf import settings
 from django.db import connections
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from apps.control import selectors
+from apps.control.dispatcher import inflight_republished
 from apps.control.models import DeferredKind, DeferredReason, Mode, Policy
 from apps.intake.selectors import admission_state
 from apps.tenants.models import Tenant
@@ -35,8 +36,24 @@ log = logging.getLogger(__name__)
 FAMILIES = {
     "leadflow_control_leader": ("1 on the active control instance, 0 on a standby.", []),
     "leadflow_control_tick_timestamp_seconds": ("When the controller last ticked (epoch).", []),
-    "leadflow_tier_backlog": ("Leads waiting in the inboxes, per tier.", ["tier"]),
-    "leadflow_tier_lag_seconds": ("Age of the oldest lead waiting, per tier.", ["tier"]),
+    "leadflow_tier_backlog": (
+        "Leads waiting in the inboxes or in flight (claimed by the dispatcher, not yet stored "
+        "by pool A), per tier.",
+        ["tier"],
+    ),
+    "leadflow_tier_inflight": (
+        "Leads in flight: claimed by the dispatcher, not yet stored by pool A, per tier.",
+        ["tier"],
+    ),
+    "leadflow_inflight_republished_batches": (
+        "In-flight batches published again because pool A had not stored them within "
+        "LEADFLOW_INFLIGHT_REPUBLISH_SECONDS, per tier (a counter, exposed as *_total).",
+        ["tier"],
+    ),
+    "leadflow_tier_lag_seconds": (
+        "Age of the oldest lead waiting or in flight, per tier.",
+        ["tier"],
+    ),
     "leadflow_tier_drain_rate": (
         "Leads/s leaving the inboxes for pool A, per tier (EWMA, measured while leads wait).",
         ["tier"],
@@ -81,9 +98,15 @@ FAMILIES = {
 }
 
 
-def _family(name: str) -> GaugeMetricFamily:
+# Counters among FAMILIES: named there as prometheus_client names their family, without the
+# _total its sample carries.
+COUNTERS = frozenset({"leadflow_inflight_republished_batches"})
+
+
+def _family(name: str) -> GaugeMetricFamily | CounterMetricFamily:
     help_text, labels = FAMILIES[name]
-    return GaugeMetricFamily(name, help_text, labels=labels)
+    kind = CounterMetricFamily if name in COUNTERS else GaugeMetricFamily
+    return kind(name, help_text, labels=labels)
 
 
 class ControlCollector:
@@ -102,7 +125,15 @@ class ControlCollector:
         yield leader
         if controller is None:
             return
-        for read in (self._tiers, self._mode, self._queues, self._workers, self._tenants):
+        reads = (
+            self._tiers,
+            self._republished,
+            self._mode,
+            self._queues,
+            self._workers,
+            self._tenants,
+        )
+        for read in reads:
             yield from self._guarded(read, controller)
         try:
             yield from self._guarded(self._records, controller)
@@ -122,19 +153,28 @@ class ControlCollector:
     def _tiers(controller):
         tick = _family("leadflow_control_tick_timestamp_seconds")
         tick.add_metric([], controller.ticked_at)
-        backlog, lag, drain = (
+        backlog, inflight, lag, drain = (
             _family(name)
             for name in (
                 "leadflow_tier_backlog",
+                "leadflow_tier_inflight",
                 "leadflow_tier_lag_seconds",
                 "leadflow_tier_drain_rate",
             )
         )
         for tier, measure in controller.measures.items():
             backlog.add_metric([tier], measure.backlog)
+            inflight.add_metric([tier], measure.inflight)
             lag.add_metric([tier], measure.lag_seconds)
             drain.add_metric([tier], measure.drain_rate)
-        return [tick, backlog, lag, drain]
+        return [tick, backlog, inflight, lag, drain]
+
+    @staticmethod
+    def _republished(controller):
+        republished = _family("leadflow_inflight_republished_batches")
+        for tier, count in inflight_republished().items():
+            republished.add_metric([tier], count)
+        return [republished]
 
     @staticmethod
     def _mode(controller):

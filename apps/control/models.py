@@ -86,11 +86,12 @@ class DeferredKind(models.TextChoices):
 class DeferredReason(models.TextChoices):
     SHED = "shed"  # overload control skipped it
     AI_DEGRADED = "ai_degraded"  # the AI provider failed and local rules stood in: redo later
+    PAUSED = "paused"  # bound for a paused tier's queues, which receive nothing: sent on resume
 
 
 class DeferredWork(models.Model):
-    """One piece of work skipped under overload (or done degraded); backfilled at LOW priority
-    in NORMAL mode."""
+    """One piece of work skipped under overload, held for a paused tier, or done degraded;
+    backfilled at LOW priority in NORMAL mode while LOW runs."""
 
     kind = models.CharField(max_length=12, choices=DeferredKind.choices)
     reason = models.CharField(

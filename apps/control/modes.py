@@ -33,6 +33,11 @@ class Shedding:
     sampling_percent: int = 100  # share of non-critical leads that go on past qualification
     stop_scaling: bool = False
 
+    @property
+    def paused_tiers(self) -> frozenset[str]:
+        """The tiers whose queues receive nothing now (their consumers are cancelled)."""
+        return frozenset({"low"}) if self.low_paused else frozenset()
+
     def enrichment_runs(self, tier: str) -> bool:
         return self.enrichment == "on" or (
             self.enrichment == "critical_only" and tier == "critical"

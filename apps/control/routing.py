@@ -4,12 +4,16 @@ Qualification always runs. After it, a lead goes to enrichment (B) or straight t
 (C); under overload its enrichment may be shed (THIN: non-critical leads; an emergency: all),
 and in SEVERE only a sample of non-critical leads goes on at all. Whatever is shed goes into
 the deferred ledger, to be backfilled.
+
+A batch of a paused tier (one pool A was already running when the pause began, or took from a
+queue just before its consumer was cancelled) goes nowhere: its leads wait in the ledger, for
+enrichment and CRM sync alike, and are backfilled when the tier resumes.
 """
 
 from dataclasses import dataclass, field
 
 from apps.control.ledger import leads_defer
-from apps.control.models import DeferredKind
+from apps.control.models import DeferredKind, DeferredReason
 from apps.control.modes import Shedding
 
 
@@ -22,6 +26,13 @@ class Route:
 def leads_route(to_enrich: list[str], to_sync: list[str], tier: str, shedding: Shedding) -> Route:
     """Split qualified leads (to_enrich) and leads under the threshold (to_sync) by shedding."""
     route = Route()
+    if tier in shedding.paused_tiers:
+        # The backfill sends the enrichment first, which delivers the lead to the CRM after.
+        leads_defer(DeferredKind.ENRICHMENT, to_enrich, shedding.mode, DeferredReason.PAUSED)
+        leads_defer(
+            DeferredKind.CRM_SYNC, to_enrich + to_sync, shedding.mode, DeferredReason.PAUSED
+        )
+        return route
     enrichment_shed: list[str] = []
     sync_shed: list[str] = []
     for trace_id in to_enrich:

@@ -9,7 +9,8 @@ from leadflow.redis_conn import get_redis
 
 STATE_KEY = "lf:state"
 # What autoscalers read (GET /scaling/backlog, KEDA's metrics-api scaler), "<pool>.<tier>" ->
-# leads waiting for pool A in the inboxes, or messages in b.* / c.*. Frozen by stop-scaling.
+# leads for pool A waiting in the inboxes or in flight, or messages in b.* / c.*. Frozen by
+# stop-scaling.
 SCALING_KEY = "lf:scaling"
 # A worker reads the state at most this often: a change reaches every process within about
 # a second of the controller's tick (the policy page promises 2 s).

@@ -1,7 +1,8 @@
 """The operators' live status page in Django admin (/admin/status/): the mode and why, each tier's
-lag with its last 15 minutes drawn in inline SVG, the queues and workers, backlog and credits per
-tenant, breakers, recent transitions, and dead letters with their replay. Reloads itself every
-5 s; reads only (Redis and a few indexed queries), never writes.
+backlog (waiting and in flight) and lag with its last 15 minutes drawn in inline SVG, the
+queues and workers, backlog and credits per tenant, breakers, recent transitions, and dead
+letters with their replay. Reloads itself every 5 s; reads only (Redis and a few indexed
+queries), never writes.
 """
 
 import time
@@ -114,7 +115,8 @@ def status_context() -> dict:
         tiers.append(
             {
                 "tier": tier,
-                "backlog": figures.get("backlog", 0),
+                "backlog": figures.get("backlog", 0),  # waiting or in flight
+                "inflight": figures.get("inflight", 0),
                 "lag": lag,
                 "drain": figures.get("drain", 0.0),
                 "slo": slo,

@@ -1,6 +1,9 @@
 """The stalled-lead sweeper: a lead stored by pool A that has not moved on for a long time lost
 its message to B or C (kombu's Redis transport can drop a message popped by a worker killed
-before it recorded it as unacked). Send those leads on again; every stage is idempotent."""
+before it recorded it as unacked). Send those leads on again; every stage is idempotent.
+
+A paused tier's stalled leads are left where they are (stored, and counted by status): its
+queues receive nothing until it resumes, and the first sweep after that sends them on."""
 
 from datetime import timedelta
 
@@ -16,8 +19,9 @@ from workers.queues import send_in_batches
 SWEEP_LIMIT = 5000  # leads per sweep; the next sweep takes the rest
 
 
-def stalled_leads_resend() -> int:
-    """Re-enqueue leads waiting for B or C longer than LEADFLOW_STALLED_LEAD_SECONDS."""
+def stalled_leads_resend(paused_tiers: frozenset[str] = frozenset()) -> int:
+    """Re-enqueue leads waiting for B or C longer than LEADFLOW_STALLED_LEAD_SECONDS, but
+    for those of the paused tiers."""
     cutoff = timezone.now() - timedelta(seconds=settings.STALLED_LEAD_SECONDS)
     # Work shed under overload is not stalled: it waits in the deferred ledger for backfill.
     waiting_enrichment = Q(
@@ -33,6 +37,7 @@ def stalled_leads_resend() -> int:
     rows = (
         Lead.objects.filter(waiting_enrichment | for_crm)
         .filter(sync_deferred=False)
+        .exclude(tier__in=paused_tiers)
         .values_list("trace_id", "status", "is_qualified", "enrichment_deferred", "tier")[
             :SWEEP_LIMIT
         ]

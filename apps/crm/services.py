@@ -9,8 +9,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.control.ledger import leads_deferral_close
-from apps.control.models import DeferredKind
+from apps.control.ledger import leads_defer, leads_deferral_close
+from apps.control.models import DeferredKind, DeferredReason
+from apps.control.state import shedding_current
 from apps.crm.adapters import adapter_for
 from apps.crm.models import CrmSync, DeadLetter
 from apps.crm.pace import crm_pace_wait
@@ -132,7 +133,9 @@ def leads_dead_letter(trace_ids: list[str], stage: str, error: str, attempts: in
 def dead_letters_replay(dead_letter_ids: Iterable[int]) -> int:
     """Re-enqueue the leads of the open dead letters among the ids; return how many leads.
 
-    The dead letters stay open until the sync succeeds, which sets their replayed_at.
+    The dead letters stay open until the sync succeeds, which sets their replayed_at. Leads of
+    a paused tier wait in the deferred ledger instead (a paused queue receives nothing), and
+    are sent when it resumes.
     """
     from workers.pool_c import sync_leads  # workers import this module
     from workers.queues import send_in_batches
@@ -149,6 +152,10 @@ def dead_letters_replay(dead_letter_ids: Iterable[int]) -> int:
             seen.add(trace_id)
             chunks[(tenant_id, tier)].append(str(trace_id))
 
+    shedding = shedding_current()
     for (_, tier), trace_ids in chunks.items():
-        send_in_batches(sync_leads, "c", tier, trace_ids)
+        if tier in shedding.paused_tiers:
+            leads_defer(DeferredKind.CRM_SYNC, trace_ids, shedding.mode, DeferredReason.PAUSED)
+        else:
+            send_in_batches(sync_leads, "c", tier, trace_ids)
     return len(seen)

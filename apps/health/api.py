@@ -36,10 +36,11 @@ def backlog(request):
     """The work waiting for each pool and tier, for KEDA's metrics-api scaler (no tenant data):
     {"a": {"critical": n, "normal": n, "low": n}, "b": {...}, "c": {...}, "frozen": bool}.
 
-    Pool A's figures are leads in the inboxes (the dispatcher keeps a.* a few messages deep
-    whatever the backlog, so their length says nothing); B's and C's are messages in their
-    queues. The controller writes them every second, except while an operator's stop-scaling
-    switch is on: then they stay as they were, and so do the pools' sizes.
+    Pool A's figures are leads in the inboxes or in flight (claimed by the dispatcher, not
+    yet stored: the dispatcher keeps a.* a few messages deep whatever the backlog, so their
+    length says nothing); B's and C's are messages in their queues. The controller writes them
+    every second, except while an operator's stop-scaling switch is on: then they stay as they
+    were, and so do the pools' sizes.
     """
     pipe = get_redis().pipeline(transaction=False)
     pipe.hgetall(SCALING_KEY)

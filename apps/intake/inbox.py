@@ -1,7 +1,9 @@
 """The absorber's Redis state: per (tier, tenant) inboxes, the backlog counters, in-flight batches.
 
 Key names live here and nowhere else. Admission pushes (admission.py); the dispatcher
-claims (claim_batch) and, once Celery holds the batch, releases it (release_batch).
+claims (claim_batch) into an in-flight batch, and pool A releases it once stored
+(release_batch). Leads in flight are counted per tier as they are claimed and released, in
+the same scripts, so the controller reads them in O(1) each tick.
 """
 
 import json
@@ -25,7 +27,8 @@ CLAIMED_KEY = "lf:claimed"  # hash tier -> leads ever claimed (positions of queu
 DRAIN_KEY = "lf:drain"  # hash tier|"total" -> leads/s, written by the controller
 MODE_KEY = "lf:mode"  # the platform mode, written by the controller
 CLOSED_KEY = "lf:closed"  # hash tier -> Retry-After (s) while the controller closes a tier
-INFLIGHT_KEY = "lf:inflight"  # zset batch id -> claim time
+INFLIGHT_KEY = "lf:inflight"  # zset batch id -> when last published (claimed or republished)
+INFLIGHT_LEADS_KEY = "lf:inflight-leads"  # hash tier -> leads in flight
 
 
 def inbox_key(tier: str, tenant_id: int | str) -> str:
@@ -38,6 +41,11 @@ def active_tenants_key(tier: str) -> str:
 
 def inflight_batch_key(batch_id: str) -> str:
     return f"lf:inflight:{batch_id}"
+
+
+def inflight_since_key(tier: str) -> str:
+    """zset batch id -> received_at of the batch's oldest lead: the tier's in-flight lag."""
+    return f"lf:inflight-since:{tier}"
 
 
 def dedup_key(tenant_id: int, digest: str) -> str:
@@ -84,7 +92,7 @@ class ClaimedBatch:
 def claim_batch(tier: str, tenant_ids: list[int], max_leads: int) -> ClaimedBatch | None:
     """Take up to max_leads of the tier, from the tenants' inboxes in the order given (oldest
     first in each), as one in-flight batch; None when they were all empty (claim.lua)."""
-    batch_id = uuid.uuid4().hex
+    batch_id = f"{tier}-{uuid.uuid4().hex}"  # the tier in the id: no read to learn it later
     claimed = lua_script(_LUA / "claim.lua")(
         keys=[
             active_tenants_key(tier),
@@ -92,6 +100,8 @@ def claim_batch(tier: str, tenant_ids: list[int], max_leads: int) -> ClaimedBatc
             INFLIGHT_KEY,
             inflight_batch_key(batch_id),
             CLAIMED_KEY,
+            INFLIGHT_LEADS_KEY,
+            inflight_since_key(tier),
             *(inbox_key(tier, tenant_id) for tenant_id in tenant_ids),
         ],
         args=[max_leads, tier, batch_id, time.time(), *tenant_ids],
@@ -127,30 +137,59 @@ def entries_decode(raw_entries: list[str]) -> list[dict]:
 
 
 def release_batch(batch_id: str) -> None:
-    """Pool A has stored the batch in PostgreSQL: forget the in-flight copy."""
-    get_redis().pipeline().delete(inflight_batch_key(batch_id)).zrem(
-        INFLIGHT_KEY, batch_id
-    ).execute()
+    """Pool A has stored the batch in PostgreSQL: forget the in-flight copy, and uncount its
+    leads (once: a redelivered batch released again changes nothing; release.lua)."""
+    lua_script(_LUA / "release.lua")(
+        keys=[
+            inflight_batch_key(batch_id),
+            INFLIGHT_KEY,
+            INFLIGHT_LEADS_KEY,
+            *(inflight_since_key(tier) for tier in TIERS),
+        ],
+        args=[batch_id, *TIERS],
+    )
 
 
-def stale_batches(older_than_seconds: float) -> list[ClaimedBatch]:
-    """In-flight batches claimed (or last republished) long ago and never released.
+def batch_tier(batch_id: str) -> str | None:
+    """The tier a batch id names; None for an id from before ids carried it."""
+    tier, sep, _ = batch_id.partition("-")
+    return tier if sep and tier in TIERS else None
 
-    Each one returned is stamped with the current time, so it is returned again only after
-    another full period.
-    """
+
+def stale_batch_ids(older_than_seconds: float) -> dict[str, list[str]]:
+    """Per tier, the in-flight batches published (claimed or republished) longer ago than
+    that and never released, the longest waiting first."""
     client = get_redis()
-    now = time.time()
-    batches = []
-    for raw_id in client.zrangebyscore(INFLIGHT_KEY, "-inf", now - older_than_seconds):
-        batch_id = raw_id.decode()
-        entries = client.lrange(inflight_batch_key(batch_id), 0, -1)
-        if not entries:
-            client.zrem(INFLIGHT_KEY, batch_id)
-            continue
-        client.zadd(INFLIGHT_KEY, {batch_id: now}, xx=True)
-        batches.append(ClaimedBatch(batch_id, orjson.loads(entries[0])["tier"], entries))
-    return batches
+    cutoff = time.time() - older_than_seconds
+    ids = [raw.decode() for raw in client.zrangebyscore(INFLIGHT_KEY, "-inf", cutoff)]
+    stale: dict[str, list[str]] = {tier: [] for tier in TIERS}
+    unnamed = [batch_id for batch_id in ids if batch_tier(batch_id) is None]
+    pipe = client.pipeline(transaction=False)
+    for batch_id in unnamed:
+        pipe.lindex(inflight_batch_key(batch_id), 0)
+    heads = dict(zip(unnamed, pipe.execute(), strict=True)) if unnamed else {}
+    for batch_id in ids:
+        tier = batch_tier(batch_id)
+        if tier is None:
+            head = heads[batch_id]
+            if head is None:  # released meanwhile, or an empty leftover
+                client.zrem(INFLIGHT_KEY, batch_id)
+                continue
+            tier = orjson.loads(head)["tier"]
+        stale[tier].append(batch_id)
+    return stale
+
+
+def batch_for_republish(batch_id: str, tier: str) -> ClaimedBatch | None:
+    """The in-flight batch's entries, stamped as published now (so it is stale again only
+    after another full period); None when pool A released it meanwhile."""
+    client = get_redis()
+    entries = client.lrange(inflight_batch_key(batch_id), 0, -1)
+    if not entries:
+        client.zrem(INFLIGHT_KEY, batch_id)
+        return None
+    client.zadd(INFLIGHT_KEY, {batch_id: time.time()}, xx=True)
+    return ClaimedBatch(batch_id, tier, entries)
 
 
 def active_tenants(tier: str) -> list[int]:
@@ -160,23 +199,38 @@ def active_tenants(tier: str) -> list[int]:
 @dataclass(frozen=True, slots=True)
 class TierBacklog:
     tier: str
-    waiting: int
-    oldest_received_at: float | None  # epoch seconds of the oldest waiting lead
+    waiting: int  # leads in the inboxes
+    inflight: int  # leads claimed by the dispatcher, not yet stored by pool A
+    oldest_received_at: float | None  # epoch seconds of the oldest lead waiting or in flight
 
 
 def backlog_by_tier() -> dict[str, TierBacklog]:
-    """Waiting leads and the age of the oldest, per tier, read from the inboxes themselves."""
+    """Leads waiting and in flight, and the oldest of them, per tier: the counters, the heads
+    of the inboxes and the in-flight batches' oldest lead (two round trips, whatever the
+    number of leads; one command per tenant with leads waiting)."""
     client = get_redis()
-    counts = client.hmget(BACKLOG_KEY, list(TIERS))
-    result = {}
-    for tier, count in zip(TIERS, counts, strict=True):
-        tenants = client.smembers(active_tenants_key(tier))
-        pipe = client.pipeline(transaction=False)
-        for tenant in tenants:
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(BACKLOG_KEY, list(TIERS))
+    pipe.hmget(INFLIGHT_LEADS_KEY, list(TIERS))
+    for tier in TIERS:
+        pipe.smembers(active_tenants_key(tier))
+        pipe.zrange(inflight_since_key(tier), 0, 0, withscores=True)
+    waiting, inflight, *per_tier = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for index, tier in enumerate(TIERS):
+        for tenant in per_tier[2 * index]:
             pipe.lindex(inbox_key(tier, tenant.decode()), 0)
-        heads = [orjson.loads(h)["received_at"] for h in pipe.execute() if h]
+    heads = iter(pipe.execute())
+    result = {}
+    for index, tier in enumerate(TIERS):
+        tenants, oldest_inflight = per_tier[2 * index], per_tier[2 * index + 1]
+        oldest = [orjson.loads(h)["received_at"] for h in (next(heads) for _ in tenants) if h]
+        oldest += [score for _, score in oldest_inflight]
         result[tier] = TierBacklog(
-            tier=tier, waiting=int(count or 0), oldest_received_at=min(heads) if heads else None
+            tier=tier,
+            waiting=int(waiting[index] or 0),
+            inflight=max(int(inflight[index] or 0), 0),
+            oldest_received_at=min(oldest) if oldest else None,
         )
     return result
 

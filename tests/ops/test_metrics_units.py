@@ -171,9 +171,9 @@ def _fake_controller(**shedding) -> SimpleNamespace:
         ticked_at=1_800_000_000.0,
         shedding=Shedding(**shedding),
         measures={
-            "critical": measure(backlog=3, lag_seconds=1.5, drain_rate=40.0),
-            "normal": measure(backlog=700, lag_seconds=42.0, drain_rate=120.0),
-            "low": measure(backlog=0, lag_seconds=0.0, drain_rate=0.0),
+            "critical": measure(backlog=3, lag_seconds=1.5, drain_rate=40.0, inflight=0),
+            "normal": measure(backlog=700, lag_seconds=42.0, drain_rate=120.0, inflight=200),
+            "low": measure(backlog=0, lag_seconds=0.0, drain_rate=0.0, inflight=0),
         },
     )
 
@@ -187,6 +187,7 @@ def test_control_collector_exports_the_last_tick_and_the_mode():
     assert samples.value("leadflow_control_leader") == 1
     assert samples.value("leadflow_tier_lag_seconds", tier="normal") == 42.0
     assert samples.value("leadflow_tier_backlog", tier="normal") == 700
+    assert samples.value("leadflow_tier_inflight", tier="normal") == 200
     assert samples.value("leadflow_tier_drain_rate", tier="critical") == 40.0
     assert samples.value("leadflow_mode", mode="thin") == 1
     assert samples.value("leadflow_mode", mode="normal") == 0
@@ -220,5 +221,10 @@ def test_history_keeps_the_ticks_of_the_last_15_minutes_oldest_first():
     history_append(now - 1, measures, marker + "-later")
     mine = [s for s in history_read() if s["mode"].startswith(marker)]
     assert [s["mode"] for s in mine] == [marker, marker + "-later"]
-    assert mine[0]["tiers"]["normal"] == {"backlog": 700, "lag": 42.0, "drain": 120.0}
+    assert mine[0]["tiers"]["normal"] == {
+        "backlog": 700,
+        "inflight": 200,
+        "lag": 42.0,
+        "drain": 120.0,
+    }
     assert all(s["at"] >= now - 900 for s in history_read())

@@ -5,22 +5,29 @@
 -- A tenant with N or more waiting fills the batch alone; tenants with fewer share one, which
 -- keeps a trickle of leads from becoming a stream of tiny tasks for pools A, B and C.
 --
+-- The leads move from the tier's waiting count to its in-flight count, and the batch is
+-- filed under the received_at of its oldest lead, so the controller reads the backlog and the
+-- lag (waiting or in flight) without scanning a list.
+--
 -- KEYS[1] the tier's set of tenants with waiting leads   KEYS[2] hash tier -> waiting leads
--- KEYS[3] zset batch id -> claim time   KEYS[4] the in-flight batch list
--- KEYS[5] hash tier -> leads ever claimed   KEYS[6..] the tenants' inbox lists, in turn
+-- KEYS[3] zset batch id -> when published   KEYS[4] the in-flight batch list
+-- KEYS[5] hash tier -> leads ever claimed   KEYS[6] hash tier -> leads in flight
+-- KEYS[7] the tier's zset batch id -> its oldest lead's received_at
+-- KEYS[8..] the tenants' inbox lists, in turn
 -- ARGV[1] max leads   ARGV[2] tier name   ARGV[3] batch id   ARGV[4] now (s)
--- ARGV[5..] the tenant ids, in the order of KEYS[6..]
+-- ARGV[5..] the tenant ids, in the order of KEYS[8..]
 --
 -- Returns {the id of the last tenant that gave leads, {entries}}; {} when all were empty.
 
 local room = tonumber(ARGV[1])
 local taken = {}
 local last_tenant = nil
-for i = 6, #KEYS do
+local oldest = tonumber(ARGV[4])
+for i = 8, #KEYS do
   if room <= 0 then
     break
   end
-  local tenant = ARGV[i - 1]
+  local tenant = ARGV[i - 3]
   local entries = redis.call("LPOP", KEYS[i], room)
   if entries then
     for _, entry in ipairs(entries) do
@@ -28,6 +35,11 @@ for i = 6, #KEYS do
     end
     room = room - #entries
     last_tenant = tenant
+    -- A tenant's first entry is its oldest; admission writes received_at as a plain number.
+    local received = tonumber(string.match(entries[1], '"received_at":([%d%.eE+-]+)'))
+    if received and received < oldest then
+      oldest = received
+    end
   end
   if redis.call("LLEN", KEYS[i]) == 0 then
     redis.call("SREM", KEYS[1], tenant)
@@ -38,6 +50,8 @@ if #taken == 0 then
 end
 redis.call("HINCRBY", KEYS[2], ARGV[2], -#taken)
 redis.call("HINCRBY", KEYS[5], ARGV[2], #taken)
+redis.call("HINCRBY", KEYS[6], ARGV[2], #taken)
 redis.call("RPUSH", KEYS[4], unpack(taken))
 redis.call("ZADD", KEYS[3], ARGV[4], ARGV[3])
+redis.call("ZADD", KEYS[7], oldest, ARGV[3])
 return {last_tenant, taken}

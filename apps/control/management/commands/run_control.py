@@ -1,5 +1,10 @@
 """The control process: the dispatcher loop; once a second the controller's tick, then the
-reports that are due and, in NORMAL mode, a pass of backfill from the deferred ledger.
+in-flight batches to publish again, the reports that are due and, in NORMAL mode, a pass of
+backfill from the deferred ledger; every 10 s a sweep for stalled leads.
+
+Everything that publishes runs after a tick and follows its shedding: a paused tier's queues
+receive nothing (the in-flight republisher, the sweeper and the reports hold its work), and
+its queues do not count against the others' watermark.
 
 Only one instance is active at a time (a Redis lock with expiry), so running replicas is
 safe: the others wait and take over within seconds if the active one dies.
@@ -14,7 +19,7 @@ from django.core.management.base import BaseCommand
 from redis.exceptions import LockError
 
 from apps.control import metrics as control_metrics
-from apps.control.backfill import deferred_backfill, report_send
+from apps.control.backfill import deferred_backfill, report_sender
 from apps.control.controller import Controller
 from apps.control.dispatcher import Dispatcher, pools_have_room
 from apps.control.models import Mode
@@ -64,16 +69,10 @@ class Command(BaseCommand):
     def _lead(self, lock, deadline: float | None) -> None:
         dispatcher, controller = Dispatcher(), Controller()
         control_metrics.leader_set(controller)
-        dispatcher.republish_stale()
         paused: frozenset[str] = frozenset()
         next_tick = next_sweep = 0.0
         while not self._stopping and not self._expired(deadline):
             now = time.monotonic()
-            if now >= next_sweep:
-                resent = stalled_leads_resend()
-                if resent:
-                    log.warning("control: sent %d stalled leads on again", resent)
-                next_sweep = now + SWEEP_SECONDS
             if now >= next_tick:
                 try:
                     lock.reacquire()
@@ -82,12 +81,17 @@ class Command(BaseCommand):
                     return
                 controller.tick(dispatcher.dispatched)
                 shedding = controller.shedding
-                paused = frozenset({"low"}) if shedding.low_paused else frozenset()
-                dispatcher.republish_stale()
-                reports_schedule(shedding, report_send)
-                if shedding.mode == Mode.NORMAL and not shedding.low_paused and pools_have_room():
+                paused = shedding.paused_tiers
+                dispatcher.republish_stale(paused)
+                reports_schedule(shedding, report_sender(shedding))
+                if shedding.mode == Mode.NORMAL and not paused and pools_have_room():
                     deferred_backfill()
                 next_tick = now + TICK_SECONDS
+            if now >= next_sweep:  # after the first tick: it says which tiers are paused
+                resent = stalled_leads_resend(paused)
+                if resent:
+                    log.warning("control: sent %d stalled leads on again", resent)
+                next_sweep = now + SWEEP_SECONDS
             if not dispatcher.dispatch_once(paused):
                 time.sleep(IDLE_SLEEP_SECONDS)
 
