@@ -6,6 +6,7 @@ from celery import Celery
 from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 
+import workers.checks  # noqa: F401 - pool A checks its scoring rules when it starts
 from leadflow import logs  # noqa: F401 - connects the worker's logging and task-context signals
 from workers import (
     lease,  # noqa: F401 - renews the leases of the messages a worker holds

@@ -1,4 +1,12 @@
-"""Scoring rules from config/scoring.yaml: loaded once, validated with errors that say where."""
+"""Scoring rules from config/scoring.yaml, validated with errors that name the rule.
+
+Pool A's worker reads and checks them once, in its main process, when it starts
+(workers/checks.py): broken rules stop it there, with the error, instead of a worker that looks
+healthy while every batch fails. The children it forks (at start, and whenever one is recycled)
+inherit exactly the rules it checked, so an edit of the file applies at the next restart, never
+to some children and not others. A process that did not preload (a shell, a test) reads the
+file at its first use.
+"""
 
 import functools
 import re
@@ -171,6 +179,18 @@ def scoring_load(path: Path) -> Scoring:
     )
 
 
-@functools.cache
+_loaded: Scoring | None = None
+
+
+def scoring_preload() -> Scoring:
+    """Read and check LEADFLOW_SCORING_CONFIG now, and make its rules the ones this process
+    (and the children it forks from now on) scores with. Raises ScoringConfigError naming the
+    rule at fault."""
+    global _loaded
+    _loaded = scoring_load(Path(settings.SCORING_CONFIG_PATH))
+    return _loaded
+
+
 def scoring_current() -> Scoring:
-    return scoring_load(Path(settings.SCORING_CONFIG_PATH))
+    """The rules in use: those preloaded when the worker started, else read now."""
+    return _loaded if _loaded is not None else scoring_preload()
