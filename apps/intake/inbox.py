@@ -186,7 +186,7 @@ def batch_for_republish(batch_id: str, tier: str) -> ClaimedBatch | None:
     client = get_redis()
     entries = client.lrange(inflight_batch_key(batch_id), 0, -1)
     if not entries:
-        client.zrem(INFLIGHT_KEY, batch_id)
+        release_batch(batch_id)  # its copy is gone: it must not hold its tier's lag either
         return None
     client.zadd(INFLIGHT_KEY, {batch_id: time.time()}, xx=True)
     return ClaimedBatch(batch_id, tier, entries)
