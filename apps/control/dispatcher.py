@@ -24,8 +24,8 @@ from collections import Counter
 from django.conf import settings
 
 from apps.intake import inbox
+from leadflow import handoff
 from leadflow.redis_conn import get_redis
-from workers.pool_a import qualify_leads
 from workers.queues import POOLS, TIERS, pool_queues, queue_name
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,7 @@ def inflight_republished() -> dict[str, int]:
 
 def publish(batch: inbox.ClaimedBatch) -> None:
     """Hand the batch to pool A. Its in-flight copy stays until pool A has stored it."""
-    entries = [entry.decode() for entry in batch.entries]
-    qualify_leads.apply_async(
-        args=[entries, batch.tier, batch.batch_id], queue=queue_name("a", batch.tier)
-    )
+    handoff.send_to_qualify([entry.decode() for entry in batch.entries], batch.tier, batch.batch_id)
 
 
 class Dispatcher:

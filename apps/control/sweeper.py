@@ -12,9 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.leads.models import Lead, LeadStatus
-from workers.pool_b import enrich_leads
-from workers.pool_c import sync_leads
-from workers.queues import send_in_batches
+from leadflow import handoff
 
 SWEEP_LIMIT = 5000  # leads per sweep; the next sweep takes the rest
 
@@ -47,5 +45,5 @@ def stalled_leads_resend(paused_tiers: frozenset[str] = frozenset()) -> int:
         pool = "b" if to_enrich else "c"
         groups.setdefault((pool, tier), []).append(str(trace_id))
     for (pool, tier), trace_ids in groups.items():
-        send_in_batches(enrich_leads if pool == "b" else sync_leads, pool, tier, trace_ids)
+        (handoff.send_to_enrich if pool == "b" else handoff.send_to_sync)(trace_ids, tier)
     return sum(len(ids) for ids in groups.values())
