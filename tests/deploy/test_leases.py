@@ -36,7 +36,7 @@ def test_a_batch_longer_than_the_visibility_timeout_runs_once(start, test_queue,
     for worker in workers:
         worker.wait_for("ready.")
     key = send_slow_batch(test_queue, seconds=4 * VISIBILITY_SECONDS)
-    wait_started(key)
+    wait_started(key, timeout=120)
 
     deadline = time.monotonic() + 8 * VISIBILITY_SECONDS
     while runs(key)[1] < 1:
@@ -51,7 +51,7 @@ def test_a_killed_workers_batch_runs_elsewhere_within_seconds(start, test_queue)
     doomed = start(worker_argv("b", test_queue), lease_env(test_queue), "pool-b")
     doomed.wait_for("ready.")
     key = send_slow_batch(test_queue, seconds=3)
-    wait_started(key)
+    wait_started(key, timeout=120)  # a loaded machine can take long to hand out the first
     survivor = start(worker_argv("b", test_queue), lease_env(test_queue), "pool-b")
     survivor.wait_for("ready.")
 
