@@ -250,6 +250,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # per worker brings a killed batch back within seconds of its timeout.
     "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,
+    # Restores run under a Redis mutex that expires after 300 s by default: a worker killed
+    # while holding it (a restore takes milliseconds) would stop every restore for 5 minutes,
+    # killed workers' batches included. 15 s bounds that.
+    "unacked_mutex_expire": 15,
 }
 
 # ---------------------------------------------------------------------------
