@@ -6,7 +6,10 @@ serializer and response machinery cost several times the work itself (README, Pe
 Here a request is: check the host, authenticate from the in-process tenant cache, read and
 decode the body (orjson), validate (apps/intake/validation.py), admit in one Redis round trip
 (apps/intake/admission.py), answer. The rules, answers and errors are the API's own: one
-JSON error shape, 401/413/415/400/429 as the README says, X-LeadFlow-Mode on every admission.
+JSON error shape, 401/413/415/400/429 as the README says, X-LeadFlow-Mode on every admission,
+and 503 with Retry-After when Redis or PostgreSQL does not answer (apps/intake/errors.py
+`outage`), never a 500. The only database use here, the tenant cache's load on a miss, does
+Django's connection housekeeping itself (apps/tenants/cache.py).
 """
 
 import json
@@ -16,14 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 import orjson
-import redis
 import structlog
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from apps.intake import admission
 from apps.intake.authentication import client_ip, tenant_authenticate
-from apps.intake.errors import ApiError, rate_limited
+from apps.intake.errors import ApiError, outage, rate_limited
 from apps.intake.json_body import body_decode
 from apps.intake.validation import lead_validate
 from leadflow.metrics import intake_decisions_count, intake_errors_count
@@ -286,18 +288,17 @@ class LeanIntake:
             answer = handler(environ)
         except ApiError as exc:
             answer = Answer(exc.status_code, exc.body, exc.headers)
-            if not exc.decided:  # refused before any lead was decided on
+            if not exc.decided and exc.status_code < 500:  # refused before any decision
                 intake_errors_count(exc.status_code, exc.code)
-        except redis.RedisError:
-            log.exception("intake: Redis unavailable; the lead was not accepted")
-            answer = Answer(
-                503,
-                {"error": "unavailable", "detail": "try again shortly; nothing was accepted"},
-                {"Retry-After": "1"},
-            )
-        except Exception:
-            log.exception("intake: unexpected error")
-            answer = Answer(500, {"error": "server_error", "detail": "an unexpected error"})
+        except Exception as exc:  # noqa: BLE001 - every request gets a JSON answer
+            unavailable = outage(exc)
+            if unavailable is None:
+                log.exception("intake: unexpected error")
+                answer = Answer(500, {"error": "server_error", "detail": "an unexpected error"})
+            else:
+                # One line, not a traceback: an outage repeats it for every request.
+                log.warning("intake: answered 503, %s: %s", type(exc).__name__, exc)
+                answer = Answer(503, unavailable.body, unavailable.headers)
         payload = _answer_json(answer.body)
         headers = [
             ("Content-Type", "application/json"),
