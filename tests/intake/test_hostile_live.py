@@ -184,3 +184,14 @@ def test_odd_but_storable_leads_are_stored_as_sent(api, make_tenant):
         Lead.objects.filter(trace_id__in=trace_ids.values()).values_list("trace_id", "name")
     )
     assert {case: names[uuid.UUID(t)] for case, t in trace_ids.items()} == expected_names
+
+
+@pytest.mark.parametrize(
+    "trace_id",
+    ["%00", "a%00b", "%ED%A0%80", "%FF", "%C0%AF", "x" * 4000, "%E2%80%AE", "%0D%0Ax"],
+)
+def test_a_hostile_trace_id_on_get_is_a_json_404(api, make_tenant, trace_id):
+    _, key = make_tenant()
+    response = api.get(f"/api/v1/leads/{trace_id}", headers=auth(key))
+    assert response.status_code == 404, response.text
+    assert response.json()["error"] == "not_found"
