@@ -1,4 +1,5 @@
-"""gunicorn's configuration (`gunicorn -c gunicorn.conf.py …`): Prometheus multiprocess mode.
+"""gunicorn's configuration (`gunicorn -c gunicorn.conf.py …`): request limits answered in the
+API's JSON error shape, and Prometheus multiprocess mode.
 
 Each gunicorn worker is a process of its own, so /metrics (django-prometheus) must add up the
 values of all of them: they are kept in files under PROMETHEUS_MULTIPROC_DIR. The master sets
@@ -7,16 +8,62 @@ at import): the operator's if given, else a fresh one under the temp directory, 
 on one machine (`make run` and the tests' live stack) never mix their files. It is emptied at
 start (a previous run's counters would add up) and, if it was made here, removed at exit.
 
-A file outside the leadflow package, and importing nothing at load: importing the package would
-import prometheus_client into the master before the directory is set, and the forked workers
+A file outside the leadflow package, importing nothing of LeadFlow at load: importing the package
+would import prometheus_client into the master before the directory is set, and the forked workers
 would inherit its single-process mode.
 """
 
+import json
 import os
 import shutil
 import tempfile
 
+from gunicorn import util
+
 _made_here: str | None = None
+
+# Request limits, enforced by gunicorn before the application sees the request (README "The
+# API"). gunicorn's own defaults, spelled out so the README and the answers can name them: they
+# bound what a sync worker buffers for one request (100 x 8 KB). The application's own limits
+# are tighter where a value is kept (an Idempotency-Key holds at most 255 characters: 400
+# naming the header).
+limit_request_line = 8190  # bytes of "METHOD /path?query HTTP/1.1": 414 beyond
+limit_request_fields = 100  # header fields: 431 beyond
+limit_request_field_size = 8190  # bytes of one header field, name and value: 431 beyond
+
+# What gunicorn answers itself (a request it cannot parse, or past the limits above) in the
+# API's one error shape, {"error", "detail"}, instead of its HTML page. gunicorn writes every
+# such answer through util.write_error and offers no hook for it; replacing the function here
+# (in the master, before the workers fork) covers every worker class, whatever `-k` the
+# Procfile, compose or Kubernetes passes, which a worker subclass set in this file would not.
+# tests/intake/test_hostile_live.py holds it to the JSON answers.
+_GUNICORN_ERRORS = {
+    400: ("bad_request", "the request is not valid HTTP/1.1"),
+    403: ("forbidden", "the request is forbidden"),
+    414: ("request_line_too_long", f"the request line is over {limit_request_line} bytes"),
+    417: ("expectation_failed", "the Expect header is not supported"),
+    431: (
+        "header_too_large",
+        f"a header field is over {limit_request_field_size} bytes (name and value), or there "
+        f"are over {limit_request_fields} of them",
+    ),
+    501: ("not_implemented", "the transfer coding is not supported"),
+}
+
+
+def _write_error_json(sock, status_int: int, reason: str, mesg: str) -> None:
+    code, detail = _GUNICORN_ERRORS.get(status_int, ("server_error", "an unexpected error"))
+    if status_int == 400 and mesg:
+        detail = f"{detail}: {mesg}"[:300]
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+util.write_error = _write_error_json
 
 
 def on_starting(server) -> None:

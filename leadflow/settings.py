@@ -84,12 +84,23 @@ else:
             "CONN_HEALTH_CHECKS": True,
         }
     }
+# A server that does not answer a connection attempt costs at most this long (libpq's
+# connect_timeout; its minimum is 2 s), never a request held until gunicorn's timeout.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 3)
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Unset REDIS_URL means the embedded redis-server that devstack starts (port overridable).
 REDIS_URL = env_str(
     "REDIS_URL", f"redis://127.0.0.1:{env_int('LEADFLOW_EMBEDDED_REDIS_PORT', 6390)}/0"
 )
+# How long a Redis call may take (leadflow/redis_conn.py): every process's client, and the
+# API's, which answers 503 rather than keep a client waiting (README "Outages").
+REDIS_CONNECT_TIMEOUT_SECONDS = env_float("LEADFLOW_REDIS_CONNECT_TIMEOUT_SECONDS", 2.0)
+REDIS_TIMEOUT_SECONDS = env_float("LEADFLOW_REDIS_TIMEOUT_SECONDS", 10.0)
+API_REDIS_CONNECT_TIMEOUT_SECONDS = env_float("LEADFLOW_API_REDIS_CONNECT_TIMEOUT_SECONDS", 0.1)
+API_REDIS_TIMEOUT_SECONDS = env_float("LEADFLOW_API_REDIS_TIMEOUT_SECONDS", 0.5)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -109,6 +120,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_BODY_MAX_BYTES
 DEDUP_TTL_SECONDS = env_int("LEADFLOW_DEDUP_TTL_SECONDS", 24 * 3600)
 # How long a tenant/API key stays in a process's cache without an invalidation message.
 TENANT_CACHE_TTL_SECONDS = env_float("LEADFLOW_TENANT_CACHE_TTL_SECONDS", 30.0)
+# While PostgreSQL is unreachable, a key loaded this recently is still served (README "Outages").
+TENANT_CACHE_STALE_SECONDS = env_float("LEADFLOW_TENANT_CACHE_STALE_SECONDS", 3600.0)
 
 # Dispatcher: leads move from inboxes to pool A in batches, and only while the
 # pools' queues are shallow, so a critical lead never waits behind a deep queue.

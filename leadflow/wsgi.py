@@ -10,6 +10,10 @@ django_application = get_wsgi_application()
 
 from apps.intake.lean import ROUTES, LeanIntake  # noqa: E402 - needs the settings configured above
 from leadflow.metrics import IntakeRequestMetrics  # noqa: E402
+from leadflow.redis_conn import api_timeouts_use  # noqa: E402
+
+# A process serving requests answers 503 when Redis does not answer within the API's timeouts.
+api_timeouts_use()
 
 # The lean path never reaches django-prometheus's middleware: count and time it here.
 application = IntakeRequestMetrics(LeanIntake(django_application), ROUTES)

@@ -7,7 +7,7 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from apps.control.state import SCALING_KEY, STATE_KEY
-from apps.health.checks import readiness_checks
+from apps.health.checks import UNAVAILABLE, readiness
 from leadflow.redis_conn import get_redis
 from workers.queues import POOLS, TIERS
 
@@ -20,15 +20,15 @@ def healthz(request):
 
 @require_GET
 def readyz(request):
-    """200 when Redis and PostgreSQL answer within the timeout; 503 naming the ones that did not."""
-    results = readiness_checks()
-    failed = [result.name for result in results if not result.ok]
+    """200 while this process can serve the intake (Redis answers; PostgreSQL down is reported,
+    "degraded", as long as known keys can be served); 503 naming what failed otherwise."""
+    result = readiness()
     body = {
-        "status": "unavailable" if failed else "ready",
-        "failed": failed,
-        "checks": {result.name: result.detail for result in results},
+        "status": result.status,
+        "failed": [check.name for check in result.checks if not check.ok],
+        "checks": {check.name: check.detail for check in result.checks},
     }
-    return JsonResponse(body, status=503 if failed else 200)
+    return JsonResponse(body, status=503 if result.status == UNAVAILABLE else 200)
 
 
 @require_GET

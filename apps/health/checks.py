@@ -1,15 +1,24 @@
-"""What the probes check: each dependency reached with a short timeout, never hanging a worker.
+"""What the readiness probe checks: whether this process can serve the intake now.
 
-A fresh connection each time, on purpose: a readiness probe must tell whether a new
-connection can be made now, not whether an old pooled one still looks alive.
+Ready while Redis answers (admission and the inboxes live there). PostgreSQL down does not
+make the API unready, since known keys are still accepted (apps/tenants/cache.py), unless no
+key at all could be served; it is reported in the body. A separate Celery broker is reported
+only: the API never publishes to it.
+
+No probe opens a connection of its own: Redis is asked on the process's pooled client, with
+the API's timeouts; PostgreSQL on the process's persistent connection, and not again for a
+few seconds after it failed (so a probe storm never becomes connection attempts).
 """
 
 from dataclasses import dataclass
 
-import psycopg
 import redis
 from django.conf import settings
-from django.db import connections
+
+from apps.tenants.cache import database_probe, keys_servable_without_database
+from leadflow.redis_conn import get_redis
+
+READY, DEGRADED, UNAVAILABLE = "ready", "degraded", "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,43 +28,58 @@ class CheckResult:
     detail: str  # "ok", or the error's type and message
 
 
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    status: str  # READY | DEGRADED (serving, a dependency down) | UNAVAILABLE (cannot serve)
+    checks: list[CheckResult]
+
+
 def _failed(name: str, error: Exception) -> CheckResult:
     # The first line only: probes and their logs want the reason, not a traceback.
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return CheckResult(name, False, f"{type(error).__name__}: {message}"[:300])
 
 
-def redis_check(name: str, url: str, timeout: float) -> CheckResult:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def redis_check(name: str, client: redis.Redis) -> CheckResult:
     try:
         client.ping()
     except redis.RedisError as error:
         return _failed(name, error)
-    finally:
-        client.close()
     return CheckResult(name, True, "ok")
 
 
-def postgres_check(timeout: float) -> CheckResult:
-    """Connect and SELECT 1 with Django's own connection parameters (so PgBouncer too).
-
-    connect_timeout bounds an unreachable server (libpq rounds it up to 2 s); a server that
-    accepts and then stalls is bounded by the probe's own timeout and gunicorn's --timeout.
-    """
-    params = connections["default"].get_connection_params()
-    try:
-        with psycopg.connect(**params, connect_timeout=max(int(timeout), 1)) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as error:
-        return _failed("postgres", error)
-    return CheckResult("postgres", True, "ok")
+_broker_clients: dict[str, redis.Redis] = {}
 
 
-def readiness_checks() -> list[CheckResult]:
-    """Redis (inboxes), the Celery broker when it is another server, and PostgreSQL."""
-    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
-    results = [redis_check("redis", settings.REDIS_URL, timeout)]
+def _broker_client(url: str) -> redis.Redis:
+    client = _broker_clients.get(url)
+    if client is None:
+        timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+        client = _broker_clients[url] = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout
+        )
+    return client
+
+
+def postgres_check() -> CheckResult:
+    state = database_probe()
+    if state.reachable:
+        return CheckResult("postgres", True, "ok")
+    return CheckResult("postgres", False, state.error[:300])
+
+
+def readiness() -> Readiness:
+    """Redis, the Celery broker when it is another server, and PostgreSQL, as this process
+    sees them, and whether it can serve."""
+    checks = [redis_check("redis", get_redis())]
     if settings.CELERY_BROKER_URL != settings.REDIS_URL:
-        results.append(redis_check("broker", settings.CELERY_BROKER_URL, timeout))
-    results.append(postgres_check(timeout))
-    return results
+        checks.append(redis_check("broker", _broker_client(settings.CELERY_BROKER_URL)))
+    postgres = postgres_check()
+    checks.append(postgres)
+    if not checks[0].ok:
+        status = UNAVAILABLE
+    elif postgres.ok:
+        status = READY if all(check.ok for check in checks) else DEGRADED
+    else:
+        status = DEGRADED if keys_servable_without_database() else UNAVAILABLE
+    return Readiness(status, checks)

@@ -8,9 +8,9 @@ from django.conf import settings
 from rest_framework import authentication, permissions
 
 from apps.intake.admission import retry_after_seconds
-from apps.intake.errors import ApiError, rate_limited
+from apps.intake.errors import DATABASE_RETRY_AFTER_SECONDS, ApiError, rate_limited
 from apps.intake.inbox import ip_bucket_key
-from apps.tenants.cache import TenantAuth, tenant_for_key
+from apps.tenants.cache import TenantAuth, TenantsUnavailable, tenant_for_key
 from leadflow.logs import bind_log_context
 from leadflow.ratelimit import bucket_take
 
@@ -53,7 +53,16 @@ def tenant_authenticate(authorization: str, ip: str) -> TenantAuth:
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise _unauthenticated(ip, "authentication_failed", "use 'Authorization: Bearer <api key>'")
-    tenant = tenant_for_key(key)
+    try:
+        tenant = tenant_for_key(key)
+    except TenantsUnavailable:
+        raise ApiError(
+            503,
+            "unavailable",
+            "this API key cannot be checked while the database is unreachable; try again "
+            "shortly (nothing was accepted)",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        ) from None
     if tenant is None:
         raise _unauthenticated(ip, "authentication_failed", "unknown or revoked API key")
     bind_log_context(tenant=tenant.tenant_id)

@@ -1,12 +1,19 @@
-"""One exception type for expected failures and the one handler that turns errors into 4xx JSON.
+"""One exception type for expected failures and the one handler that turns errors into 4xx JSON,
+and a dependency that does not answer (Redis, PostgreSQL) into a 503 with Retry-After.
 
 Every error body has the same shape: {"error": code, "detail": text, "fields": {...}?}.
 """
 
+import logging
+
+import redis
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -49,6 +56,59 @@ def rate_limited(limit: str, retry_after: int, detail: str, mode: str | None = N
     )
 
 
+# Seconds a client waits before trying again: Redis restarts in about a second (README
+# "Outages"); PostgreSQL takes longer.
+REDIS_RETRY_AFTER_SECONDS = 1
+DATABASE_RETRY_AFTER_SECONDS = 5
+# Redis errors that refuse a command for the server's state, not for the command: memory full,
+# a script or load running, a replica being promoted, a failed disk write.
+_REDIS_REFUSALS = ("OOM", "BUSY", "LOADING", "READONLY", "MISCONF", "MASTERDOWN", "NOREPLICAS")
+_REDIS_REFUSAL_CLASSES = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+
+
+def outage(error: Exception) -> ApiError | None:
+    """The 503 for a dependency that did not answer; None when `error` is not an outage."""
+    if isinstance(error, redis.TimeoutError):
+        # The command may have run: a repeat of the same lead is answered as its duplicate.
+        detail = (
+            "Redis did not answer in time; send the same request again (the same body or "
+            "Idempotency-Key): a lead that was accepted is answered as a duplicate"
+        )
+    elif isinstance(error, redis.ConnectionError) or (
+        isinstance(error, redis.ResponseError) and _redis_refusal(error)
+    ):
+        detail = "Redis is unavailable; try again shortly (nothing was accepted)"
+    elif isinstance(error, OperationalError | InterfaceError):
+        return ApiError(
+            503,
+            "unavailable",
+            "the database is unreachable; try again shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+    else:
+        return None
+    return ApiError(
+        503, "unavailable", detail, headers={"Retry-After": str(REDIS_RETRY_AFTER_SECONDS)}
+    )
+
+
+def _redis_refusal(error: redis.ResponseError) -> bool:
+    if isinstance(error, _REDIS_REFUSAL_CLASSES):  # redis-py strips the code from these
+        return True
+    # Inside a script, Redis 6 reports a refused command as "ERR Error running script ...:
+    # -OOM command not allowed ..."; other refusals keep their code in front.
+    message = str(error)
+    return message.startswith(_REDIS_REFUSALS) or any(
+        f"-{code} " in message for code in _REDIS_REFUSALS
+    )
+
+
 def _body(code: str, detail, fields=None) -> dict:
     body = {"error": code, "detail": detail}
     if fields:
@@ -59,6 +119,10 @@ def _body(code: str, detail, fields=None) -> dict:
 def api_exception_handler(exc, context):
     if isinstance(exc, ApiError):
         return Response(exc.body, status=exc.status_code, headers=exc.headers)
+    unavailable = outage(exc)
+    if unavailable is not None:
+        log.warning("API: %s unavailable: %s", type(exc).__module__.split(".")[0], exc)
+        return Response(unavailable.body, status=503, headers=unavailable.headers)
     if isinstance(exc, RequestDataTooBig):
         return Response(
             _body("body_too_large", "the request body is over the limit"),

@@ -6,22 +6,27 @@ serializer and response machinery cost several times the work itself (README, Pe
 Here a request is: check the host, authenticate from the in-process tenant cache, read and
 decode the body (orjson), validate (apps/intake/validation.py), admit in one Redis round trip
 (apps/intake/admission.py), answer. The rules, answers and errors are the API's own: one
-JSON error shape, 401/413/415/400/429 as the README says, X-LeadFlow-Mode on every admission.
+JSON error shape, 401/413/415/400/429 as the README says, X-LeadFlow-Mode on every admission,
+and 503 with Retry-After when Redis or PostgreSQL does not answer (apps/intake/errors.py
+`outage`), never a 500. The only database use here, the tenant cache's load on a miss, does
+Django's connection housekeeping itself (apps/tenants/cache.py).
 """
 
+import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 
 import orjson
-import redis
 import structlog
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from apps.intake import admission
 from apps.intake.authentication import client_ip, tenant_authenticate
-from apps.intake.errors import ApiError, rate_limited
+from apps.intake.errors import ApiError, outage, rate_limited
+from apps.intake.json_body import body_decode
 from apps.intake.validation import lead_validate
 from leadflow.metrics import intake_decisions_count, intake_errors_count
 from workers.queues import TIERS
@@ -36,6 +41,7 @@ _STATUS_LINES = {
     404: "404 Not Found",
     413: "413 Request Entity Too Large",
     415: "415 Unsupported Media Type",
+    431: "431 Request Header Fields Too Large",
     429: "429 Too Many Requests",
     500: "500 Internal Server Error",
     503: "503 Service Unavailable",
@@ -49,7 +55,8 @@ class Answer:
         self.status, self.body, self.headers = status, body, headers or {}
 
 
-def _json_body(environ: dict, max_bytes: int):
+def _json_body(environ: dict, max_bytes: int) -> tuple[object, bool]:
+    """The body's JSON and whether its leads need the deep checks (json_body.body_decode)."""
     content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     if content_type != "application/json":
         raise ApiError(
@@ -69,10 +76,33 @@ def _json_body(environ: dict, max_bytes: int):
     raw = environ["wsgi.input"].read(length if length else max_bytes + 1)
     if len(raw) > max_bytes:
         raise ApiError(413, "body_too_large", f"the body is over the limit of {max_bytes} bytes")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "parse_error", f"JSON parse error - {exc}") from None
+    return body_decode(raw)
+
+
+# Idempotency-Key: as Stripe's, at most 255 characters; printable ASCII, because a WSGI server
+# hands header bytes over as Latin-1, and the same key must give the same digest everywhere.
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+_IDEMPOTENCY_KEY = re.compile(rf"[ -~]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
+
+
+def _idempotency_key(environ: dict) -> str | None:
+    key = environ.get("HTTP_IDEMPOTENCY_KEY")
+    if not key:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        reason = (
+            f"has {len(key)} characters; the limit is {IDEMPOTENCY_KEY_MAX_LENGTH}"
+            if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH
+            else "holds characters other than printable ASCII"
+        )
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable "
+            "ASCII characters",
+            {"Idempotency-Key": [reason]},
+        )
+    return key
 
 
 def _lead_body(result: admission.Admission) -> dict:
@@ -149,12 +179,13 @@ def _invalid_tier(raw) -> str:
 def lead_create(environ: dict) -> Answer:
     ip = client_ip(environ)
     tenant = tenant_authenticate(environ.get("HTTP_AUTHORIZATION", ""), ip)
-    raw = _json_body(environ, settings.LEAD_BODY_MAX_BYTES)
-    lead, errors = lead_validate(raw)
+    idempotency_key = _idempotency_key(environ)
+    raw, deep = _json_body(environ, settings.LEAD_BODY_MAX_BYTES)
+    lead, errors = lead_validate(raw, deep)
     if errors:
         intake_decisions_count(tenant.tenant_id, _invalid_tier(raw), "invalid", reason="invalid")
         raise _decided(ApiError(400, "invalid", "the lead is not valid", errors))
-    candidate = _candidate(lead, raw, environ.get("HTTP_IDEMPOTENCY_KEY"))
+    candidate = _candidate(lead, raw, idempotency_key)
     admitted = _admit(tenant, ip, [candidate])
     [result] = admitted.admissions
     if result.refusal:
@@ -171,7 +202,8 @@ def lead_create(environ: dict) -> Answer:
 def leads_batch_create(environ: dict) -> Answer:
     ip = client_ip(environ)
     tenant = tenant_authenticate(environ.get("HTTP_AUTHORIZATION", ""), ip)
-    body = _json_body(environ, settings.BATCH_BODY_MAX_BYTES)
+    idempotency_key = _idempotency_key(environ)
+    body, deep = _json_body(environ, settings.BATCH_BODY_MAX_BYTES)
     leads = body.get("leads") if isinstance(body, dict) else None
     if not isinstance(leads, list) or not leads:
         raise ApiError(
@@ -187,12 +219,11 @@ def leads_batch_create(environ: dict) -> Answer:
             f"{len(leads)} leads; a batch holds at most {settings.BATCH_MAX_LEADS}",
             {"leads": [f"at most {settings.BATCH_MAX_LEADS} leads"]},
         )
-    idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
     results: list[dict | None] = [None] * len(leads)
     candidates, positions = [], []
     invalid: Counter = Counter()
     for index, raw in enumerate(leads):
-        lead, errors = lead_validate(raw)
+        lead, errors = lead_validate(raw, deep)
         if errors:
             results[index] = {"index": index, "error": "invalid", "fields": errors}
             invalid[(_invalid_tier(raw), "invalid", "invalid")] += 1
@@ -257,19 +288,18 @@ class LeanIntake:
             answer = handler(environ)
         except ApiError as exc:
             answer = Answer(exc.status_code, exc.body, exc.headers)
-            if not exc.decided:  # refused before any lead was decided on
+            if not exc.decided and exc.status_code < 500:  # refused before any decision
                 intake_errors_count(exc.status_code, exc.code)
-        except redis.RedisError:
-            log.exception("intake: Redis unavailable; the lead was not accepted")
-            answer = Answer(
-                503,
-                {"error": "unavailable", "detail": "try again shortly; nothing was accepted"},
-                {"Retry-After": "1"},
-            )
-        except Exception:
-            log.exception("intake: unexpected error")
-            answer = Answer(500, {"error": "server_error", "detail": "an unexpected error"})
-        payload = orjson.dumps(answer.body)
+        except Exception as exc:  # noqa: BLE001 - every request gets a JSON answer
+            unavailable = outage(exc)
+            if unavailable is None:
+                log.exception("intake: unexpected error")
+                answer = Answer(500, {"error": "server_error", "detail": "an unexpected error"})
+            else:
+                # One line, not a traceback: an outage repeats it for every request.
+                log.warning("intake: answered 503, %s: %s", type(exc).__name__, exc)
+                answer = Answer(503, unavailable.body, unavailable.headers)
+        payload = _answer_json(answer.body)
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(payload))),
@@ -277,6 +307,15 @@ class LeanIntake:
         ]
         start_response(_STATUS_LINES[answer.status], headers)
         return [payload]
+
+
+def _answer_json(body: dict) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # An error naming a field or value that holds a lone surrogate (the lenient reading of
+        # json_body): the standard library writes it as a \u escape, as the client sent it.
+        return json.dumps(body).encode()
 
 
 _hosts_seen: dict[str, bool] = {}

@@ -58,14 +58,19 @@ if ip_rate > 0 then
   end
 end
 
--- The tenant's sliding window: at most `rate` requests in any second.
+-- The tenant's sliding window: at most `rate` requests in any second. ZADD is the script's
+-- first write when the tenant has no per-IP limit: Redis refuses a script with OOM at its first
+-- write that may grow memory, and once a script has written, lets it write past maxmemory; so
+-- the first write is one that may grow (ZADD, not ZREMRANGEBYSCORE), and with memory full the
+-- request is refused whole (the API answers 503) instead of admitted past the limit.
 local rate = tonumber(ARGV[5])
+redis.call("ZADD", KEYS[11], now, ARGV[4])
 redis.call("ZREMRANGEBYSCORE", KEYS[11], "-inf", now - 1)
-if redis.call("ZCARD", KEYS[11]) >= rate then
+if redis.call("ZCARD", KEYS[11]) > rate then
+  redis.call("ZREM", KEYS[11], ARGV[4])
   local oldest = redis.call("ZRANGE", KEYS[11], 0, 0, "WITHSCORES")
   return refuse_request("tenant_rate", tonumber(oldest[2]) + 1 - now)
 end
-redis.call("ZADD", KEYS[11], now, ARGV[4])
 redis.call("EXPIRE", KEYS[11], 2)
 
 local backlog, bounds, closed = {}, {}, {}
