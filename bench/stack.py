@@ -25,6 +25,7 @@ from bench.launch import die_with_parent, group_members
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "Procfile"
+SUPERVISOR = ["python", "leadflow/supervise.py", "--"]  # ahead of each Procfile command
 STOP_SECONDS = 30.0
 
 
@@ -69,8 +70,8 @@ def database_ensure(database_url: str) -> None:
 # Command lines from the Procfile.
 # ---------------------------------------------------------------------------------------------
 def procfile_command(name: str) -> tuple[dict[str, str], list[str]]:
-    """The Procfile's line for `name`: its leading VAR=value assignments, and its argv, with
-    ${VAR:-default} expanded from the environment."""
+    """The Procfile's line for `name`: its leading VAR=value assignments, and its argv (without
+    the supervisor), with ${VAR:-default} expanded from the environment."""
     for line in PROCFILE.read_text().splitlines():
         if line.startswith(f"{name}:"):
             command = line.split(":", 1)[1].strip()
@@ -82,6 +83,8 @@ def procfile_command(name: str) -> tuple[dict[str, str], list[str]]:
             while argv and re.match(r"^[A-Za-z_]\w*=", argv[0]):
                 key, _, value = argv.pop(0).partition("=")
                 env[key] = value
+            if argv[:3] == SUPERVISOR:  # bench starts and stops its processes itself
+                argv = argv[3:]
             return env, argv
     raise StackError(f"the Procfile has no {name!r} line")
 

@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _ASSIGNMENT = re.compile(r"^(\w+)=(\S*)\s+")  # a leading VAR=value of a Procfile line
 _KNOB = re.compile(r"\$\{(\w+):-[^}]*\}")  # sh / compose: ${VAR:-default}
 _K8S_VAR = re.compile(r"\$\((\w+)\)")  # Kubernetes: $(VAR)
+SUPERVISOR = "python leadflow/supervise.py -- "  # ahead of a command, under `make run`
 
 
 def _procfile_lines() -> dict[str, str]:
@@ -23,12 +24,23 @@ def _procfile_lines() -> dict[str, str]:
 
 def procfile() -> dict[str, str]:
     """Process name -> command line, in the Procfile's order, without the VAR=value
-    assignments ahead of it (compose and Kubernetes set those as the container's environment)."""
+    assignments ahead of it (compose and Kubernetes set those as the container's environment)
+    and without the supervisor (`make run` only: their restart policies supervise there)."""
     entries = {}
     for name, command in _procfile_lines().items():
         while match := _ASSIGNMENT.match(command):
             command = command[match.end() :]
-        entries[name] = command
+        entries[name] = command.removeprefix(SUPERVISOR)
+    return entries
+
+
+def procfile_supervised() -> dict[str, bool]:
+    """Process name -> whether `make run` runs it under leadflow/supervise.py."""
+    entries = {}
+    for name, command in _procfile_lines().items():
+        while match := _ASSIGNMENT.match(command):
+            command = command[match.end() :]
+        entries[name] = command.startswith(SUPERVISOR)
     return entries
 
 

@@ -7,143 +7,29 @@ The workers run a slow test task (tests/live/slow_tasks.py) on a queue of the te
 LeadFlow's Celery settings (acks_late, reject_on_worker_lost, prefetch 1).
 """
 
-import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 from django.conf import settings
-from kombu import Queue
 
-from leadflow.redis_conn import get_redis
+from tests.deploy.processes import (
+    pool_a_env,
+    queued_and_unacked,
+    runs,
+    send_slow_batch,
+    wait_started,
+    worker_argv,
+    worker_env,
+)
 from tests.deploy.procfile import argv_with_defaults, procfile, with_option
-from tests.live.slow_tasks import slow_batch
-from tests.live.stack import ROOT, _die_with_parent, free_port
-
-
-@dataclass
-class Started:
-    popen: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} in the log:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-
-    def sigterm(self) -> None:
-        """What Kubernetes and docker do: SIGTERM to the main process only."""
-        self.popen.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
-
-
-@pytest.fixture
-def start(tmp_path):
-    started: list[Started] = []
-
-    def start(argv: list[str], env: dict[str, str], name: str) -> Started:
-        log_path = tmp_path / f"{name}-{len(started)}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        started.append(Started(popen, log_path))
-        return started[-1]
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-# --- Celery workers ---
-
-
-@pytest.fixture
-def test_queue():
-    name = f"test.shutdown.{uuid.uuid4().hex[:8]}"
-    yield name
-    get_redis().delete(name)
-
-
-def worker_argv(pool: str, queue: str) -> list[str]:
-    """The Procfile's pool command, on the slow-task app and the test's queue."""
-    argv = argv_with_defaults(procfile()[f"pool-{pool}"])
-    assert argv[:4] == ["celery", "-A", "leadflow", "worker"]
-    argv = [sys.executable, "-m", "celery", "-A", "tests.live.slow_tasks", *argv[3:]]
-    argv = with_option(argv, "-n", f"{queue}@%h")
-    argv = with_option(argv, "-c", "1")
-    return with_option(argv, "-Q", queue)
-
-
-def worker_env(queue: str, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "LEADFLOW_TEST_QUEUE": queue, "PYTHONUNBUFFERED": "1", **extra}
-    for name in ("REMAP_SIGTERM", "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT"):
-        if name not in extra:
-            env.pop(name, None)
-    return env
-
-
-def pool_a_env(queue: str, soft_shutdown_seconds: float) -> dict[str, str]:
-    """Pool A's shutdown settings in docker-compose.yml and deploy/k8s/pool-a.yaml."""
-    return worker_env(
-        queue,
-        REMAP_SIGTERM="SIGQUIT",
-        CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT=str(soft_shutdown_seconds),
-    )
-
-
-def send_slow_batch(queue: str, seconds: float) -> str:
-    key = f"lf:test:{uuid.uuid4().hex}"
-    slow_batch.apply_async(args=[key, seconds], queue=Queue(queue))
-    return key
-
-
-def runs(key: str) -> tuple[int, int]:
-    """(started, finished) runs of the slow batch."""
-    client = get_redis()
-    return client.llen(f"{key}:started"), client.llen(f"{key}:done")
-
-
-def wait_started(key: str, runs_started: int = 1, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while runs(key)[0] < runs_started:
-        assert time.monotonic() < deadline, "the batch never started"
-        time.sleep(0.05)
-
-
-def queued_and_unacked(queue: str) -> tuple[int, int]:
-    client = get_redis()
-    unacked = [
-        raw for raw in client.hvals("unacked") if json.loads(raw)[2] == queue
-    ]  # kombu keeps [message, exchange, routing key]
-    return client.llen(queue), len(unacked)
+from tests.live.stack import free_port
 
 
 def test_pool_a_finishes_its_running_batch_on_sigterm(start, test_queue):
