@@ -11,6 +11,7 @@ from leadflow import logs  # noqa: F401 - connects the worker's logging and task
 from workers import (
     lease,  # noqa: F401 - renews the leases of the messages a worker holds
     metrics,  # noqa: F401 - connects the pools' metrics, heartbeats, sent-at stamp
+    recycle,  # noqa: F401 - restarts a thread-pool worker after N tasks or M KB
 )
 from workers.queues import TASK_QUEUES
 

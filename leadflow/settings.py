@@ -323,3 +323,13 @@ POOL_METRICS_PORTS = {
 # as often, in a background thread (no Redis round trip is added to a request).
 METRICS_TENANT_LABELS = env_int("LEADFLOW_METRICS_TENANT_LABELS", 20)
 METRICS_TENANT_REFRESH_SECONDS = env_float("LEADFLOW_METRICS_TENANT_REFRESH_SECONDS", 10.0)
+
+# ---------------------------------------------------------------------------
+# Worker recycling, Redis checks and durability (README "Health, logs, shutdown", "Outages").
+# ---------------------------------------------------------------------------
+# Thread-pool workers (pools B and C) have no child processes to recycle: after this many tasks
+# (plus up to 10 % at random) or above this much resident memory, a worker shuts down warm and
+# its supervisor starts a new one (workers/recycle.py). 0 turns a limit off. The Procfile,
+# compose and k8s set the memory limit per pool, under the pool's container limit.
+WORKER_MAX_TASKS = env_int("LEADFLOW_WORKER_MAX_TASKS", 10_000)
+WORKER_MAX_MEMORY_KB = env_int("LEADFLOW_WORKER_MAX_MEMORY_KB", 0)
