@@ -104,6 +104,12 @@ def test_redis_keeps_accepted_leads(compose):
     command = compose["services"]["redis"]["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    # fsync as chosen (README "Outages"), and the apps told, so they check the server has it
+    fsync = "${LEADFLOW_REDIS_APPENDFSYNC:-everysec}"
+    assert command[command.index("--appendfsync") + 1] == fsync
+    app_env = compose["x-app"]["environment"]
+    assert app_env["LEADFLOW_REDIS_APPENDFSYNC"] == "${LEADFLOW_REDIS_APPENDFSYNC:-}"
+    assert app_env.get("LEADFLOW_REDIS_CHECKS", "strict") == "strict"
 
 
 def test_stop_grace_periods_cover_each_process_shutdown(compose):
@@ -151,3 +157,12 @@ def test_prometheus_scrapes_the_compose_services_that_serve_metrics(compose):
         assert targets & {f"{name}:{port}" for port in compose["services"][name]["expose"]}, name
     allowed_hosts = compose["x-app"]["environment"]["DJANGO_ALLOWED_HOSTS"]
     assert "api" in allowed_hosts.split(":-")[1].rstrip("}").split(",")
+
+
+@pytest.mark.parametrize(("service", "limit_kb"), [("pool-b", 4 * 1024**2), ("pool-c", 1024**2)])
+def test_thread_pools_recycle_under_their_memory_limit(compose, service, limit_kb):
+    """Threads: the worker restarts itself above LEADFLOW_WORKER_MAX_MEMORY_KB (the knob's
+    default), below the container's limit, so the OOM killer does not come first, mid-batch."""
+    knob = compose["services"][service]["environment"]["LEADFLOW_WORKER_MAX_MEMORY_KB"]
+    default_kb = int(knob.split(":-")[1].rstrip("}"))
+    assert 0 < default_kb <= 0.8 * limit_kb

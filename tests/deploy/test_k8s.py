@@ -254,3 +254,22 @@ def test_metrics_listen_on_the_pod_and_pool_a_adds_up_its_children(manifests):
     assert set(procfile_env()["pool-a"]) <= set(env)
     # in the /tmp emptyDir: the root filesystem is read-only
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+
+
+def test_processes_refuse_a_redis_that_would_lose_leads(manifests):
+    """The ConfigMap keeps the strict Redis check (leadflow/redis_checks.py) and says which
+    appendfsync the server runs with ("" leaves it unchecked)."""
+    config = _by_kind(manifests, "ConfigMap")["leadflow-config"]["data"]
+    assert config["LEADFLOW_REDIS_CHECKS"] == "strict"
+    assert config["LEADFLOW_REDIS_APPENDFSYNC"] in ("", "always", "everysec")
+
+
+@pytest.mark.parametrize("pool", ["b", "c"])
+def test_thread_pools_recycle_under_their_memory_limit(manifests, pool):
+    """Threads: the worker restarts itself above LEADFLOW_WORKER_MAX_MEMORY_KB, which must sit
+    below the container's limit (else the OOM killer comes first, mid-batch)."""
+    worker = _container(_by_kind(manifests, "Deployment")[f"pool-{pool}"])
+    env = {item["name"]: item.get("value") for item in worker["env"]}
+    limit = worker["resources"]["limits"]["memory"]
+    limit_kb = int(limit[:-2]) * {"Mi": 1024, "Gi": 1024 * 1024}[limit[-2:]]
+    assert 0 < int(env["LEADFLOW_WORKER_MAX_MEMORY_KB"]) <= 0.8 * limit_kb
