@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.deploy import test_shutdown
-from tests.deploy.test_shutdown import (
+# Fixtures start (processes started and stopped) and test_queue: tests/deploy/conftest.py.
+from tests.deploy.processes import (
     queued_and_unacked,
     runs,
     send_slow_batch,
@@ -15,10 +15,6 @@ from tests.deploy.test_shutdown import (
     worker_argv,
     worker_env,
 )
-
-# The shutdown tests' fixtures: processes started and stopped, a queue of the test's own.
-start = test_shutdown.start
-test_queue = test_shutdown.test_queue
 
 VISIBILITY_SECONDS = 4  # kombu hands out a message not renewed for this long (restore: 5 s)
 

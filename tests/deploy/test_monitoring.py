@@ -20,21 +20,48 @@ RULES_TESTS = ROOT / "tests" / "deploy" / "rules_test.yml"
 PREFIXES = ("django_", "flower_", "leadflow_", "leadflow:")
 
 
-def exported_metric_names() -> set[str]:
-    """Series names (with _total, _bucket, …) registered by the API's and Flower's metrics,
-    the intake's and the pools' (leadflow/metrics.py, workers/metrics.py), the control process's
-    collector (apps/control/metrics.py), and the recording rules."""
+# Named by the shared metric contract and alerted on in rules.yml, but exported by work that
+# lands on main apart from this file (the control process's in-flight figures, the outbound
+# calls' deadline): counted as exported until then. Take a name off once its code is on main
+# (test_contracted_names_still_pending says when).
+CONTRACTED_PENDING = {
+    "leadflow_tier_inflight",
+    "leadflow_inflight_republished_batches_total",
+    "leadflow_outbound_deadline_hits_total",
+}
+
+
+def _exported_by_code() -> set[str]:
     from django_prometheus.middleware import Metrics
     from flower.events import get_prometheus_metrics
 
     import leadflow.metrics  # noqa: F401 - registers the intake's counters
+    import leadflow.redis_checks  # noqa: F401 - the Redis durability gauge
     import workers.metrics  # noqa: F401 - registers the pools' metrics
-    from apps.control.metrics import FAMILIES
+    import workers.recycle  # noqa: F401 - the thread pools' recycle counts
+    from apps.control import metrics as control_metrics
 
     Metrics.get_instance()
     get_prometheus_metrics()
     names = set().union(*REGISTRY._collector_to_names.values())
-    return names | set(FAMILIES) | set(recorded_names())
+    counters = getattr(control_metrics, "COUNTERS", frozenset())
+    control = {f"{name}_total" if name in counters else name for name in control_metrics.FAMILIES}
+    return names | control
+
+
+def exported_metric_names() -> set[str]:
+    """Series names (with _total, _bucket, …) registered by the API's and Flower's metrics,
+    the intake's and the pools' (leadflow/metrics.py, workers/metrics.py, workers/recycle.py,
+    leadflow/redis_checks.py), the control process's collector (apps/control/metrics.py), and
+    the recording rules."""
+    return _exported_by_code() | set(recorded_names()) | CONTRACTED_PENDING
+
+
+def test_contracted_names_still_pending():
+    """Once the code exporting a contracted name is on main, it leaves CONTRACTED_PENDING, so
+    that the tests above check it like every other name."""
+    landed = CONTRACTED_PENDING & _exported_by_code()
+    assert not landed, f"exported now: take {sorted(landed)} off CONTRACTED_PENDING"
 
 
 def rules() -> list[dict]:
@@ -82,6 +109,12 @@ def test_dashboard_has_the_panels_an_on_call_engineer_needs():
         "leadflow_breaker_state",
         "leadflow_dead_letters",
         "leadflow_tenant_backlog",
+        "leadflow_quarantined_leads_total",  # failure isolation and recovery
+        "leadflow_tier_inflight",
+        "leadflow_inflight_republished_batches_total",
+        "leadflow_outbound_deadline_hits_total",
+        "leadflow_worker_recycles_total",
+        "leadflow_redis_durability_ok",
     ):
         assert needed in exprs, needed
 
@@ -102,6 +135,16 @@ def test_rules_cover_the_issue_alerts():
     assert "leadflow_dead_letters" in alerts["LeadFlowDeadLettersGrowing"]
     assert 'status=~"5.."' in alerts["LeadFlowApi5xx"]
     assert "leadflow_pool_workers" in alerts["LeadFlowPoolWithoutWorker"]
+    # failure isolation, recovery, supervision (issues 10 and 11)
+    assert "leadflow_quarantined_leads_total" in alerts["LeadFlowLeadsQuarantined"]
+    assert (
+        "leadflow_inflight_republished_batches_total"
+        in alerts["LeadFlowInflightBatchesRepublished"]
+    )
+    assert "leadflow_tier_inflight" in alerts["LeadFlowLeadsStuckInFlight"]
+    assert "leadflow_outbound_deadline_hits_total" in alerts["LeadFlowOutboundDeadlineHits"]
+    assert "leadflow_worker_recycles_total" in alerts["LeadFlowWorkerRecyclingOften"]
+    assert "leadflow_redis_durability_ok" in alerts["LeadFlowRedisNotDurable"]
 
 
 def test_prometheus_loads_the_rules_and_scrapes_every_component():
@@ -135,11 +178,21 @@ def test_rules_unit_tests_pass_promtool():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rules_unit_tests_catch_a_changed_threshold(tmp_path):
-    """The unit tests do test the thresholds: with critical lag at 50 s, they fail."""
+@pytest.mark.parametrize(
+    ("rule", "changed"),
+    [
+        ('{tier="critical"}) > 5', '{tier="critical"}) > 50'),  # critical lag at 50 s
+        ('reason="memory"}[1h])) > 2', 'reason="memory"}[1h])) > 20'),  # recycles
+        ("and on (instance) (up offset 15m == 1)", "and on (instance) (up == 1)"),  # quarantine
+        ("unless on (tier)", "and on (tier)"),  # stuck in flight
+    ],
+)
+def test_rules_unit_tests_catch_a_changed_threshold(tmp_path, rule, changed):
+    """The unit tests do test the thresholds and conditions: changed, they fail."""
     (tmp_path / "deploy" / "prometheus").mkdir(parents=True)
     (tmp_path / "tests" / "deploy").mkdir(parents=True)
-    changed = RULES.read_text().replace('{tier="critical"}) > 5', '{tier="critical"}) > 50')
+    assert rule in RULES.read_text()
+    changed = RULES.read_text().replace(rule, changed)
     (tmp_path / "deploy" / "prometheus" / "rules.yml").write_text(changed)
     copy = tmp_path / "tests" / "deploy" / "rules_test.yml"
     copy.write_text(RULES_TESTS.read_text())
