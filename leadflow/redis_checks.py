@@ -78,6 +78,7 @@ def server_settings(url: str) -> dict[str, str]:
     try:
         persistence = client.info("persistence")
         memory = client.info("memory")
+        replication = client.info("replication")
         try:
             appendfsync = client.config_get("appendfsync").get("appendfsync", "")
         except redis.ResponseError:  # CONFIG renamed or not permitted
@@ -88,6 +89,7 @@ def server_settings(url: str) -> dict[str, str]:
         "appendonly": "yes" if int(persistence.get("aof_enabled", 0)) else "no",
         "maxmemory_policy": str(memory.get("maxmemory_policy", "")),
         "appendfsync": appendfsync.decode() if isinstance(appendfsync, bytes) else appendfsync,
+        "replicas": str(replication.get("connected_slaves", 0)),
     }
 
 
@@ -129,6 +131,17 @@ def durability_findings() -> tuple[dict[tuple[str, str], str], dict[str, str]]:
         except redis.RedisError as error:
             unanswered[server] = f"Redis ({server}, {_where(url)}) did not answer: {error}"
             continue
+        wanted = settings.ADMIT_WAIT_REPLICAS
+        if server == "redis" and wanted > int(found["replicas"]):
+            # Not a finding: a replica away for a while is an outage to ride out, not a setting.
+            log.warning(
+                "redis check: Redis (%s) has %s replicas connected and "
+                "LEADFLOW_ADMIT_WAIT_REPLICAS is %d: admissions wait "
+                "LEADFLOW_ADMIT_WAIT_TIMEOUT_MS for one that is not there",
+                _where(url),
+                found["replicas"],
+                wanted,
+            )
         for setting, problem in findings(server, url, found).items():
             problems[(server, setting)] = problem
             try:

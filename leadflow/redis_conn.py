@@ -17,6 +17,8 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
+from leadflow.replica_wait import evalsha_then_wait
+
 _client: redis.Redis | None = None
 _client_key: tuple | None = None
 _scripts: dict[tuple[Path, ...], Script] = {}
@@ -106,5 +108,7 @@ def script_run_hot(script: Script, keys: list, args: list):
 
 
 def _evalsha(conn, script: Script, keys: list, args: list):
+    if settings.ADMIT_WAIT_REPLICAS:  # the 202 waits for replicas (leadflow/replica_wait.py)
+        return evalsha_then_wait(conn, script.sha, keys, args)
     conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
     return conn.read_response()

@@ -350,3 +350,8 @@ if REDIS_APPENDFSYNC not in ("", "always", "everysec", "no"):
     raise EnvError(
         f"LEADFLOW_REDIS_APPENDFSYNC must be always, everysec or no, got {REDIS_APPENDFSYNC!r}"
     )
+# With a Redis replica: the intake sends WAIT <replicas> <timeout> behind each admission, in the
+# same round trip, so its 202 goes out once that many replicas have the leads (or the timeout
+# passed: then counted and logged, and answered 202 all the same). 0 = off.
+ADMIT_WAIT_REPLICAS = env_int("LEADFLOW_ADMIT_WAIT_REPLICAS", 0)
+ADMIT_WAIT_TIMEOUT_MS = env_int("LEADFLOW_ADMIT_WAIT_TIMEOUT_MS", 50)

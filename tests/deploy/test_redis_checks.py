@@ -7,8 +7,11 @@ setting changed."""
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -18,7 +21,9 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.core import checks
+from prometheus_client import REGISTRY
 
+from leadflow import redis_conn
 from leadflow.devstack import EmbeddedRedis
 from leadflow.redis_checks import TAG, RedisNotDurable, redis_checks_run
 from tests.deploy.processes import worker_argv, worker_env
@@ -61,8 +66,11 @@ def redis_server(tmp_path):
         started.append(process)
         client = redis.Redis(port=port, socket_timeout=1)
         wait_until(lambda: _pings(client), 15, "redis-server to answer")
-        return f"redis://127.0.0.1:{port}/0"
+        url = f"redis://127.0.0.1:{port}/0"
+        start.pids[url] = process.pid
+        return url
 
+    start.pids = {}
     yield start
     for process in started:
         process.kill()
@@ -252,3 +260,79 @@ def test_warn_mode_starts_and_a_running_worker_notices_a_change(start, redis_ser
     wait_until(lambda: durable("appendonly") == "1.0", 30, "the gauge to say appendonly is on")
     worker.wait_for("appendonly is right now", timeout=30)
     assert durable("maxmemory_policy") == "1.0"
+
+
+# --- admission that waits for a replica (leadflow/replica_wait.py) ---
+
+
+@pytest.fixture
+def primary_and_replica(redis_server):
+    primary = redis_server(appendonly="yes", maxmemory_policy="noeviction")
+    replica = redis_server(appendonly="yes", maxmemory_policy="noeviction")
+    replica_client = redis.Redis.from_url(replica)
+    replica_client.replicaof("127.0.0.1", urlsplit(primary).port)
+    wait_until(
+        lambda: replica_client.info("replication").get("master_link_status") == "up",
+        30,
+        "the replica to catch up",
+    )
+    yield primary, replica, redis_server.pids[replica]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(redis_server.pids[replica], signal.SIGCONT)
+
+
+def shortfalls() -> float:
+    sample = REGISTRY.get_sample_value("leadflow_admit_replica_shortfalls_total", {"replicas": "1"})
+    return sample or 0.0
+
+
+def test_admission_waits_for_a_replica_and_answers_when_one_is_behind(
+    settings, primary_and_replica, monkeypatch
+):
+    """The intake's script call (script_run_hot) with LEADFLOW_ADMIT_WAIT_REPLICAS=1: the write
+    is on the replica when the call returns; with the replica stopped, the call returns after
+    the WAIT timeout all the same and counts the shortfall; a failing script leaves the
+    connection clean for the next call."""
+    primary, replica, replica_pid = primary_and_replica
+    settings.REDIS_URL = primary
+    settings.ADMIT_WAIT_REPLICAS = 1
+    settings.ADMIT_WAIT_TIMEOUT_MS = 5000
+    # This process's client and the intake's per-thread connection, for the primary.
+    monkeypatch.setattr(redis_conn, "_client", None)
+    monkeypatch.setattr(redis_conn, "_hot", threading.local())
+    admit = redis_conn.get_redis().register_script("redis.call('SET', KEYS[1], ARGV[1]) return 1")
+    replica_client = redis.Redis.from_url(replica)
+    before = shortfalls()
+
+    assert redis_conn.script_run_hot(admit, ["lead:1"], ["accepted"]) == 1
+    assert replica_client.get("lead:1") == b"accepted"  # there before the 202 would go out
+    assert shortfalls() == before
+
+    os.kill(replica_pid, signal.SIGSTOP)
+    settings.ADMIT_WAIT_TIMEOUT_MS = 300
+    began = time.monotonic()
+    assert redis_conn.script_run_hot(admit, ["lead:2"], ["accepted"]) == 1
+    assert time.monotonic() - began >= 0.25
+    assert shortfalls() == before + 1
+    os.kill(replica_pid, signal.SIGCONT)
+
+    broken = redis_conn.get_redis().register_script("return redis.call('INCR', KEYS[1])")
+    with pytest.raises(redis.ResponseError):
+        redis_conn.script_run_hot(broken, ["lead:1"], [])  # a string: INCR fails
+    assert redis_conn.script_run_hot(admit, ["lead:3"], ["accepted"]) == 1
+    wait_until(lambda: replica_client.get("lead:3") == b"accepted", 10, "lead:3 on the replica")
+
+
+def test_without_replicas_asked_admission_does_not_wait(settings, primary_and_replica, monkeypatch):
+    primary, _, replica_pid = primary_and_replica
+    settings.REDIS_URL = primary
+    settings.ADMIT_WAIT_REPLICAS = 0
+    monkeypatch.setattr(redis_conn, "_client", None)
+    monkeypatch.setattr(redis_conn, "_hot", threading.local())
+    os.kill(replica_pid, signal.SIGSTOP)  # a WAIT would now block for its timeout
+    admit = redis_conn.get_redis().register_script("redis.call('SET', KEYS[1], ARGV[1]) return 1")
+    before = shortfalls()
+    began = time.monotonic()
+    assert redis_conn.script_run_hot(admit, ["lead:1"], ["accepted"]) == 1
+    assert time.monotonic() - began < 5  # liveness only: no WAIT was sent
+    assert shortfalls() == before
