@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass
 
 from leadflow.env import env_bool, env_float, env_int, env_str
 
-SCENARIOS_DEFAULT = ("intake", "batch", "pipeline", "writes", "overload")
+SCENARIOS_DEFAULT = ("intake", "batch", "pipeline", "writes", "overload", "durability")
 SCENARIOS_ALL = (*SCENARIOS_DEFAULT, "soak")
 
 

@@ -92,9 +92,9 @@ def _xy(series: list[dict], key: str, x: str = "t") -> list[tuple]:
 def plots(run_dir: Path, name: str, result: dict) -> list[str]:
     series = result.get("series") or {}
     made: list[Path | None] = []
-    if name in ("intake", "batch"):
-        key = "ok_per_s" if name == "intake" else "accepted_leads_per_s"
-        unit = "2xx answers/s" if name == "intake" else "leads accepted/s"
+    if name in ("intake", "batch", "durability"):
+        key = "accepted_leads_per_s" if name == "batch" else "ok_per_s"
+        unit = "leads accepted/s" if name == "batch" else "2xx answers/s"
         for connections in sorted({c for per in series.values() for c in per}, key=int):
             lines_rate = {
                 k: _xy(per[connections], key) for k, per in series.items() if connections in per
