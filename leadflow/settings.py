@@ -355,3 +355,9 @@ if REDIS_APPENDFSYNC not in ("", "always", "everysec", "no"):
 # passed: then counted and logged, and answered 202 all the same). 0 = off.
 ADMIT_WAIT_REPLICAS = env_int("LEADFLOW_ADMIT_WAIT_REPLICAS", 0)
 ADMIT_WAIT_TIMEOUT_MS = env_int("LEADFLOW_ADMIT_WAIT_TIMEOUT_MS", 50)
+if ADMIT_WAIT_REPLICAS and not 0 < ADMIT_WAIT_TIMEOUT_MS < API_REDIS_TIMEOUT_SECONDS * 1000:
+    raise EnvError(
+        "LEADFLOW_ADMIT_WAIT_TIMEOUT_MS must be over 0 (WAIT 0 waits forever) and under the API's "
+        "Redis timeout (LEADFLOW_API_REDIS_TIMEOUT_SECONDS), got "
+        f"{ADMIT_WAIT_TIMEOUT_MS} ms"
+    )
