@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from leadflow.redis_conn import get_redis
+
 # Fixtures start (processes started and stopped) and test_queue: tests/deploy/conftest.py.
 from tests.deploy.processes import (
     queued_and_unacked,
@@ -53,7 +55,15 @@ def test_a_killed_workers_batch_runs_elsewhere_within_seconds(start, test_queue)
 
     doomed.stop()  # SIGKILL: no warm shutdown, the message stays unacked
     killed_at = time.monotonic()
-    wait_started(key, runs_started=2, timeout=60)
+    try:
+        wait_started(key, runs_started=2, timeout=60)
+    except AssertionError:
+        client = get_redis()
+        raise AssertionError(
+            f"not run again: queued/unacked {queued_and_unacked(test_queue)}, restore mutex "
+            f"ttl {client.ttl('unacked_mutex')}, unacked index {client.zcard('unacked_index')};"
+            f" the survivor's log:\n{survivor.log()[-3000:]}"
+        ) from None
     resumed_after = time.monotonic() - killed_at
     # The visibility timeout plus kombu's restore interval (5 s), with room for a loaded machine;
     # without renewals it is the same, but a long batch would run twice (the test above).
