@@ -199,16 +199,36 @@ SCORING_CONFIG_PATH = Path(
 AI_PROVIDER_URL = env_str("LEADFLOW_AI_URL", "")
 AI_PROVIDER_MODEL = env_str("LEADFLOW_AI_MODEL", "gpt-4o-mini")
 AI_PROVIDER_API_KEY = env_str("LEADFLOW_AI_API_KEY", "")
+# One call's total deadline (connect + send + receive; leadflow/outbound.py) and reply cap.
 AI_PROVIDER_TIMEOUT_SECONDS = env_float("LEADFLOW_AI_TIMEOUT_SECONDS", 2.0)
+AI_RESPONSE_MAX_BYTES = env_int("LEADFLOW_AI_RESPONSE_MAX_BYTES", 1024 * 1024)
+# Pools B and C run threads, where Celery enforces no time limit (celery/celery#9203): a task
+# bounds its own work by this deadline (calls start only while one fits) and re-enqueues what
+# is left. Far under the visibility timeout, so a running task is never handed out again.
+AI_TASK_DEADLINE_SECONDS = env_float("LEADFLOW_POOL_B_TASK_DEADLINE_SECONDS", 60.0)
 
 # Circuit breakers (shared by every process through Redis).
 BREAKER_FAIL_MAX = env_int("LEADFLOW_BREAKER_FAIL_MAX", 5)
 BREAKER_RESET_SECONDS = env_float("LEADFLOW_BREAKER_RESET_SECONDS", 30.0)
 
 # Pool C: CRM sync. A tenant without a webhook URL is synced by the local adapter.
-CRM_TIMEOUT_SECONDS = env_float("LEADFLOW_CRM_TIMEOUT_SECONDS", 5.0)
+# One delivery's total deadline (connect + send + receive) and how much of a reply is read.
+CRM_TIMEOUT_SECONDS = env_float("LEADFLOW_CRM_TIMEOUT_SECONDS", 10.0)
+CRM_RESPONSE_MAX_BYTES = env_int("LEADFLOW_CRM_RESPONSE_MAX_BYTES", 64 * 1024)
+# A tenant's transient failure (5xx, 408, 429, timeout, breaker open) retries that tenant's
+# leads after base x 2^(n-1) s (n = 1, 2, ...; capped), +/- the jitter share; the last one
+# dead-letters them.
 CRM_MAX_RETRIES = env_int("LEADFLOW_CRM_MAX_RETRIES", 3)
+CRM_RETRY_BASE_SECONDS = env_float("LEADFLOW_CRM_RETRY_BASE_SECONDS", 1.0)
+CRM_RETRY_JITTER = env_float("LEADFLOW_CRM_RETRY_JITTER", 0.2)
 CRM_RETRY_BACKOFF_MAX_SECONDS = env_int("LEADFLOW_CRM_RETRY_BACKOFF_MAX_SECONDS", 60)
+# A group the CRM refuses with 400/413/422 is split in halves to find the leads it refuses, at
+# most this many more calls per group; past that the refused parts are dead-lettered whole.
+CRM_REFUSAL_SPLIT_CALLS = env_int("LEADFLOW_CRM_REFUSAL_SPLIT_CALLS", 32)
+CRM_TASK_DEADLINE_SECONDS = env_float("LEADFLOW_POOL_C_TASK_DEADLINE_SECONDS", 60.0)
+# Pools B and C: a task that met PostgreSQL or Redis down runs again after 1, 2, 4 ... s, at
+# most this long apart, for as long as it takes (never quarantined or dead-lettered for it).
+DEPENDENCY_RETRY_MAX_SECONDS = env_int("LEADFLOW_DEPENDENCY_RETRY_MAX_SECONDS", 30)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -1,41 +1,68 @@
-"""Pool C: CRM sync (thread pool). Transient failures retry with backoff; the last dead-letters."""
+"""Pool C: CRM sync and reports (thread pool).
+
+A batch's tenants are delivered each on its own (apps/crm/services.py): a tenant's transient
+failure re-enqueues only that tenant's leads, on the CRM's retry schedule; the others are done
+at once. Celery enforces no time limit on a thread pool (celery/celery#9203), so the task keeps
+its own deadline and re-enqueues what did not fit. PostgreSQL or Redis down: the whole message
+is retried, for as long as the outage lasts; no lead is dead-lettered or quarantined for it.
+"""
 
 from datetime import datetime
 
-from celery import Task
 from django.conf import settings
 
-from apps.crm.adapters import CrmUnavailable
-from apps.crm.services import leads_dead_letter, leads_sync
+from apps.crm.services import SyncOutcome, crm_retry_countdown, leads_sync
 from apps.reports.services import report_build
 from leadflow.celery import app
+from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline
+from workers.queues import queue_name
 
-
-class DeadLetterOnFailure(Task):
-    """Whatever makes the task give up (retries exhausted, a bug), its leads become dead letters."""
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        trace_ids = kwargs.get("trace_ids", args[0] if args else [])
-        leads_dead_letter(
-            trace_ids,
-            stage="crm",
-            error=f"{type(exc).__name__}: {exc}",
-            attempts=self.request.retries + 1,
-        )
+PACED_COUNTDOWN_MAX_SECONDS = 60.0
 
 
 @app.task(
     name="pool_c.sync_leads",
-    base=DeadLetterOnFailure,
-    autoretry_for=(CrmUnavailable,),
-    max_retries=settings.CRM_MAX_RETRIES,
-    retry_backoff=True,  # 1 s, 2 s, 4 s, … between attempts
-    retry_backoff_max=settings.CRM_RETRY_BACKOFF_MAX_SECONDS,
-    retry_jitter=True,  # spread retries so a CRM that comes back is not hit all at once
+    autoretry_for=DEPENDENCY_DOWN_ERRORS,
+    max_retries=None,
+    retry_backoff=True,
+    retry_backoff_max=settings.DEPENDENCY_RETRY_MAX_SECONDS,
+    retry_jitter=True,
 )
-def sync_leads(trace_ids: list[str], tier: str, resend: bool = False) -> None:
-    """Deliver the batch to the tenant's CRM; leads already synced are skipped unless resend."""
-    leads_sync(trace_ids, resend=resend)
+def sync_leads(trace_ids: list[str], tier: str, resend: bool = False, attempt: int = 0) -> None:
+    """Deliver the batch to its tenants' CRMs; leads already synced are skipped unless resend.
+    `attempt` counts the transient failures these leads met before (a retry's message)."""
+    outcome = SyncOutcome()
+    try:
+        leads_sync(
+            trace_ids,
+            resend=resend,
+            attempt=attempt,
+            deadline=Deadline(settings.CRM_TASK_DEADLINE_SECONDS),
+            outcome=outcome,
+        )
+    finally:
+        # Also when a dependency failed midway: the retries decided so far keep their schedule.
+        _outcome_send(outcome, tier, resend, attempt)
+
+
+def _outcome_send(outcome: SyncOutcome, tier: str, resend: bool, attempt: int) -> None:
+    queue = queue_name("c", tier)
+    for retry in outcome.retry:
+        sync_leads.apply_async(
+            args=[retry.trace_ids, tier],
+            kwargs={"resend": resend, "attempt": attempt + 1},
+            queue=queue,
+            countdown=crm_retry_countdown(attempt + 1),
+        )
+    kwargs = {"resend": resend, "attempt": attempt}
+    if outcome.later:
+        sync_leads.apply_async(args=[outcome.later, tier], kwargs=kwargs, queue=queue)
+    for trace_ids, wait in outcome.paced:
+        # Capped: a message waiting for its ETA must not outlive the visibility timeout.
+        countdown = min(wait, PACED_COUNTDOWN_MAX_SECONDS)
+        sync_leads.apply_async(
+            args=[trace_ids, tier], kwargs=kwargs, queue=queue, countdown=countdown
+        )
 
 
 @app.task(name="pool_c.build_report")

@@ -7,12 +7,9 @@ with backoff), CrmRejected is permanent (retrying the same body cannot help: dea
 import hashlib
 import hmac
 import json
-import os
-import threading
 import uuid
 from typing import Protocol
 
-import httpx
 import pybreaker
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -20,11 +17,23 @@ from django.core.serializers.json import DjangoJSONEncoder
 from apps.crm.models import CrmAdapterName
 from apps.tenants.models import Tenant
 from leadflow.breakers import breaker
+from leadflow.outbound import (
+    OutboundError,
+    OutboundReply,
+    json_storable,
+    outbound_post,
+    text_storable,
+)
 
 SIGNATURE_HEADER = "X-LeadFlow-Signature"
 DELIVERY_HEADER = "X-LeadFlow-Delivery"
 # 408 and 429 say "not now", not "never": they are retried like a 5xx.
 TRANSIENT_4XX = frozenset({408, 429})
+# Refusals that may be about one lead of the group (a field the CRM does not take, a body too
+# large): the service splits the group to let the others through.
+LEAD_REFUSALS = frozenset({400, 413, 422})
+# What of a reply each lead's CrmSync row keeps: a reply is per delivery, a row per lead.
+STORED_REPLY_MAX_CHARS = 2000
 # Namespace for delivery ids: the same set of leads always gets the same id.
 _DELIVERY_NAMESPACE = uuid.UUID("5b0a3f2e-9c8d-4e8f-a6a1-3c1f0e7d2b44")
 
@@ -34,15 +43,29 @@ class CrmUnavailable(Exception):
 
 
 class CrmRejected(Exception):
-    """Permanent: the CRM refused the delivery (a 4xx other than 408/429, or a redirect)."""
+    """Permanent: the CRM refused the delivery (a 4xx other than 408/429, or a redirect), or the
+    tenant's URL cannot be called at all."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def may_be_about_leads(self) -> bool:
+        """Whether the refusal may be about some of the leads sent (worth splitting the group);
+        401/403/404 and the like are about the tenant's endpoint, whichever leads are sent."""
+        return self.status in LEAD_REFUSALS
 
 
 class CrmAdapter(Protocol):
     name: str
+    remote: bool  # a delivery reaches another system (so it is leased, and never sent twice)
     paced: bool  # deliveries wait for the tenant's CRM pace (LEADFLOW_CRM_RATE_PER_SECOND)
+    timeout_seconds: float  # the longest one delivery may take
 
     def deliver(self, tenant: Tenant, leads_payload: list[dict]) -> dict:
-        """Deliver the leads or raise CrmUnavailable / CrmRejected; return what the CRM answered."""
+        """Deliver the leads or raise CrmUnavailable / CrmRejected; return what to store of the
+        CRM's answer (small, and storable in PostgreSQL)."""
         ...
 
 
@@ -57,29 +80,16 @@ def delivery_id(leads_payload: list[dict]) -> str:
     return str(uuid.uuid5(_DELIVERY_NAMESPACE, ",".join(trace_ids)))
 
 
-_http: httpx.Client | None = None
-_http_pid: int | None = None
-_http_lock = threading.Lock()
-
-
-def _http_client() -> httpx.Client:
-    # One pooled client per process (httpx.Client is thread-safe); never shared across fork.
-    global _http, _http_pid
-    with _http_lock:
-        if _http is None or _http_pid != os.getpid():
-            _http = httpx.Client(
-                follow_redirects=False,
-                headers={"User-Agent": "LeadFlow-CRM-Sync/1"},
-            )
-            _http_pid = os.getpid()
-        return _http
-
-
 class WebhookAdapter:
     """POSTs {"tenant", "leads"} as JSON to the tenant's URL, signed with its secret."""
 
     name = CrmAdapterName.WEBHOOK.value
+    remote = True
     paced = True  # a real CRM: its rate limit is respected (apps/crm/pace.py)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return settings.CRM_TIMEOUT_SECONDS
 
     def deliver(self, tenant: Tenant, leads_payload: list[dict]) -> dict:
         # Sign exactly the bytes that go on the wire: the receiver verifies the raw body.
@@ -89,59 +99,85 @@ class WebhookAdapter:
             separators=(",", ":"),
         ).encode()
         delivery = delivery_id(leads_payload)
-        headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "LeadFlow-CRM-Sync/1",
+            DELIVERY_HEADER: delivery,
+        }
         if tenant.crm_webhook_secret:
             headers[SIGNATURE_HEADER] = webhook_signature(tenant.crm_webhook_secret, body)
 
         tenant_breaker = breaker(f"crm:{tenant.id}")
+        unusable_url: OutboundError | None = None
         try:
             # calling() rather than call(): call() holds the breaker's lock for the whole
             # request, which would serialize every thread posting to this tenant's CRM.
             with tenant_breaker.calling():
-                response = self._post(tenant.crm_webhook_url, body, headers)
+                try:
+                    reply = self._post(tenant.crm_webhook_url, body, headers)
+                except OutboundError as exc:
+                    if not exc.permanent:
+                        raise CrmUnavailable(f"CRM {exc}") from exc
+                    unusable_url, reply = exc, None  # the tenant's setting, not an outage
         except pybreaker.CircuitBreakerError as exc:
             raise CrmUnavailable(f"CRM of tenant {tenant.name!r}: breaker open ({exc})") from exc
+        if unusable_url is not None:
+            raise CrmRejected(f"CRM of tenant {tenant.name!r}: {unusable_url}")
 
         # Outside the breaker: a refusal means the CRM is up, so it must not trip it.
-        if not response.is_success:
+        if not 200 <= reply.status < 300:
             raise CrmRejected(
-                f"CRM of tenant {tenant.name!r} answered {response.status_code}: "
-                f"{response.text[:500]}"
+                f"CRM of tenant {tenant.name!r} answered {reply.status}: {reply.excerpt(500)}",
+                status=reply.status,
             )
-        return {
-            "status": response.status_code,
-            "delivery_id": delivery,
-            "body": _response_body(response),
-        }
+        return {"status": reply.status, "delivery_id": delivery, **reply_stored(reply)}
 
     @staticmethod
-    def _post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    def _post(url: str, body: bytes, headers: dict[str, str]) -> OutboundReply:
         # Raising here counts as a failure for the breaker; returning counts as a success.
+        reply = outbound_post(
+            url,
+            content=body,
+            headers=headers,
+            deadline_seconds=settings.CRM_TIMEOUT_SECONDS,
+            max_bytes=settings.CRM_RESPONSE_MAX_BYTES,
+            dependency="crm",
+        )
+        if reply.status >= 500 or reply.status in TRANSIENT_4XX:
+            raise CrmUnavailable(f"CRM answered {reply.status}: {reply.excerpt(200)}")
+        return reply
+
+
+def reply_stored(reply: OutboundReply) -> dict:
+    """What is kept of the CRM's reply in each lead's CrmSync row (and shown in GET): its JSON
+    when small and storable, else a text excerpt; body_truncated says when something was cut."""
+    if not reply.truncated:
         try:
-            response = _http_client().post(
-                url, content=body, headers=headers, timeout=settings.CRM_TIMEOUT_SECONDS
-            )
-        except httpx.TimeoutException as exc:
-            raise CrmUnavailable(f"CRM timed out after {settings.CRM_TIMEOUT_SECONDS}s") from exc
-        except httpx.TransportError as exc:
-            raise CrmUnavailable(f"CRM unreachable: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500 or response.status_code in TRANSIENT_4XX:
-            raise CrmUnavailable(f"CRM answered {response.status_code}: {response.text[:200]}")
-        return response
-
-
-def _response_body(response: httpx.Response) -> dict | list | str:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:1000]
+            parsed = reply.json()
+        except ValueError:
+            parsed = None
+        if (
+            parsed is not None
+            and json_storable(parsed)
+            and len(json.dumps(parsed, ensure_ascii=False)) <= STORED_REPLY_MAX_CHARS
+        ):
+            return {"body": parsed, "body_truncated": False}
+    text = reply.body.decode("utf-8", errors="replace")
+    cut = reply.truncated or len(text) > STORED_REPLY_MAX_CHARS
+    stored = {"body": text_storable(text, STORED_REPLY_MAX_CHARS), "body_truncated": cut}
+    if cut:
+        # How much was read: the cap when the CRM sent more (the rest was never read).
+        stored["body_bytes_read"] = len(reply.body)
+    return stored
 
 
 class LocalAdapter:
     """No network: the CrmSync rows written by the service are the CRM."""
 
     name = CrmAdapterName.LOCAL.value
+    remote = False
     paced = False  # nothing remote to protect
+    timeout_seconds = 0.0
 
     def deliver(self, tenant: Tenant, leads_payload: list[dict]) -> dict:
         return {"recorded": len(leads_payload)}

@@ -1,10 +1,25 @@
 """Pool C's writes: deliver ready leads to their tenant's CRM, dead-letter the ones that gave up,
 and replay dead letters. Every function is idempotent by trace_id (delivery is at-least-once).
+
+A batch holds several tenants' leads; each tenant's group is delivered on its own, and its
+failures stay its own:
+- CrmUnavailable (5xx, 408, 429, timeout, breaker open): the group is retried after a backoff
+  (the task re-enqueues it), LEADFLOW_CRM_MAX_RETRIES times, then dead-lettered;
+- CrmRejected: dead-lettered at once; a 400/413/422 may be about one lead, so the group is split
+  in halves to let the others through (at most LEADFLOW_CRM_REFUSAL_SPLIT_CALLS more calls);
+- any other error (a bug, data the code cannot send or PostgreSQL cannot record): halved the
+  same way, and the lead that fails alone is quarantined (apps/leads/quarantine.py);
+- PostgreSQL or Redis down: raised, the task retries the batch (nothing is marked for it).
 """
 
+import logging
+import random
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -12,11 +27,24 @@ from django.utils import timezone
 from apps.control.ledger import leads_defer, leads_deferral_close
 from apps.control.models import DeferredKind, DeferredReason
 from apps.control.state import shedding_current
-from apps.crm.adapters import adapter_for
+from apps.crm.adapters import CrmAdapter, CrmRejected, CrmUnavailable, adapter_for, delivery_id
+from apps.crm.leases import (
+    Lease,
+    deliveries_mark_sent,
+    deliveries_sent_replies,
+    delivery_lease_release,
+    delivery_lease_take,
+)
 from apps.crm.models import CrmSync, DeadLetter
 from apps.crm.pace import crm_pace_wait
-from apps.leads.models import Lead, LeadStatus
+from apps.leads.models import Lead, LeadStage, LeadStatus
+from apps.leads.quarantine import leads_quarantine
+from apps.tenants.models import Tenant
+from leadflow import handoff
 from leadflow.logs import log_context
+from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline, text_storable
+
+log = logging.getLogger(__name__)
 
 # Ready for the CRM: enriched; or scored under the threshold (those skip enrichment); or
 # qualified with its enrichment shed under overload (it comes later, in a second delivery); or
@@ -27,6 +55,38 @@ CRM_READY = (
     | Q(status=LeadStatus.QUALIFIED, enrichment_deferred=True)
     | Q(status=LeadStatus.DEAD_LETTERED)
 )
+# Time kept for recording a delivery after its call, when deciding whether a call still fits.
+RECORD_RESERVE_SECONDS = 2.0
+ERROR_MAX_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Retry:
+    trace_ids: list[str]
+    error: str
+
+
+@dataclass
+class SyncOutcome:
+    """What a run leaves to later runs (the task enqueues them)."""
+
+    # Groups that met a transient failure: each is tried again after the backoff of attempt+1.
+    retry: list[Retry] = field(default_factory=list)
+    # Leads not tried before the run's deadline: sent again at once, at the same attempt.
+    later: list[str] = field(default_factory=list)
+    # Groups waiting for their CRM's pace: sent again when their turn comes (seconds).
+    paced: list[tuple[list[str], float]] = field(default_factory=list)
+
+
+def crm_retry_countdown(attempt: int) -> float:
+    """Seconds before retry number `attempt` (1, 2, ...): base x 2^(attempt-1), capped, with
+    +/- LEADFLOW_CRM_RETRY_JITTER around it (1, 2, 4 s +/- 20 % by default)."""
+    nominal = min(
+        settings.CRM_RETRY_BASE_SECONDS * 2 ** (attempt - 1),
+        settings.CRM_RETRY_BACKOFF_MAX_SECONDS,
+    )
+    jitter = settings.CRM_RETRY_JITTER
+    return nominal * random.uniform(1 - jitter, 1 + jitter)
 
 
 def _enrichment_data(lead: Lead) -> dict | None:
@@ -56,31 +116,166 @@ def lead_crm_payload(lead: Lead) -> dict:
     }
 
 
-def leads_sync(trace_ids: list[str], resend: bool = False) -> None:
-    """Deliver the CRM-ready, not yet synced leads among trace_ids; mark them synced.
+def leads_sync(
+    trace_ids: list[str],
+    resend: bool = False,
+    attempt: int = 0,
+    deadline: Deadline | None = None,
+    outcome: SyncOutcome | None = None,
+) -> SyncOutcome:
+    """Deliver the CRM-ready, not yet synced leads among trace_ids, a tenant at a time.
 
-    With resend, synced leads are delivered again too (a backfilled enrichment). Each tenant's
-    leads wait for its CRM's pace (crm_pace_wait; a webhook, not the local adapter).
-    CrmUnavailable and CrmRejected propagate: the task retries the first and dead-letters on
-    the second. Tenants already delivered in this call stay recorded.
+    With resend, synced leads are delivered again too (a backfilled enrichment). `attempt` is
+    how many times these leads met a transient failure before. Work that does not fit before
+    the deadline is left in the outcome (pass `outcome` to keep it if this raises).
     """
-    ready = CRM_READY | Q(status=LeadStatus.SYNCED) if resend else CRM_READY
-    leads = Lead.objects.filter(ready, trace_id__in=trace_ids).select_related(
-        "tenant", "enrichment"
+    deadline = deadline or Deadline(settings.CRM_TASK_DEADLINE_SECONDS)
+    outcome = outcome if outcome is not None else SyncOutcome()
+    ready = _ready(resend)
+    by_tenant: dict[int, list[str]] = defaultdict(list)
+    for trace_id, tenant_id in (
+        Lead.objects.filter(ready, trace_id__in=trace_ids)
+        .order_by("received_at")
+        .values_list("trace_id", "tenant_id")
+    ):
+        by_tenant[tenant_id].append(str(trace_id))
+    tenants = Tenant.objects.in_bulk(list(by_tenant))
+    for tenant_id, tenant_ids in by_tenant.items():
+        with log_context(tenant=tenant_id):
+            _tenant_sync(tenants[tenant_id], tenant_ids, ready, attempt, deadline, outcome)
+    return outcome
+
+
+def _ready(resend: bool) -> Q:
+    return CRM_READY | Q(status=LeadStatus.SYNCED) if resend else CRM_READY
+
+
+def _tenant_sync(
+    tenant: Tenant, trace_ids: list[str], ready: Q, attempt: int, deadline: Deadline, outcome
+) -> None:
+    adapter = adapter_for(tenant)
+    if not deadline.allows(adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
+        outcome.later += trace_ids
+        return
+    delivery = _Delivery(tenant, adapter, attempt, deadline, outcome)
+    if not adapter.remote:  # the local adapter only records: nothing to deliver twice
+        delivery.run(_leads_read(ready, trace_ids))
+        return
+    lease = delivery_lease_take(tenant.id, trace_ids, uuid.uuid4().hex, deadline.left())
+    if lease.held:
+        log.info("%d leads are being delivered by another run: left to it", len(lease.held))
+    try:
+        delivery.recorded += _sent_record(tenant, lease, adapter.name)
+        # Read under the lease: a run that held these leads a moment ago may have synced them.
+        leads = _leads_read(ready, lease.to_deliver)
+        if not leads:
+            return
+        reserve = adapter.timeout_seconds + RECORD_RESERVE_SECONDS
+        wait = crm_pace_wait(tenant.id, len(leads), deadline, reserve) if adapter.paced else 0
+        if wait:
+            outcome.paced.append(([str(lead.trace_id) for lead in leads], wait))
+            return
+        delivery.run(leads)
+    finally:
+        delivery_lease_release(lease, delivery.recorded)
+
+
+def _leads_read(ready: Q, trace_ids: list[str]) -> list[Lead]:
+    if not trace_ids:
+        return []
+    return list(
+        Lead.objects.filter(ready, trace_id__in=trace_ids)
+        .select_related("enrichment")
+        .order_by("received_at")
     )
 
-    by_tenant: dict[int, list[Lead]] = defaultdict(list)
-    for lead in leads.order_by("received_at"):
-        by_tenant[lead.tenant_id].append(lead)
 
-    for tenant_leads in by_tenant.values():
-        tenant = tenant_leads[0].tenant
-        with log_context(tenant=tenant.id):
-            adapter = adapter_for(tenant)
-            if adapter.paced:
-                crm_pace_wait(tenant.id, len(tenant_leads))
-            response = adapter.deliver(tenant, [lead_crm_payload(lead) for lead in tenant_leads])
-            _record_delivered([lead.trace_id for lead in tenant_leads], adapter.name, response)
+def _sent_record(tenant: Tenant, lease: Lease, adapter_name: str) -> list[str]:
+    """Record leads an earlier run got to the CRM but could not record: never sent twice."""
+    if not lease.sent:
+        return []
+    replies = deliveries_sent_replies(tenant.id, set(lease.sent.values()))
+    by_delivery: dict[str, list[str]] = defaultdict(list)
+    for trace_id, delivery in lease.sent.items():
+        by_delivery[delivery].append(trace_id)
+    recorded = []
+    for delivery, trace_ids in by_delivery.items():
+        recorded += _record_isolated(trace_ids, adapter_name, replies[delivery])
+    log.info("recorded %d leads delivered by an earlier run", len(lease.sent))
+    return recorded
+
+
+class _Delivery:
+    """One tenant's group through its CRM, halved where a part fails for its leads' sake."""
+
+    def __init__(self, tenant, adapter: CrmAdapter, attempt: int, deadline: Deadline, outcome):
+        self.tenant = tenant
+        self.adapter = adapter
+        self.attempt = attempt
+        self.deadline = deadline
+        self.outcome = outcome
+        self.splits_left = settings.CRM_REFUSAL_SPLIT_CALLS
+        self.recorded: list[str] = []
+
+    def run(self, leads: list[Lead]) -> None:
+        ids = [str(lead.trace_id) for lead in leads]
+        if not self.deadline.allows(self.adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
+            self.outcome.later += ids
+            return
+        try:
+            payloads = [lead_crm_payload(lead) for lead in leads]
+            response = self.adapter.deliver(self.tenant, payloads)
+        except CrmUnavailable as exc:
+            self._unavailable(ids, exc)
+            return
+        except CrmRejected as exc:
+            if exc.may_be_about_leads and self._split(leads):
+                return
+            _dead_letter(ids, exc, self.attempt + 1)
+            return
+        except DEPENDENCY_DOWN_ERRORS:
+            raise
+        except Exception as exc:  # a bug, or a lead the code cannot send: find which
+            if self._split(leads):
+                return
+            _quarantine(ids, "not sent to the CRM", exc)
+            return
+        if self.adapter.remote:  # the CRM has them now: never send them again
+            deliveries_mark_sent(self.tenant.id, ids, delivery_id(payloads), response)
+        self.recorded += _record_isolated(ids, self.adapter.name, response)
+
+    def _split(self, leads: list[Lead]) -> bool:
+        if len(leads) < 2 or self.splits_left < 2:
+            return False
+        self.splits_left -= 2
+        half = len(leads) // 2
+        self.run(leads[:half])
+        self.run(leads[half:])
+        return True
+
+    def _unavailable(self, ids: list[str], exc: CrmUnavailable) -> None:
+        if self.attempt < settings.CRM_MAX_RETRIES:
+            log.info("CRM unavailable (attempt %d), retrying: %s", self.attempt + 1, exc)
+            self.outcome.retry.append(Retry(ids, f"{type(exc).__name__}: {exc}"))
+        else:
+            _dead_letter(ids, exc, self.attempt + 1)
+
+
+def _record_isolated(trace_ids: list[str], adapter_name: str, response: dict) -> list[str]:
+    """Record the delivered leads; one PostgreSQL refuses is quarantined, the rest recorded."""
+    try:
+        _record_delivered(trace_ids, adapter_name, response)
+        return trace_ids
+    except DEPENDENCY_DOWN_ERRORS:
+        raise
+    except Exception as exc:
+        if len(trace_ids) == 1:
+            _quarantine(trace_ids, "delivered to the CRM but not recorded", exc)
+            return trace_ids  # its sent mark can go: the lead is out of the pipeline
+    half = len(trace_ids) // 2
+    return _record_isolated(trace_ids[:half], adapter_name, response) + _record_isolated(
+        trace_ids[half:], adapter_name, response
+    )
 
 
 @transaction.atomic
@@ -95,12 +290,23 @@ def _record_delivered(trace_ids: list, adapter_name: str, response: dict) -> Non
         ignore_conflicts=True,
     )
     Lead.objects.filter(CRM_READY, trace_id__in=trace_ids).update(
-        status=LeadStatus.SYNCED, synced_at=now
+        status=LeadStatus.SYNCED, synced_at=now, updated_at=now
     )
     DeadLetter.objects.filter(lead_id__in=trace_ids, replayed_at__isnull=True).update(
         replayed_at=now
     )
     leads_deferral_close(DeferredKind.CRM_SYNC, trace_ids)
+
+
+def _dead_letter(trace_ids: list[str], exc: Exception, attempts: int) -> None:
+    log.warning("CRM gave up on %d leads after %d attempts: %s", len(trace_ids), attempts, exc)
+    leads_dead_letter(trace_ids, "crm", f"{type(exc).__name__}: {exc}", attempts)
+
+
+def _quarantine(trace_ids: list[str], what: str, exc: Exception) -> None:
+    reason = text_storable(f"{what}: {type(exc).__name__}: {exc}", ERROR_MAX_CHARS)
+    log.error("CRM sync: lead %s quarantined: %s", trace_ids[0], reason, exc_info=exc)
+    leads_quarantine(trace_ids, LeadStage.CRM, reason, type(exc).__name__[:40])
 
 
 @transaction.atomic
@@ -111,10 +317,12 @@ def leads_dead_letter(trace_ids: list[str], stage: str, error: str, attempts: in
     leads = list(
         Lead.objects.select_for_update()
         .filter(CRM_READY, trace_id__in=trace_ids)
+        .order_by("trace_id")
         .values_list("trace_id", "tenant_id")
     )
     if not leads:
         return
+    error = text_storable(error, ERROR_MAX_CHARS)  # a CRM's reply may hold a NUL
     # The partial unique constraint skips leads that already have an open dead letter here.
     DeadLetter.objects.bulk_create(
         [
@@ -126,7 +334,7 @@ def leads_dead_letter(trace_ids: list[str], stage: str, error: str, attempts: in
         ignore_conflicts=True,
     )
     Lead.objects.filter(trace_id__in=[trace_id for trace_id, _ in leads]).update(
-        status=LeadStatus.DEAD_LETTERED
+        status=LeadStatus.DEAD_LETTERED, updated_at=timezone.now()
     )
 
 
@@ -137,9 +345,6 @@ def dead_letters_replay(dead_letter_ids: Iterable[int]) -> int:
     a paused tier wait in the deferred ledger instead (a paused queue receives nothing), and
     are sent when it resumes.
     """
-    from workers.pool_c import sync_leads  # workers import this module
-    from workers.queues import send_in_batches
-
     rows = (
         DeadLetter.objects.filter(pk__in=list(dead_letter_ids), replayed_at__isnull=True)
         .order_by("lead__received_at")
@@ -157,5 +362,5 @@ def dead_letters_replay(dead_letter_ids: Iterable[int]) -> int:
         if tier in shedding.paused_tiers:
             leads_defer(DeferredKind.CRM_SYNC, trace_ids, shedding.mode, DeferredReason.PAUSED)
         else:
-            send_in_batches(sync_leads, "c", tier, trace_ids)
+            handoff.send_to_sync(trace_ids, tier)
     return len(seen)

@@ -1,16 +1,16 @@
 """Where company profiles come from: an OpenAI-compatible HTTP provider, or local rules.
 
 A provider answers `enrich_domains(domains) -> {domain: {industry, company_size, summary}}`
-for every domain it was given, or raises ProviderError.
+for the domains it could profile (one left out is degraded alone by the caller), or raises
+ProviderError when the call failed as a whole (timeout, unreachable, 5xx, unparseable).
 """
 
 import json
-import os
-import threading
 from typing import Protocol
 
-import httpx
 from django.conf import settings
+
+from leadflow.outbound import OutboundError, json_storable, outbound_post
 
 PROFILE_FIELDS = ("industry", "company_size", "summary")
 # A profile field longer than this is not a profile: the model rambled or the reply is garbage.
@@ -75,6 +75,8 @@ class Provider(Protocol):
     name: str
     # How many domains one call may carry; the service splits its batch accordingly.
     max_domains_per_call: int
+    # The longest one call may take (the service starts a call only while one fits).
+    timeout_seconds: float
 
     def enrich_domains(self, domains: list[str]) -> dict[str, dict]: ...
 
@@ -84,6 +86,7 @@ class LocalProvider:
 
     name = "local"
     max_domains_per_call = 10_000
+    timeout_seconds = 0.0
 
     def enrich_domains(self, domains: list[str]) -> dict[str, dict]:
         return {domain: domain_profile_local(domain) for domain in domains}
@@ -146,19 +149,25 @@ class HttpProvider:
     name = "http"
     max_domains_per_call = 50
 
-    def __init__(self, base_url: str, model: str, api_key: str, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str,
+        timeout_seconds: float,
+        max_reply_bytes: int = 1024 * 1024,
+    ) -> None:
         root = base_url.rstrip("/")
         self.endpoint = root + (
             "/chat/completions" if root.endswith("/v1") else "/v1/chat/completions"
         )
         self.model = model
+        # One call's total deadline: connect, send and the whole reply (leadflow/outbound.py).
         self.timeout_seconds = timeout_seconds
-        headers = {"Accept": "application/json"}
+        self.max_reply_bytes = max_reply_bytes
+        self._headers = {"Accept": "application/json", "Content-Type": "application/json"}
         if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        # httpx applies the timeout to each phase (connect, write, each read), which bounds a
-        # dead or stalled provider; the Celery time limit bounds a pathological slow drip.
-        self._http = httpx.Client(headers=headers, timeout=timeout_seconds)
+            self._headers["Authorization"] = f"Bearer {api_key}"
 
     def enrich_domains(self, domains: list[str]) -> dict[str, dict]:
         results: dict[str, dict] = {}
@@ -177,28 +186,34 @@ class HttpProvider:
             ],
         }
         try:
-            response = self._http.post(self.endpoint, json=body)
-        except httpx.TimeoutException:
-            raise ProviderError(
-                f"AI provider timed out after {self.timeout_seconds}s ({self.endpoint})"
-            ) from None
-        except httpx.HTTPError as error:
-            raise ProviderError(f"AI provider unreachable ({self.endpoint}): {error!r}") from None
-        if response.status_code != 200:
-            raise ProviderError(
-                f"AI provider answered HTTP {response.status_code}: {response.text[:200]!r}"
+            reply = outbound_post(
+                self.endpoint,
+                content=json.dumps(body).encode(),
+                headers=self._headers,
+                deadline_seconds=self.timeout_seconds,
+                max_bytes=self.max_reply_bytes,
+                dependency="ai",
             )
-        return chat_reply_profiles(response, domains)
+        except OutboundError as error:
+            raise ProviderError(f"AI provider ({self.endpoint}): {error}") from None
+        if reply.status != 200:
+            raise ProviderError(f"AI provider answered HTTP {reply.status}: {reply.excerpt(200)!r}")
+        if reply.truncated:
+            raise ProviderError(f"AI provider reply is over {self.max_reply_bytes} bytes")
+        return chat_reply_profiles(reply.body, domains)
 
 
-def chat_reply_profiles(response: httpx.Response, domains: list[str]) -> dict[str, dict]:
-    """The profiles in a chat-completions reply, one per asked domain, or ProviderError."""
+def chat_reply_profiles(body: bytes, domains: list[str]) -> dict[str, dict]:
+    """The usable profiles in a chat-completions reply, by asked domain.
+
+    A domain the reply leaves out, or gives a bad profile for, is missing from the result (the
+    caller degrades that domain alone: the provider did answer). ProviderError only when the
+    reply as a whole is unusable.
+    """
     try:
-        content = response.json()["choices"][0]["message"]["content"]
+        content = json.loads(body)["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise ProviderError(
-            f"AI provider reply is not a chat completion: {response.text[:200]!r}"
-        ) from None
+        raise ProviderError(f"AI provider reply is not a chat completion: {body[:200]!r}") from None
     if not isinstance(content, str):
         raise ProviderError("AI provider reply has no text content")
     try:
@@ -212,19 +227,25 @@ def chat_reply_profiles(response: httpx.Response, domains: list[str]) -> dict[st
     by_domain = {str(key).strip().lower(): value for key, value in results.items()}
     profiles: dict[str, dict] = {}
     for domain in domains:
-        profile = by_domain.get(domain)
-        if not isinstance(profile, dict):
-            raise ProviderError(f"AI provider gave no profile for {domain!r}")
-        values = {field: profile.get(field) for field in PROFILE_FIELDS}
-        bad = [
-            field
-            for field, value in values.items()
-            if not isinstance(value, str) or len(value) > PROFILE_FIELD_MAX_CHARS
-        ]
-        if bad:
-            raise ProviderError(f"AI provider profile for {domain!r} has bad {', '.join(bad)}")
-        profiles[domain] = {field: value.strip() for field, value in values.items()}
+        profile = _profile_usable(by_domain.get(domain))
+        if profile is not None:
+            profiles[domain] = profile
     return profiles
+
+
+def _profile_usable(profile) -> dict | None:
+    """The profile's fields, stripped, if each is a string of sensible length that PostgreSQL
+    can store (no NUL, no lone surrogate); else None."""
+    if not isinstance(profile, dict):
+        return None
+    values = {field: profile.get(field) for field in PROFILE_FIELDS}
+    if not all(
+        isinstance(value, str) and len(value) <= PROFILE_FIELD_MAX_CHARS
+        for value in values.values()
+    ):
+        return None
+    stripped = {field: value.strip() for field, value in values.items()}
+    return stripped if json_storable(stripped) else None
 
 
 def _strip_code_fence(content: str) -> str:
@@ -236,36 +257,15 @@ def _strip_code_fence(content: str) -> str:
     return text
 
 
-_http_providers: dict[tuple, HttpProvider] = {}
-_http_providers_pid: int | None = None
-_http_providers_lock = threading.Lock()
-
-
 def provider_from_settings() -> Provider:
-    """The HTTP provider when AI_PROVIDER_URL is set, else the local rules.
-
-    The HTTP provider (and its connection pool) is reused per process and per setting values.
-    """
-    global _http_providers_pid
+    """The HTTP provider when AI_PROVIDER_URL is set, else the local rules. Cheap: the
+    connection pool is leadflow.outbound's, one per process."""
     if not settings.AI_PROVIDER_URL:
         return LocalProvider()
-    key = (
+    return HttpProvider(
         settings.AI_PROVIDER_URL,
         settings.AI_PROVIDER_MODEL,
         settings.AI_PROVIDER_API_KEY,
         settings.AI_PROVIDER_TIMEOUT_SECONDS,
+        settings.AI_RESPONSE_MAX_BYTES,
     )
-    with _http_providers_lock:
-        if _http_providers_pid != os.getpid():  # never share a connection pool across fork
-            _http_providers.clear()
-            _http_providers_pid = os.getpid()
-        found = _http_providers.get(key)
-        if found is None:
-            found = HttpProvider(
-                settings.AI_PROVIDER_URL,
-                settings.AI_PROVIDER_MODEL,
-                settings.AI_PROVIDER_API_KEY,
-                settings.AI_PROVIDER_TIMEOUT_SECONDS,
-            )
-            _http_providers[key] = found
-        return found

@@ -11,10 +11,11 @@ import logging
 import math
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pybreaker
 import redis
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
@@ -31,9 +32,11 @@ from apps.enrichment.providers import (
     domain_profile_local,
     provider_from_settings,
 )
-from apps.leads.models import Lead, LeadStatus
+from apps.leads.models import Lead, LeadStage, LeadStatus
 from apps.leads.normalization import email_domain
+from apps.leads.quarantine import leads_quarantine
 from leadflow.breakers import breaker
+from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline, text_storable
 from leadflow.redis_conn import get_redis
 
 logger = logging.getLogger(__name__)
@@ -49,32 +52,38 @@ class DomainOutcome:
     degraded: bool
 
 
-def leads_enrich(trace_ids: list[str]) -> list[str]:
-    """Enrich the qualified leads among trace_ids; return those now enriched, in input order.
+@dataclass
+class EnrichOutcome:
+    enriched: list[str] = field(default_factory=list)  # for the CRM, in input order
+    # Not done before the task's deadline (their domains were not asked): sent again.
+    later: list[str] = field(default_factory=list)
+
+
+def leads_enrich(trace_ids: list[str], deadline: Deadline | None = None) -> EnrichOutcome:
+    """Enrich the qualified leads among trace_ids; say which are now enriched, in input order.
 
     Idempotent: leads already enriched are not touched again but are returned, so a
-    redelivered batch still reaches pool C; leads in any other status are skipped.
+    redelivered batch still reaches pool C; leads in any other status are skipped. A lead that
+    fails for a reason of its own is quarantined; its batch-mates go on.
     """
     ids = _trace_ids_parse(trace_ids)
     if not ids:
-        return []
+        return EnrichOutcome()
     # Only leads that passed scoring are enriched; the rest go to the CRM as they are.
     leads = Lead.objects.filter(trace_id__in=ids, status=LeadStatus.QUALIFIED, is_qualified=True)
-    domain_of = {
-        trace_id: email_domain(email) for trace_id, email in leads.values_list("trace_id", "email")
-    }
-    if domain_of:
-        outcomes = domains_enrich(set(domain_of.values()))
-        _enrichments_write(domain_of, outcomes)
+    later = _enrich(dict(leads.values_list("trace_id", "email")), deadline)
     enriched = set(
         Lead.objects.filter(trace_id__in=ids, status=LeadStatus.ENRICHED).values_list(
             "trace_id", flat=True
         )
     )
-    return [str(trace_id) for trace_id in ids if trace_id in enriched]
+    return EnrichOutcome(
+        enriched=[str(trace_id) for trace_id in ids if trace_id in enriched],
+        later=[str(trace_id) for trace_id in later],
+    )
 
 
-def leads_enrich_deferred(trace_ids: list[str]) -> list[str]:
+def leads_enrich_deferred(trace_ids: list[str], deadline: Deadline | None = None) -> EnrichOutcome:
     """Backfill: enrich the leads among trace_ids whose enrichment was shed under overload,
     or done by the local rules while the AI provider failed.
 
@@ -83,17 +92,36 @@ def leads_enrich_deferred(trace_ids: list[str]) -> list[str]:
     """
     ids = _trace_ids_parse(trace_ids)
     leads = Lead.objects.filter(trace_id__in=ids, enrichment_deferred=True)
-    domain_of = {
-        trace_id: email_domain(email) for trace_id, email in leads.values_list("trace_id", "email")
-    }
-    if domain_of:
-        outcomes = domains_enrich(set(domain_of.values()))
-        _enrichments_write(domain_of, outcomes)
-    return [str(trace_id) for trace_id in ids if trace_id in domain_of]
+    email_of = dict(leads.values_list("trace_id", "email"))
+    later = _enrich(email_of, deadline)
+    done = set(
+        Lead.objects.filter(trace_id__in=list(email_of))
+        .exclude(status=LeadStatus.FAILED)
+        .values_list("trace_id", flat=True)
+    ) - set(later)
+    return EnrichOutcome(
+        enriched=[str(trace_id) for trace_id in ids if trace_id in done],
+        later=[str(trace_id) for trace_id in later],
+    )
 
 
-def domains_enrich(domains: Iterable[str]) -> dict[str, DomainOutcome]:
-    """A profile for every domain, and where it came from. Never raises for provider trouble."""
+def _enrich(email_of: dict[uuid.UUID, str], deadline: Deadline | None) -> list[uuid.UUID]:
+    """Enrich these leads and write it; returns the leads whose domain was not asked in time."""
+    if not email_of:
+        return []
+    domain_of = {trace_id: email_domain(email) for trace_id, email in email_of.items()}
+    deadline = deadline or Deadline(settings.AI_TASK_DEADLINE_SECONDS)
+    outcomes = domains_enrich(set(domain_of.values()), deadline)
+    ready = {t: d for t, d in domain_of.items() if d in outcomes}
+    _enrichments_write_isolated(sorted(ready), ready, outcomes)
+    return [trace_id for trace_id, domain in domain_of.items() if domain not in outcomes]
+
+
+def domains_enrich(
+    domains: Iterable[str], deadline: Deadline | None = None
+) -> dict[str, DomainOutcome]:
+    """A profile for every domain, and where it came from; never raises for provider trouble.
+    A domain left out was not asked before the deadline (no call fitted any more)."""
     outcomes: dict[str, DomainOutcome] = {}
     askable = []
     for domain in domains:
@@ -117,11 +145,11 @@ def domains_enrich(domains: Iterable[str]) -> dict[str, DomainOutcome]:
         outcomes.update({domain: _local(domain, degraded=False) for domain in missing})
         return outcomes
 
-    answered = _provider_ask(provider, missing)
+    answered, unasked = _provider_ask(provider, missing, deadline or Deadline(3600))
     _domain_profiles_cache(answered)
     for domain, profile in answered.items():
         outcomes[domain] = DomainOutcome(EnrichmentProvider.HTTP, profile, degraded=False)
-    failed = [domain for domain in missing if domain not in answered]
+    failed = [domain for domain in missing if domain not in answered and domain not in unasked]
     if failed:
         # Another worker may have cached some of them while this one waited on the provider.
         late = domain_profiles_cached(failed)
@@ -177,13 +205,21 @@ def _domain_profiles_cache(profiles: dict[str, dict]) -> None:
         logger.warning("enrichment cache not written: %r", error)
 
 
-def _provider_ask(provider: Provider, domains: list[str]) -> dict[str, dict]:
-    """The provider's answers, one breaker call per request; failed requests are left out."""
+def _provider_ask(
+    provider: Provider, domains: list[str], deadline: Deadline
+) -> tuple[dict[str, dict], set[str]]:
+    """The provider's answers, one breaker call per request, and the domains not asked because
+    no call fitted before the deadline any more. A failed request's domains are left out; so
+    is a domain the reply left out or gave a bad profile for, without counting as a failure."""
     ai = breaker("ai")
     answered: dict[str, dict] = {}
     failures: list[str] = []
     size = provider.max_domains_per_call
     for start in range(0, len(domains), size):
+        if not deadline.allows(provider.timeout_seconds):
+            unasked = set(domains[start:])
+            logger.info("AI: %d domains left for a later run (task deadline)", len(unasked))
+            break
         chunk = domains[start : start + size]
         try:
             # An open breaker raises at once, so a dead provider costs nothing after fail_max.
@@ -195,6 +231,17 @@ def _provider_ask(provider: Provider, domains: list[str]) -> dict[str, dict]:
             failures.append(str(error))
             continue
         answered.update({domain: profiles[domain] for domain in chunk if domain in profiles})
+        left_out = [domain for domain in chunk if domain not in profiles]
+        if left_out:
+            logger.warning(
+                "AI provider gave no usable profile for %d of %d domains (local rules stand "
+                "in for those alone), e.g. %r",
+                len(left_out),
+                len(chunk),
+                left_out[0],
+            )
+    else:
+        unasked = set()
     if failures:
         logger.warning(
             "AI provider failed %d of %d requests, local rules stand in (breaker %s): %s",
@@ -203,11 +250,35 @@ def _provider_ask(provider: Provider, domains: list[str]) -> dict[str, dict]:
             ai.current_state,
             failures[-1],
         )
-    return answered
+    return answered, unasked
 
 
 def _local(domain: str, degraded: bool) -> DomainOutcome:
     return DomainOutcome(EnrichmentProvider.LOCAL, domain_profile_local(domain), degraded)
+
+
+def _enrichments_write_isolated(
+    trace_ids: list[uuid.UUID], domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome]
+) -> None:
+    """Write the enrichments; a lead whose write fails for a reason of its own (PostgreSQL
+    refuses its data, a bug) is found by halving the batch and quarantined alone."""
+    if not trace_ids:
+        return
+    try:
+        _enrichments_write({t: domain_of[t] for t in trace_ids}, outcomes)
+        return
+    except DEPENDENCY_DOWN_ERRORS:
+        raise  # not the leads': the task retries the batch
+    except Exception as error:
+        if len(trace_ids) == 1:
+            reason = text_storable(f"enrichment not written: {type(error).__name__}: {error}", 2000)
+            logger.error("lead %s quarantined: %s", trace_ids[0], reason, exc_info=error)
+            leads_quarantine([str(trace_ids[0])], LeadStage.ENRICHMENT, reason,
+                             type(error).__name__[:40])  # fmt: skip
+            return
+    half = len(trace_ids) // 2
+    _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes)
+    _enrichments_write_isolated(trace_ids[half:], domain_of, outcomes)
 
 
 def _enrichments_write(domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome]) -> None:

@@ -12,90 +12,20 @@ from django.utils import timezone
 from apps.crm.adapters import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
-    CrmRejected,
-    CrmUnavailable,
     webhook_signature,
 )
 from apps.crm.models import CrmSync, DeadLetter
 from apps.crm.services import dead_letters_replay, leads_dead_letter, leads_sync
 from apps.leads.models import Lead
-from apps.tenants.services import tenant_create
 from leadflow.breakers import breaker_state
 from leadflow.redis_conn import get_redis
-from tests.doubles.client import http_double
+from tests.crm.factories import SECRET, ids, make_lead
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "whsec-test-0123456789"
 
-
-def _breaker_forget(tenant_id: int) -> None:
-    # CircuitRedisStorage puts its namespace ("lf:crm:<id>") before "pybreaker".
-    redis = get_redis()
-    for key in redis.scan_iter(f"lf:crm:{tenant_id}:pybreaker:*"):
-        redis.delete(key)
-
-
-@pytest.fixture(scope="module")
-def double():
-    with http_double(max_seconds=600) as running:
-        yield running
-
-
-@pytest.fixture
-def crm(double):
-    """The double as a healthy CRM with no calls recorded."""
-    double.reset()
-    return double
-
-
-@pytest.fixture
-def make_tenant():
-    """Tenants with a closed breaker: ids restart with each test database, Redis keys do not."""
-    created: list[int] = []
-
-    def make(**fields):
-        tenant, _ = tenant_create(f"crm-{uuid.uuid4().hex[:8]}", **fields)
-        created.append(tenant.id)
-        _breaker_forget(tenant.id)
-        return tenant
-
-    yield make
-    for tenant_id in created:
-        _breaker_forget(tenant_id)
-
-
-@pytest.fixture
-def webhook_tenant(make_tenant, crm):
-    return make_tenant(crm_webhook_url=f"{crm.url}/crm/hook", crm_webhook_secret=SECRET)
-
-
-def make_lead(tenant, status="enriched", is_qualified=True, tier="normal", **fields) -> Lead:
-    defaults = {
-        "email": f"{uuid.uuid4().hex[:8]}@example.com",
-        "name": "Ada Lovelace",
-        "company": "Analytical Engines",
-        "source": "landing",
-        "score": 80 if is_qualified else 20,
-        "received_at": timezone.now(),
-        "payload": {"utm": "spring"},
-    }
-    return Lead.objects.create(
-        trace_id=uuid.uuid4(),
-        tenant=tenant,
-        tier=tier,
-        status=status,
-        is_qualified=is_qualified,
-        **{**defaults, **fields},
-    )
-
-
-def ids(*leads: Lead) -> list[str]:
-    return [str(lead.trace_id) for lead in leads]
-
-
-def test_local_adapter_syncs_ready_leads_and_records_crm_sync(make_tenant):
-    tenant = make_tenant()
+def test_local_adapter_syncs_ready_leads_and_records_crm_sync(crm_tenant):
+    tenant = crm_tenant()
     enriched = make_lead(tenant, status="enriched")
     under_threshold = make_lead(tenant, status="qualified", is_qualified=False)
     awaiting_enrichment = make_lead(tenant, status="qualified", is_qualified=True)
@@ -178,8 +108,8 @@ def test_redelivered_batch_sends_nothing_new_and_changes_nothing(crm, webhook_te
         assert lead.updated_at == before[lead.trace_id].updated_at
 
 
-def test_batch_spanning_two_tenants_goes_to_each_tenants_crm(crm, webhook_tenant, make_tenant):
-    local_tenant = make_tenant()
+def test_batch_spanning_two_tenants_goes_to_each_tenants_crm(crm, webhook_tenant, crm_tenant):
+    local_tenant = crm_tenant()
     remote = make_lead(webhook_tenant)
     local = make_lead(local_tenant)
 
@@ -192,38 +122,41 @@ def test_batch_spanning_two_tenants_goes_to_each_tenants_crm(crm, webhook_tenant
 
 
 @pytest.mark.parametrize("status", [503, 429])
-def test_crm_unavailable_raises_and_leaves_leads_unsynced(crm, webhook_tenant, status):
+def test_crm_unavailable_leaves_leads_unsynced_for_a_retry(crm, webhook_tenant, status):
     crm.configure("crm", failure_rate=1.0, failure_status=status)
     lead = make_lead(webhook_tenant)
 
-    with pytest.raises(CrmUnavailable, match=str(status)):
-        leads_sync(ids(lead))
+    outcome = leads_sync(ids(lead))
 
+    [retry] = outcome.retry
+    assert retry.trace_ids == ids(lead)
+    assert retry.error.startswith("CrmUnavailable") and str(status) in retry.error
     lead.refresh_from_db()
     assert lead.status == "enriched"
     assert lead.synced_at is None
     assert not CrmSync.objects.filter(lead=lead).exists()
 
 
-def test_crm_timeout_raises_crm_unavailable(crm, webhook_tenant, settings):
+def test_crm_slower_than_its_deadline_is_unavailable(crm, webhook_tenant, settings):
     settings.CRM_TIMEOUT_SECONDS = 0.3
     crm.configure("crm", latency_ms=1500)
     lead = make_lead(webhook_tenant)
 
-    with pytest.raises(CrmUnavailable, match="timed out"):
-        leads_sync(ids(lead))
+    [retry] = leads_sync(ids(lead)).retry
 
+    assert "no complete reply within 0.3s" in retry.error
     lead.refresh_from_db()
     assert lead.status == "enriched"
 
 
-def test_unreachable_crm_raises_crm_unavailable(make_tenant):
+def test_unreachable_crm_is_unavailable(crm_tenant):
     # Port 9 (discard) on localhost: nothing listens, the connection is refused at once.
-    tenant = make_tenant(crm_webhook_url="http://127.0.0.1:9/crm/hook", crm_webhook_secret=SECRET)
+    tenant = crm_tenant(crm_webhook_url="http://127.0.0.1:9/crm/hook", crm_webhook_secret=SECRET)
     lead = make_lead(tenant)
 
-    with pytest.raises(CrmUnavailable, match="unreachable"):
-        leads_sync(ids(lead))
+    [retry] = leads_sync(ids(lead)).retry
+
+    assert "unreachable" in retry.error
 
 
 def test_breaker_opens_after_fail_max_failures_then_fails_fast_without_http(
@@ -233,35 +166,37 @@ def test_breaker_opens_after_fail_max_failures_then_fails_fast_without_http(
     lead = make_lead(webhook_tenant)
 
     for _ in range(settings.BREAKER_FAIL_MAX):
-        with pytest.raises(CrmUnavailable):
-            leads_sync(ids(lead))
+        assert leads_sync(ids(lead)).retry
     assert len(crm.calls("crm")) == settings.BREAKER_FAIL_MAX
     assert breaker_state(f"crm:{webhook_tenant.id}") == "open"
 
     crm.reset()  # the CRM is healthy again, but the breaker waits out its reset timeout
-    with pytest.raises(CrmUnavailable, match="breaker open"):
-        leads_sync(ids(lead))
+    [retry] = leads_sync(ids(lead)).retry
+    assert "breaker open" in retry.error
     assert crm.calls("crm") == []
     lead.refresh_from_db()
     assert lead.status == "enriched"
 
 
-def test_rejection_4xx_raises_crm_rejected_and_does_not_trip_breaker(crm, webhook_tenant, settings):
+def test_rejection_dead_letters_at_once_and_does_not_trip_breaker(crm, webhook_tenant, settings):
     crm.configure("crm", failure_rate=1.0, failure_status=422)
-    lead = make_lead(webhook_tenant)
+    leads = [make_lead(webhook_tenant) for _ in range(settings.BREAKER_FAIL_MAX + 1)]
 
-    for _ in range(settings.BREAKER_FAIL_MAX + 1):
-        with pytest.raises(CrmRejected, match="422"):
-            leads_sync(ids(lead))
+    for lead in leads:
+        assert leads_sync(ids(lead)).retry == []
 
     assert len(crm.calls("crm")) == settings.BREAKER_FAIL_MAX + 1
     assert breaker_state(f"crm:{webhook_tenant.id}") == "closed"
-    lead.refresh_from_db()
-    assert lead.status == "enriched"
+    for lead in leads:
+        lead.refresh_from_db()
+        assert lead.status == "dead_lettered"
+        letter = DeadLetter.objects.get(lead=lead)
+        assert (letter.attempts, letter.error[:15]) == (1, "CrmRejected: CR")
+        assert "422" in letter.error
 
 
-def test_dead_letter_sets_dead_lettered_once_and_skips_synced_leads(make_tenant):
-    tenant = make_tenant()
+def test_dead_letter_sets_dead_lettered_once_and_skips_synced_leads(crm_tenant):
+    tenant = crm_tenant()
     first, second = make_lead(tenant), make_lead(tenant, "qualified", False)
     synced = make_lead(tenant)
     leads_sync(ids(synced))
@@ -284,8 +219,8 @@ def test_dead_letter_sets_dead_lettered_once_and_skips_synced_leads(make_tenant)
     assert synced.status == "synced"
 
 
-def test_dead_letter_leaves_leads_still_waiting_for_enrichment_alone(make_tenant):
-    tenant = make_tenant()
+def test_dead_letter_leaves_leads_still_waiting_for_enrichment_alone(crm_tenant):
+    tenant = crm_tenant()
     waiting = make_lead(tenant, status="qualified", is_qualified=True)
 
     leads_dead_letter(ids(waiting), stage="crm", error="boom", attempts=1)
@@ -360,16 +295,15 @@ def test_failed_replay_keeps_the_dead_letter_open(crm, webhook_tenant):
     leads_dead_letter(ids(lead), stage="crm", error="CrmUnavailable: 503", attempts=4)
     crm.configure("crm", failure_rate=1.0, failure_status=503)
 
-    with pytest.raises(CrmUnavailable):
-        leads_sync(ids(lead))
+    assert leads_sync(ids(lead)).retry
 
     lead.refresh_from_db()
     assert lead.status == "dead_lettered"
     assert DeadLetter.objects.get(lead=lead).replayed_at is None
 
 
-def test_replay_splits_a_large_set_into_messages_of_at_most_500(make_tenant, broker_cleanup):
-    tenant = make_tenant()
+def test_replay_splits_a_large_set_into_messages_of_at_most_500(crm_tenant, broker_cleanup):
+    tenant = crm_tenant()
     received_at = timezone.now() - timedelta(minutes=5)
     leads = Lead.objects.bulk_create(
         [
@@ -394,17 +328,13 @@ def test_replay_splits_a_large_set_into_messages_of_at_most_500(make_tenant, bro
     assert {trace_id for trace_ids, _ in batches for trace_id in trace_ids} == set(all_ids)
 
 
-def test_sync_task_dead_letters_its_batch_once_retries_are_exhausted(crm, webhook_tenant, settings):
-    from workers.pool_c import sync_leads
-
+def test_last_attempt_dead_letters_the_group(crm, webhook_tenant, settings):
     crm.configure("crm", failure_rate=1.0, failure_status=503)
     lead = make_lead(webhook_tenant)
 
-    # apply() runs the task here, retries included (eagerly, without their countdown).
-    result = sync_leads.apply(args=[ids(lead), "normal"])
+    outcome = leads_sync(ids(lead), attempt=settings.CRM_MAX_RETRIES)
 
-    assert isinstance(result.result, CrmUnavailable)
-    assert len(crm.calls("crm")) == settings.CRM_MAX_RETRIES + 1
+    assert outcome.retry == []
     lead.refresh_from_db()
     assert lead.status == "dead_lettered"
     letter = DeadLetter.objects.get(lead=lead)
@@ -412,23 +342,10 @@ def test_sync_task_dead_letters_its_batch_once_retries_are_exhausted(crm, webhoo
     assert letter.error.startswith("CrmUnavailable")
 
 
-def test_sync_task_dead_letters_a_rejected_batch_without_retrying(crm, webhook_tenant):
-    from workers.pool_c import sync_leads
-
-    crm.configure("crm", failure_rate=1.0, failure_status=400)
-    lead = make_lead(webhook_tenant)
-
-    sync_leads.apply(args=[ids(lead), "normal"])
-
-    assert len(crm.calls("crm")) == 1
-    letter = DeadLetter.objects.get(lead=lead)
-    assert (letter.attempts, letter.error[:11]) == (1, "CrmRejected")
-
-
 def test_admin_lists_dead_letters_and_replays_the_selected_ones(
-    admin_client, make_tenant, broker_cleanup
+    admin_client, crm_tenant, broker_cleanup
 ):
-    tenant = make_tenant()
+    tenant = crm_tenant()
     lead = make_lead(tenant)
     broker_cleanup.update(ids(lead))
     leads_dead_letter(ids(lead), stage="crm", error="CrmUnavailable: " + "x" * 200, attempts=4)

@@ -16,12 +16,18 @@ class HttpDouble:
         self.url = url
         self._http = httpx.Client(base_url=url, timeout=5.0)
 
-    def configure(self, kind: str, **behaviour) -> None:
-        """kind "ai" or "crm"; behaviour: latency_ms, failure_rate (0..1), failure_status."""
-        self._http.post("/_control", json={"kind": kind, **behaviour}).raise_for_status()
+    def configure(self, kind: str, path: str | None = None, **behaviour) -> None:
+        """kind "ai" or "crm"; with `path` (e.g. one tenant's "/crm/x"), only calls to it.
+        Behaviour: latency_ms, failure_rate (0..1), failure_status, fail_first, drip_ms,
+        body_bytes, omit_domains, bad_domains (tests/doubles/http_double.py says what each does).
+        """
+        update = {"kind": kind, **behaviour, **({"path": path} if path else {})}
+        self._http.post("/_control", json=update).raise_for_status()
 
-    def calls(self, kind: str) -> list[dict]:
-        response = self._http.get("/_requests", params={"kind": kind})
+    def calls(self, kind: str, path: str | None = None) -> list[dict]:
+        """The calls recorded (of one path only, if given), each with "at" and "status"."""
+        params = {"kind": kind, **({"path": path} if path else {})}
+        response = self._http.get("/_requests", params=params)
         response.raise_for_status()
         return response.json()
 

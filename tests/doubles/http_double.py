@@ -7,9 +7,27 @@ It prints "listening on http://127.0.0.1:PORT" first, then serves:
                               {"domains": [...]}; the answer's message content is JSON
                               {"results": {domain: {industry, company_size, summary}}}.
   POST /crm/<anything>        a CRM webhook: records the call, answers {"accepted": N}.
-  POST /_control              {"kind": "ai"|"crm", "latency_ms": int, "failure_rate": 0..1,
-                              "failure_status": int}: how that kind behaves from now on.
-  GET  /_requests?kind=crm    the calls recorded so far (path, headers, JSON body).
+  POST /_control              {"kind": "ai"|"crm", "path": optional, behaviour...}: how that
+                              kind (or, with "path", only calls to that path, e.g. one tenant's
+                              CRM) behaves from now on. Behaviour:
+                                latency_ms      wait this long before answering
+                                failure_rate    0..1, share of calls answered failure_status
+                                failure_status  the status of a failure (503 by default)
+                                fail_first      the first N calls (of the kind, or the path)
+                                                fail with failure_status, the rest succeed
+                                drip_ms         the whole reply, status line included, is sent
+                                                one byte every drip_ms ms
+                                body_bytes      a successful reply is padded to this many bytes
+                                                (valid JSON, streamed)
+                                refuse_emails   CRM: answer 422 when a lead of the call has
+                                                one of these e-mails
+                                reply_json      CRM: answer 200 with this JSON value
+                                omit_domains    AI: leave these domains out of the results
+                                bad_domains     AI: give these domains a profile of bad types
+  GET  /_requests?kind=crm[&path=/crm/x]
+                              the calls recorded so far (path, headers, JSON body, raw body,
+                              "at": when it arrived, time.time(), "status": what it was
+                              answered).
   POST /_reset                forget recorded calls, behave normally again.
 
 The server stops by itself after --max-seconds, so a forgotten one cannot linger.
@@ -33,6 +51,8 @@ class DoubleState:
         self.lock = threading.Lock()
         self.random = random.Random(seed)
         self.behaviour: dict[str, dict] = {}
+        self.by_path: dict[str, dict] = {}  # path -> behaviour overriding its kind's
+        self.counts: dict[str, int] = {}  # calls so far, by kind and by path (fail_first)
         self.calls: dict[str, list[dict]] = {"ai": [], "crm": []}
         self.reset()
 
@@ -42,11 +62,24 @@ class DoubleState:
                 kind: {"latency_ms": 0, "failure_rate": 0.0, "failure_status": 503}
                 for kind in ("ai", "crm")
             }
+            self.by_path = {}
+            self.counts = {}
             self.calls = {"ai": [], "crm": []}
 
-    def should_fail(self, kind: str) -> bool:
+    def behaviour_for(self, kind: str, path: str) -> tuple[dict, int]:
+        """The behaviour of a call to `path`, and how many calls came before it (to the path,
+        if it has a behaviour of its own, else to the kind). Call with the lock held."""
+        own = self.by_path.get(path)
+        counter = path if own is not None else kind
+        seen = self.counts.get(counter, 0)
+        self.counts[counter] = seen + 1
+        return {**self.behaviour[kind], **(own or {})}, seen
+
+    def should_fail(self, behaviour: dict, seen: int) -> bool:
+        if seen < behaviour.get("fail_first", 0):
+            return True
         with self.lock:
-            return self.random.random() < self.behaviour[kind]["failure_rate"]
+            return self.random.random() < behaviour["failure_rate"]
 
 
 def company_profile(domain: str) -> dict:
@@ -66,13 +99,51 @@ def make_handler(state: DoubleState):
         def log_message(self, *args) -> None:  # keep test output quiet
             pass
 
-        def _send(self, status: int, body: dict | list) -> None:
+        def _send(self, status: int, body: dict | list, behaviour: dict | None = None) -> None:
+            behaviour = behaviour or {}
+            if behaviour.get("body_bytes") and status == 200:
+                return self._send_padded(body, behaviour["body_bytes"])
             raw = json.dumps(body).encode()
+            if behaviour.get("drip_ms"):
+                return self._drip(status, raw, behaviour["drip_ms"] / 1000)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
+
+        def _drip(self, status: int, raw: bytes, interval: float) -> None:
+            # Byte by byte, the status line too: a per-read timeout never fires on this.
+            head = (
+                f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(raw)}\r\n\r\n"
+            ).encode()
+            whole = head + raw
+            try:
+                for index in range(len(whole)):
+                    self.wfile.write(whole[index : index + 1])
+                    time.sleep(interval)
+            except OSError:  # the client gave up: what the test wants to see
+                self.close_connection = True
+
+        def _send_padded(self, body: dict, size: int) -> None:
+            # Valid JSON of `size` bytes, streamed: {"accepted": N, "pad": "xxx..."}.
+            head = json.dumps(body)[:-1].encode() + b', "pad": "'
+            tail = b'"}'
+            pad = max(size - len(head) - len(tail), 0)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(head) + pad + len(tail)))
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                self.wfile.write(head)
+                while pad > 0:
+                    self.wfile.write(chunk[:pad])
+                    pad -= min(pad, len(chunk))
+                self.wfile.write(tail)
+            except OSError:  # the client stopped reading: the rest is not wanted
+                self.close_connection = True
 
         def _body(self) -> bytes:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -80,9 +151,12 @@ def make_handler(state: DoubleState):
         def do_GET(self) -> None:
             url = urlparse(self.path)
             if url.path == "/_requests":
-                kind = parse_qs(url.query).get("kind", ["crm"])[0]
+                query = parse_qs(url.query)
+                kind = query.get("kind", ["crm"])[0]
+                path = query.get("path", [None])[0]
                 with state.lock:
-                    self._send(200, list(state.calls.get(kind, [])))
+                    calls = [c for c in state.calls.get(kind, []) if path in (None, c["path"])]
+                self._send(200, calls)
             elif url.path == "/_health":
                 self._send(200, {"ok": True})
             else:
@@ -97,9 +171,11 @@ def make_handler(state: DoubleState):
             if path == "/_control":
                 update = json.loads(raw or b"{}")
                 kind = update.pop("kind")
+                path = update.pop("path", None)
                 with state.lock:
-                    state.behaviour[kind].update(update)
-                return self._send(200, state.behaviour[kind])
+                    target = state.by_path.setdefault(path, {}) if path else state.behaviour[kind]
+                    target.update(update)
+                    return self._send(200, dict(target))
             if path == "/v1/chat/completions":
                 return self._serve("ai", raw, self._chat_completion)
             if path.startswith("/crm/"):
@@ -111,30 +187,42 @@ def make_handler(state: DoubleState):
                 body = json.loads(raw or b"null")
             except json.JSONDecodeError:
                 return self._send(400, {"error": "body is not JSON"})
+            record = {
+                "path": self.path,
+                "headers": dict(self.headers),
+                "body": body,
+                "raw": raw.decode(errors="replace"),
+                "at": time.time(),
+            }
             with state.lock:
-                behaviour = dict(state.behaviour[kind])
-                state.calls[kind].append(
-                    {
-                        "path": self.path,
-                        "headers": dict(self.headers),
-                        "body": body,
-                        "raw": raw.decode(errors="replace"),
-                    }
-                )
+                behaviour, seen = state.behaviour_for(kind, self.path)
+                state.calls[kind].append(record)
             if behaviour["latency_ms"]:
                 time.sleep(behaviour["latency_ms"] / 1000)
-            if state.should_fail(kind):
-                return self._send(behaviour["failure_status"], {"error": "injected failure"})
-            respond(body)
+            if state.should_fail(behaviour, seen):
+                record["status"] = behaviour["failure_status"]
+                return self._send(
+                    behaviour["failure_status"], {"error": "injected failure"}, behaviour
+                )
+            record["status"] = 200
+            self._record = record
+            respond(body, behaviour)
 
-        def _chat_completion(self, body: dict) -> None:
+        def _chat_completion(self, body: dict, behaviour: dict) -> None:
             messages = body.get("messages") or []
             user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
             try:
                 domains = json.loads(user["content"])["domains"]
             except (TypeError, KeyError, ValueError):
                 return self._send(400, {"error": "expected a user message with JSON domains"})
-            content = json.dumps({"results": {d: company_profile(d) for d in domains}})
+            omit = set(behaviour.get("omit_domains", ()))
+            bad = set(behaviour.get("bad_domains", ()))
+            results = {
+                d: {"industry": 3, "company_size": None} if d in bad else company_profile(d)
+                for d in domains
+                if d not in omit
+            }
+            content = json.dumps({"results": results})
             self._send(
                 200,
                 {
@@ -149,11 +237,21 @@ def make_handler(state: DoubleState):
                         }
                     ],
                 },
+                behaviour,
             )
 
-        def _crm(self, body) -> None:
+        def _crm(self, body, behaviour: dict) -> None:
             leads = body.get("leads", []) if isinstance(body, dict) else []
-            self._send(200, {"accepted": len(leads)})
+            refused = set(behaviour.get("refuse_emails", ()))
+            if any(lead.get("email") in refused for lead in leads):
+                return self._refuse(422, {"error": "a lead was refused"})
+            if "reply_json" in behaviour:
+                return self._send(200, behaviour["reply_json"], behaviour)
+            self._send(200, {"accepted": len(leads)}, behaviour)
+
+        def _refuse(self, status: int, body: dict) -> None:
+            self._record["status"] = status
+            self._send(status, body)
 
     return Handler
 

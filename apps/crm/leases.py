@@ -1,0 +1,97 @@
+"""Delivery leases: a lead is delivered by one pool C run at a time, so a message handed out
+again (its visibility timeout passed while the first run still worked, the stalled-lead sweeper,
+a replay) never sends the CRM leads it is receiving already.
+
+Before delivering a tenant's group, a run leases its leads (SET NX PX per lead, one Lua call for
+the group) and then re-reads which are still unsynced; leads another run holds are that run's.
+Once the CRM accepted a delivery, its leads stay marked "sent" (with what the CRM answered)
+until they are recorded in PostgreSQL: a run that could not record them (PostgreSQL down)
+leaves the marks, and the next run records them without sending them again.
+A tenant's keys share a hash tag, so each call stays in one slot of a Redis Cluster.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from leadflow.redis_conn import get_redis, lua_script
+
+LUA_DIR = Path(__file__).parent / "lua"
+# A lease outlives the run's deadline by this much: the run is over by then, killed or not.
+LEASE_MARGIN_SECONDS = 30.0
+# Sent marks wait this long for the run that records them (PostgreSQL back within the hour).
+SENT_MARK_SECONDS = 3600
+
+
+def _lease_key(tenant_id: int, trace_id: str) -> str:
+    return f"lf:crm:{{{tenant_id}}}:lease:{trace_id}"
+
+
+def _sent_key(tenant_id: int, trace_id: str) -> str:
+    return f"lf:crm:{{{tenant_id}}}:sent:{trace_id}"
+
+
+def _reply_key(tenant_id: int, delivery: str) -> str:
+    return f"lf:crm:{{{tenant_id}}}:reply:{delivery}"
+
+
+@dataclass
+class Lease:
+    tenant_id: int
+    token: str
+    to_deliver: list[str] = field(default_factory=list)
+    sent: dict[str, str] = field(default_factory=dict)  # trace id -> delivery id, unrecorded
+    held: list[str] = field(default_factory=list)  # leased by another run: left to it
+
+
+def delivery_lease_take(tenant_id: int, trace_ids: list[str], token: str, seconds: float) -> Lease:
+    """Lease the tenant's leads for `seconds` (plus a margin) under `token`."""
+    lease = Lease(tenant_id, token)
+    if not trace_ids:
+        return lease
+    keys = [_lease_key(tenant_id, t) for t in trace_ids] + [
+        _sent_key(tenant_id, t) for t in trace_ids
+    ]
+    milliseconds = int((seconds + LEASE_MARGIN_SECONDS) * 1000)
+    answers = lua_script(LUA_DIR / "delivery_lease_take.lua")(keys=keys, args=[token, milliseconds])
+    for trace_id, answer in zip(trace_ids, answers, strict=True):
+        if answer == 0:
+            lease.held.append(trace_id)
+        elif answer == b"":
+            lease.to_deliver.append(trace_id)
+        else:
+            lease.sent[trace_id] = answer.decode()
+    return lease
+
+
+def delivery_lease_release(lease: Lease, recorded: list[str]) -> None:
+    """Give the leases back and forget the sent marks of the leads now recorded."""
+    leased = lease.to_deliver + list(lease.sent)
+    if not leased:
+        return
+    with get_redis().pipeline(transaction=False) as pipe:
+        lua_script(LUA_DIR / "delivery_lease_release.lua")(
+            keys=[_lease_key(lease.tenant_id, t) for t in leased], args=[lease.token], client=pipe
+        )
+        if recorded:
+            pipe.delete(*[_sent_key(lease.tenant_id, t) for t in recorded])
+        pipe.execute()
+
+
+def deliveries_mark_sent(tenant_id: int, trace_ids: list[str], delivery: str, stored: dict) -> None:
+    """The CRM accepted `delivery` of these leads; `stored` is what their rows will keep."""
+    with get_redis().pipeline(transaction=False) as pipe:
+        pipe.set(_reply_key(tenant_id, delivery), json.dumps(stored), ex=SENT_MARK_SECONDS)
+        for trace_id in trace_ids:
+            pipe.set(_sent_key(tenant_id, trace_id), delivery, ex=SENT_MARK_SECONDS)
+        pipe.execute()
+
+
+def deliveries_sent_replies(tenant_id: int, deliveries: set[str]) -> dict[str, dict]:
+    """What the CRM answered to these earlier deliveries (a reply gone reads as a stub)."""
+    ordered = sorted(deliveries)
+    raw = get_redis().mget([_reply_key(tenant_id, d) for d in ordered]) if ordered else []
+    return {
+        delivery: json.loads(value) if value else {"delivery_id": delivery}
+        for delivery, value in zip(ordered, raw, strict=True)
+    }
