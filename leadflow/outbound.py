@@ -38,9 +38,6 @@ RESPONSE_TRUNCATED = Counter(
     "Outbound replies longer than the size cap: the rest was not read, by dependency.",
     ["dependency"],
 )
-for _dependency in DEPENDENCIES:  # series at 0 from the start, so rate() and alerts see them
-    DEADLINE_HITS.labels(_dependency)
-    RESPONSE_TRUNCATED.labels(_dependency)
 
 # Not the lead's fault: PostgreSQL or Redis (breakers, leases, the broker) is down or blinked.
 # A deadlock or a cancelled statement is an OperationalError too: retrying is right for them.
@@ -255,4 +252,9 @@ def _client() -> httpx.Client:
                 headers={"User-Agent": "LeadFlow/1"},
             )
             _http_pid = os.getpid()
+            # Series at 0 from the first call on, so rate() and alerts see them. Not at import:
+            # in a prefork worker's parent the metrics' directory may not exist yet.
+            for dependency in DEPENDENCIES:
+                DEADLINE_HITS.labels(dependency)
+                RESPONSE_TRUNCATED.labels(dependency)
         return _http

@@ -4,7 +4,6 @@ import json
 import uuid
 
 import pytest
-from django.utils import timezone
 
 from apps.enrichment.models import LeadEnrichment
 from apps.enrichment.providers import (
@@ -17,83 +16,15 @@ from apps.enrichment.providers import (
 )
 from apps.enrichment.services import CACHE_KEY_PREFIX, CACHE_TTL_SECONDS, leads_enrich
 from apps.leads.models import Lead
-from apps.tenants.services import tenant_create
 from leadflow.breakers import breaker, breaker_state
 from leadflow.redis_conn import get_redis
-from tests.doubles.client import http_double
 from tests.doubles.http_double import company_profile
+from tests.enrichment.factories import make_lead as _lead
+from tests.enrichment.factories import trace_ids as _ids
 
 # Each test's writes roll back with its transaction: leads_enrich nests its own atomic block
 # as a savepoint, and nothing here reads from another connection, so no table flush is needed.
 db = pytest.mark.django_db
-
-BREAKER_KEYS = "lf:ai:pybreaker:*"  # CircuitRedisStorage puts its namespace before "pybreaker"
-
-
-def _breaker_forget() -> None:
-    redis = get_redis()
-    for key in redis.scan_iter(BREAKER_KEYS):
-        redis.delete(key)
-
-
-@pytest.fixture(autouse=True)
-def ai_breaker_closed():
-    _breaker_forget()
-    yield
-    _breaker_forget()
-
-
-@pytest.fixture(scope="module")
-def double():
-    with http_double(max_seconds=600) as running:
-        yield running
-
-
-@pytest.fixture
-def ai(double, settings):
-    """The double as the configured AI provider, behaving normally, with no calls recorded."""
-    double.reset()
-    settings.AI_PROVIDER_URL = double.url
-    settings.AI_PROVIDER_API_KEY = "sk-test"
-    settings.AI_PROVIDER_TIMEOUT_SECONDS = 2.0
-    return double
-
-
-@pytest.fixture
-def tenant():
-    created, _ = tenant_create(f"enrich-{uuid.uuid4().hex[:8]}")
-    return created
-
-
-@pytest.fixture
-def domains():
-    """Company domains no other test (or earlier run) has cached."""
-    created: list[str] = []
-
-    def make(count: int = 1) -> list[str]:
-        fresh = [f"co{uuid.uuid4().hex[:12]}.example" for _ in range(count)]
-        created.extend(fresh)
-        return fresh
-
-    yield make
-    if created:
-        get_redis().delete(*[CACHE_KEY_PREFIX + domain for domain in created])
-
-
-def _lead(tenant, email: str, status: str = "qualified") -> Lead:
-    return Lead.objects.create(
-        trace_id=uuid.uuid4(),
-        tenant=tenant,
-        tier="normal",
-        status=status,
-        is_qualified=True,
-        email=email,
-        received_at=timezone.now(),
-    )
-
-
-def _ids(leads: list[Lead]) -> list[str]:
-    return [str(lead.trace_id) for lead in leads]
 
 
 @db

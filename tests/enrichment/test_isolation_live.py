@@ -1,0 +1,64 @@
+"""A lead pool B cannot write fails alone, on the live platform: two tenants' qualified leads go
+through one shared batch (the control process is stopped for the module; one dispatch pass runs
+here), PostgreSQL refuses one lead's enrichment, and every other lead reaches `synced`."""
+
+import uuid
+from collections import Counter
+
+import pytest
+
+from apps.control.dispatcher import Dispatcher
+from apps.leads.models import Lead
+from tests.crm.factories import postgres_refusing
+from tests.live.api import auth, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def post_qualified(api, key: str, count: int) -> list[str]:
+    """Leads over the scoring threshold (business e-mail, phone, company, paid source)."""
+    leads = [
+        {
+            "email": f"buyer@acme-{uuid.uuid4().hex[:10]}.com",
+            "phone": "+1 415 555 0100",
+            "company": "Acme",
+            "source": "google_ads",
+        }
+        for _ in range(count)
+    ]
+    response = api.post("/api/v1/leads/batch", json={"leads": leads}, headers=auth(key))
+    assert response.status_code == 202, response.text
+    return [result["trace_id"] for result in response.json()["results"]]
+
+
+def statuses(trace_ids: list[str]) -> Counter:
+    return Counter(Lead.objects.filter(trace_id__in=trace_ids).values_list("status", flat=True))
+
+
+def test_a_lead_whose_enrichment_cannot_be_written_is_quarantined_alone(
+    api, make_tenant, control_stopped
+):
+    (noisy, noisy_key), (clean, clean_key) = make_tenant("b-noisy"), make_tenant("b-clean")
+    noisy_ids = post_qualified(api, noisy_key, 5)
+    clean_ids = post_qualified(api, clean_key, 5)
+    poison = noisy_ids[2]
+    others = [trace_id for trace_id in noisy_ids + clean_ids if trace_id != poison]
+
+    with postgres_refusing("enrichment_leadenrichment", poison):
+        assert Dispatcher().dispatch_once() >= 10
+        wait_until(
+            lambda: statuses(others) == {"synced": len(others)},
+            timeout=30,
+            message=f"batch-mates: {dict(statuses(others))}",
+        )
+        wait_until(lambda: statuses([poison]) == {"failed": 1}, timeout=10)
+
+    lead = Lead.objects.get(trace_id=poison)
+    assert lead.failed_stage == "enrichment" and "refused for the test" in lead.failed_reason
+    shown = api.get(f"/api/v1/leads/{poison}", headers=auth(noisy_key)).json()
+    assert shown["status"] == "failed" and shown["failure"]["stage"] == "enrichment"
+    assert not Lead.objects.filter(trace_id__in=others, ai_degraded=True).exists()
+    # Accounting closes per tenant: every lead accepted is synced or failed.
+    for tenant, accepted in ((noisy, noisy_ids), (clean, clean_ids)):
+        counts = Counter(Lead.objects.filter(tenant=tenant).values_list("status", flat=True))
+        assert sum(counts.values()) == len(accepted) and set(counts) <= {"synced", "failed"}
