@@ -79,7 +79,8 @@ class OutboundReply:
     truncated: bool  # the reply was longer than the cap; the rest was not read
 
     def json(self):
-        """The body as JSON (ValueError if it is not, or was cut)."""
+        """The body as JSON (ValueError if it is not, or was cut; RecursionError if nested past
+        the parser's depth)."""
         return json.loads(self.body)
 
     def excerpt(self, max_chars: int) -> str:

@@ -4,6 +4,7 @@ import warnings
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from leadflow.env import EnvError, env_bool, env_float, env_int, env_str
 from leadflow.logs import logging_config
@@ -229,6 +230,17 @@ CRM_TASK_DEADLINE_SECONDS = env_float("LEADFLOW_POOL_C_TASK_DEADLINE_SECONDS", 6
 # Pools B and C: a task that met PostgreSQL or Redis down runs again after 1, 2, 4 ... s, at
 # most this long apart, for as long as it takes (never quarantined or dead-lettered for it).
 DEPENDENCY_RETRY_MAX_SECONDS = env_int("LEADFLOW_DEPENDENCY_RETRY_MAX_SECONDS", 30)
+# A task starts a call only while one (and its recording, ~2 s) fits before its deadline: a
+# deadline under that would send its work round the queue without ever doing any.
+for _deadline, _call, _deadline_name, _call_name in (
+    (AI_TASK_DEADLINE_SECONDS, AI_PROVIDER_TIMEOUT_SECONDS, "POOL_B_TASK_DEADLINE", "AI_TIMEOUT"),
+    (CRM_TASK_DEADLINE_SECONDS, CRM_TIMEOUT_SECONDS, "POOL_C_TASK_DEADLINE", "CRM_TIMEOUT"),
+):
+    if _deadline < 2 * _call + 2:
+        raise ImproperlyConfigured(
+            f"LEADFLOW_{_deadline_name}_SECONDS ({_deadline:g}) must be at least twice "
+            f"LEADFLOW_{_call_name}_SECONDS ({_call:g}) + 2"
+        )
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -17,7 +17,7 @@ from leadflow.celery import app
 from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline
 from workers.queues import queue_name
 
-PACED_COUNTDOWN_MAX_SECONDS = 60.0
+WAIT_COUNTDOWN_MAX_SECONDS = 60.0
 
 
 @app.task(
@@ -57,9 +57,9 @@ def _outcome_send(outcome: SyncOutcome, tier: str, resend: bool, attempt: int) -
     kwargs = {"resend": resend, "attempt": attempt}
     if outcome.later:
         sync_leads.apply_async(args=[outcome.later, tier], kwargs=kwargs, queue=queue)
-    for trace_ids, wait in outcome.paced:
+    for trace_ids, wait in outcome.waiting:
         # Capped: a message waiting for its ETA must not outlive the visibility timeout.
-        countdown = min(wait, PACED_COUNTDOWN_MAX_SECONDS)
+        countdown = min(wait, WAIT_COUNTDOWN_MAX_SECONDS)
         sync_leads.apply_async(
             args=[trace_ids, tier], kwargs=kwargs, queue=queue, countdown=countdown
         )

@@ -154,7 +154,7 @@ def reply_stored(reply: OutboundReply) -> dict:
     if not reply.truncated:
         try:
             parsed = reply.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             parsed = None
         if (
             parsed is not None

@@ -3,7 +3,9 @@ again (its visibility timeout passed while the first run still worked, the stall
 a replay) never sends the CRM leads it is receiving already.
 
 Before delivering a tenant's group, a run leases its leads (SET NX PX per lead, one Lua call for
-the group) and then re-reads which are still unsynced; leads another run holds are that run's.
+the group) and then re-reads which are still unsynced. Leads another run holds are looked at
+again once that lease ends: synced by then, nothing is left to do; if the run died, they are
+delivered.
 Once the CRM accepted a delivery, its leads stay marked "sent" (with what the CRM answered)
 until they are recorded in PostgreSQL: a run that could not record them (PostgreSQL down)
 leaves the marks, and the next run records them without sending them again.
@@ -41,7 +43,7 @@ class Lease:
     token: str
     to_deliver: list[str] = field(default_factory=list)
     sent: dict[str, str] = field(default_factory=dict)  # trace id -> delivery id, unrecorded
-    held: list[str] = field(default_factory=list)  # leased by another run: left to it
+    held: dict[str, float] = field(default_factory=dict)  # another run's: seconds it has left
 
 
 def delivery_lease_take(tenant_id: int, trace_ids: list[str], token: str, seconds: float) -> Lease:
@@ -55,8 +57,8 @@ def delivery_lease_take(tenant_id: int, trace_ids: list[str], token: str, second
     milliseconds = int((seconds + LEASE_MARGIN_SECONDS) * 1000)
     answers = lua_script(LUA_DIR / "delivery_lease_take.lua")(keys=keys, args=[token, milliseconds])
     for trace_id, answer in zip(trace_ids, answers, strict=True):
-        if answer == 0:
-            lease.held.append(trace_id)
+        if isinstance(answer, int):
+            lease.held[trace_id] = answer / 1000
         elif answer == b"":
             lease.to_deliver.append(trace_id)
         else:

@@ -74,8 +74,8 @@ class SyncOutcome:
     retry: list[Retry] = field(default_factory=list)
     # Leads not tried before the run's deadline: sent again at once, at the same attempt.
     later: list[str] = field(default_factory=list)
-    # Groups waiting for their CRM's pace: sent again when their turn comes (seconds).
-    paced: list[tuple[list[str], float]] = field(default_factory=list)
+    # Groups to try again after a wait (seconds): their CRM's pace, or another run's lease.
+    waiting: list[tuple[list[str], float]] = field(default_factory=list)
 
 
 def crm_retry_countdown(attempt: int) -> float:
@@ -163,7 +163,8 @@ def _tenant_sync(
         return
     lease = delivery_lease_take(tenant.id, trace_ids, uuid.uuid4().hex, deadline.left())
     if lease.held:
-        log.info("%d leads are being delivered by another run: left to it", len(lease.held))
+        log.info("%d leads are being delivered by another run: looked at later", len(lease.held))
+        outcome.waiting.append((list(lease.held), max(lease.held.values())))
     try:
         delivery.recorded += _sent_record(tenant, lease, adapter.name)
         # Read under the lease: a run that held these leads a moment ago may have synced them.
@@ -173,7 +174,7 @@ def _tenant_sync(
         reserve = adapter.timeout_seconds + RECORD_RESERVE_SECONDS
         wait = crm_pace_wait(tenant.id, len(leads), deadline, reserve) if adapter.paced else 0
         if wait:
-            outcome.paced.append(([str(lead.trace_id) for lead in leads], wait))
+            outcome.waiting.append(([str(lead.trace_id) for lead in leads], wait))
             return
         delivery.run(leads)
     finally:
@@ -218,6 +219,8 @@ class _Delivery:
         self.recorded: list[str] = []
 
     def run(self, leads: list[Lead]) -> None:
+        if not leads:
+            return
         ids = [str(lead.trace_id) for lead in leads]
         if not self.deadline.allows(self.adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
             self.outcome.later += ids

@@ -212,13 +212,13 @@ def chat_reply_profiles(body: bytes, domains: list[str]) -> dict[str, dict]:
     """
     try:
         content = json.loads(body)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         raise ProviderError(f"AI provider reply is not a chat completion: {body[:200]!r}") from None
     if not isinstance(content, str):
         raise ProviderError("AI provider reply has no text content")
     try:
         results = json.loads(_strip_code_fence(content))["results"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ProviderError(
             f"AI provider content is not JSON with 'results': {content[:200]!r}"
         ) from None

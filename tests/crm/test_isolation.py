@@ -12,11 +12,12 @@ import uuid
 import pytest
 from django.conf import settings
 
+from apps.crm.adapters import reply_stored
 from apps.crm.leases import deliveries_mark_sent, delivery_lease_take
 from apps.crm.models import CrmSync, DeadLetter
 from apps.crm.services import crm_retry_countdown, leads_sync
 from apps.leads.models import Lead
-from leadflow.outbound import DEADLINE_HITS, RESPONSE_TRUNCATED, Deadline
+from leadflow.outbound import DEADLINE_HITS, RESPONSE_TRUNCATED, Deadline, OutboundReply
 from tests.crm.factories import SECRET, ids, make_lead, postgres_refusing
 
 pytestmark = pytest.mark.django_db
@@ -159,6 +160,9 @@ def test_leads_another_run_is_delivering_are_left_to_it(crm, tenants):
 
     assert crm.calls("crm", path=x.path) == []
     assert outcome.retry == [] and outcome.later == []
+    # Looked at again when the other run's lease ends (it may have died meanwhile).
+    [(trace_ids, wait)] = outcome.waiting
+    assert trace_ids == ids(lead) and 50 < wait <= 60
     assert statuses(lead) == ["enriched"]
 
 
@@ -195,13 +199,13 @@ def test_a_tenant_waiting_long_for_its_pace_holds_no_thread(crm, tenants, settin
     settings.CRM_RATE_PER_SECOND = 0.1  # one lead every 10 s
     x, _, _ = tenants
     first, second = make_lead(x), make_lead(x)
-    assert leads_sync(ids(first)).paced == []
+    assert leads_sync(ids(first)).waiting == []
 
     started = time.monotonic()
     outcome = leads_sync(ids(second))
 
     assert time.monotonic() - started < 3
-    [(trace_ids, wait)] = outcome.paced
+    [(trace_ids, wait)] = outcome.waiting
     assert trace_ids == ids(second) and 5 < wait <= 10
     assert statuses(first, second) == ["synced", "enriched"]
 
@@ -226,3 +230,12 @@ def test_retry_countdowns_follow_1_2_4_seconds_with_20_percent_jitter():
         assert all(0.8 * nominal <= c <= 1.2 * nominal for c in countdowns)
         assert max(countdowns) - min(countdowns) > 0.2 * nominal  # spread, not one value
     assert crm_retry_countdown(10) <= 1.2 * settings.CRM_RETRY_BACKOFF_MAX_SECONDS
+
+
+def test_a_reply_nested_past_the_parsers_depth_is_kept_as_text():
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    stored = reply_stored(OutboundReply(status=200, body=deep, truncated=False))
+
+    assert stored["body_truncated"] is True and stored["body"].startswith("[[[")
+    assert len(stored["body"]) <= 2000

@@ -62,11 +62,12 @@ def statuses(trace_ids: list[str]) -> Counter:
 
 
 def wait_for(trace_ids: list[str], status: str, timeout: float) -> None:
-    wait_until(
-        lambda: statuses(trace_ids) == {status: len(trace_ids)},
-        timeout=timeout,
-        message=f"expected all {status}, got {dict(statuses(trace_ids))}",
-    )
+    try:
+        wait_until(lambda: statuses(trace_ids) == {status: len(trace_ids)}, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(
+            f"not all {status} after {timeout}s: {dict(statuses(trace_ids))}"
+        ) from None
 
 
 def accounting_closes(tenant, accepted: list[str]) -> None:

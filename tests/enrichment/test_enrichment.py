@@ -264,6 +264,8 @@ GOOD = {"industry": "retail", "company_size": "11-50", "summary": "Shoes."}
         (_chat("Sure! Here are the profiles."), "not JSON with 'results'"),
         (_chat(json.dumps({"profiles": {}})), "not JSON with 'results'"),
         (_chat(json.dumps({"results": []})), "not an object"),
+        (b"[" * 100_000, "not a chat completion"),  # nested past the parser's depth
+        (_chat("[" * 100_000), "not JSON with 'results'"),
     ],
 )
 def test_reply_outside_the_contract_is_a_provider_error(body, reason):

@@ -46,11 +46,10 @@ def test_a_lead_whose_enrichment_cannot_be_written_is_quarantined_alone(
 
     with postgres_refusing("enrichment_leadenrichment", poison):
         assert Dispatcher().dispatch_once() >= 10
-        wait_until(
-            lambda: statuses(others) == {"synced": len(others)},
-            timeout=30,
-            message=f"batch-mates: {dict(statuses(others))}",
-        )
+        try:
+            wait_until(lambda: statuses(others) == {"synced": len(others)}, timeout=30)
+        except AssertionError:
+            raise AssertionError(f"batch-mates: {dict(statuses(others))}") from None
         wait_until(lambda: statuses([poison]) == {"failed": 1}, timeout=10)
 
     lead = Lead.objects.get(trace_id=poison)

@@ -131,9 +131,10 @@ def test_pool_metrics_count_the_stages_each_lead_went_through(live_stack, api, m
 def test_pool_metrics_count_retries_and_the_failure_that_dead_letters(
     live_stack, api, make_tenant, double
 ):
-    """A CRM that always fails: pool C retries the batch 3 times (LEADFLOW_CRM_MAX_RETRIES),
-    then gives up with CrmUnavailable and dead-letters the lead; the control process's dead
-    letter count goes up by one."""
+    """A CRM that always fails: pool C retries the lead 3 times (LEADFLOW_CRM_MAX_RETRIES),
+    then gives up and dead-letters it; the control process's dead letter count goes up by one.
+    A tenant's retry is a message of its own (its batch-mates are not retried with it), so
+    each attempt is a task run that succeeds: it did what it could and scheduled the rest."""
     tenant, key = make_tenant("crm-metrics", crm_webhook_url=f"{double.url}/crm/hook")
     double.configure("crm", failure_rate=1.0)
     pool_c, control = scrape(pool_url(live_stack, "c")), scrape(control_url(live_stack))
@@ -148,15 +149,9 @@ def test_pool_metrics_count_retries_and_the_failure_that_dead_letters(
         now = scrape(pool_url(live_stack, "c"))
         return now.value(name, **labels, **more) - pool_c.value(name, **labels, **more)
 
-    wait_until(lambda: moved("leadflow_stage_tasks_total", outcome="failure") == 1, timeout=10)
-    assert moved("leadflow_stage_tasks_total", outcome="retry") == 3
-    assert moved("leadflow_stage_tasks_total", outcome="success") == 0
+    wait_until(lambda: moved("leadflow_stage_tasks_total", outcome="success") == 4, timeout=10)
+    assert moved("leadflow_stage_tasks_total", outcome="failure") == 0
     assert moved("leadflow_stage_leads_total") == 4  # the one lead, in each of the 4 runs
-    failures = {"pool": "c", "stage": "crm_sync", "exception": "CrmUnavailable"}
-    assert (
-        scrape(pool_url(live_stack, "c")).value("leadflow_stage_failures_total", **failures)
-        == pool_c.value("leadflow_stage_failures_total", **failures) + 1
-    )
 
     open_before = control.value("leadflow_dead_letters", state="open")
     wait_until(
