@@ -67,7 +67,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
 @admin.register(CrmSync)
 class CrmSyncAdmin(admin.ModelAdmin):
-    list_display = ["lead", "adapter", "synced_at"]
+    list_display = ["lead", "adapter", "reply_status", "reply_cut", "synced_at"]
     list_filter = ["adapter", "lead__tenant"]
     list_select_related = ["lead"]
     search_fields = ["lead__trace_id", "lead__email"]
@@ -75,6 +75,15 @@ class CrmSyncAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="CRM answered")
+    def reply_status(self, obj: CrmSync) -> int | None:
+        return obj.response.get("status") if isinstance(obj.response, dict) else None
+
+    @admin.display(description="reply cut", boolean=True)
+    def reply_cut(self, obj: CrmSync) -> bool | None:
+        # The stored reply is capped (apps/crm/adapters.py reply_stored): say when it was cut.
+        return obj.response.get("body_truncated") if isinstance(obj.response, dict) else None
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

@@ -132,17 +132,15 @@ def leads_sync(
     deadline = deadline or Deadline(settings.CRM_TASK_DEADLINE_SECONDS)
     outcome = outcome if outcome is not None else SyncOutcome()
     ready = _ready(resend)
-    by_tenant: dict[int, list[str]] = defaultdict(list)
-    for trace_id, tenant_id in (
-        Lead.objects.filter(ready, trace_id__in=trace_ids)
-        .order_by("received_at")
-        .values_list("trace_id", "tenant_id")
-    ):
-        by_tenant[tenant_id].append(str(trace_id))
-    tenants = Tenant.objects.in_bulk(list(by_tenant))
-    for tenant_id, tenant_ids in by_tenant.items():
+    by_tenant: dict[int, list[Lead]] = defaultdict(list)
+    leads = Lead.objects.filter(ready, trace_id__in=trace_ids).select_related(
+        "tenant", "enrichment"
+    )
+    for lead in leads.order_by("received_at"):
+        by_tenant[lead.tenant_id].append(lead)
+    for tenant_id, tenant_leads in by_tenant.items():
         with log_context(tenant=tenant_id):
-            _tenant_sync(tenants[tenant_id], tenant_ids, ready, attempt, deadline, outcome)
+            _tenant_sync(tenant_leads, ready, attempt, deadline, outcome)
     return outcome
 
 
@@ -151,15 +149,17 @@ def _ready(resend: bool) -> Q:
 
 
 def _tenant_sync(
-    tenant: Tenant, trace_ids: list[str], ready: Q, attempt: int, deadline: Deadline, outcome
+    leads: list[Lead], ready: Q, attempt: int, deadline: Deadline, outcome: SyncOutcome
 ) -> None:
+    tenant = leads[0].tenant
     adapter = adapter_for(tenant)
+    trace_ids = [str(lead.trace_id) for lead in leads]
     if not deadline.allows(adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
         outcome.later += trace_ids
         return
     delivery = _Delivery(tenant, adapter, attempt, deadline, outcome)
     if not adapter.remote:  # the local adapter only records: nothing to deliver twice
-        delivery.run(_leads_read(ready, trace_ids))
+        delivery.run(leads)
         return
     lease = delivery_lease_take(tenant.id, trace_ids, uuid.uuid4().hex, deadline.left())
     if lease.held:
@@ -167,7 +167,8 @@ def _tenant_sync(
         outcome.waiting.append((list(lease.held), max(lease.held.values())))
     try:
         delivery.recorded += _sent_record(tenant, lease, adapter.name)
-        # Read under the lease: a run that held these leads a moment ago may have synced them.
+        # Read again under the lease: a run that held these leads a moment ago may have
+        # synced them.
         leads = _leads_read(ready, lease.to_deliver)
         if not leads:
             return

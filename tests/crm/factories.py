@@ -3,6 +3,8 @@
 import contextlib
 import uuid
 
+import psycopg
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -55,3 +57,39 @@ def postgres_refusing(table: str, trace_id: str):
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
             cursor.execute(f"DROP FUNCTION IF EXISTS {name}()")
+
+
+@contextlib.contextmanager
+def postgres_table_locked(table: str):
+    """While open, another connection holds `table` locked: a statement on it waits, and
+    `postgres_cancel_waiting` ends it with an OperationalError, as a database outage would."""
+    database = settings.DATABASES["default"]
+    locker = psycopg.connect(
+        host=database["HOST"],
+        port=database.get("PORT") or 5432,
+        user=database["USER"],
+        dbname=database["NAME"],
+    )
+    try:
+        locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        yield
+    finally:
+        locker.rollback()
+        locker.close()
+
+
+def postgres_waiting_on(table: str) -> int | None:
+    """The backend whose statement on `table` waits for a lock, if any."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE %s "
+            "AND pid <> pg_backend_pid()",
+            [f"%{table}%"],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def postgres_cancel(pid: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_cancel_backend(%s)", [pid])

@@ -9,16 +9,21 @@ import time
 import uuid
 from collections import Counter
 
-import psycopg
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from apps.control.dispatcher import Dispatcher
 from apps.crm.models import DeadLetter
 from apps.leads.models import Lead
 from leadflow.celery import app
-from tests.crm.factories import SECRET, make_lead, postgres_refusing
+from tests.crm.factories import (
+    SECRET,
+    make_lead,
+    postgres_cancel,
+    postgres_refusing,
+    postgres_table_locked,
+    postgres_waiting_on,
+)
 from tests.live.api import auth, wait_until
 from tests.ops.scrape import scrape
 
@@ -112,6 +117,7 @@ def test_a_tenants_crm_failing_retries_its_leads_on_schedule_then_dead_letters_t
     attempts = [call["at"] for call in double.calls("crm", path=x_path)]
     assert len(attempts) == settings.CRM_MAX_RETRIES + 1
     gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    print(f"X's CRM was tried {len(attempts)} times, apart by", [round(g, 2) for g in gaps])
     for gap, nominal in zip(gaps, (1.0, 2.0, 4.0), strict=True):
         assert 0.8 * nominal - 0.05 <= gap <= 1.2 * nominal + 1.5, gaps
     for tenant, accepted in ((x, x_ids), (y, y_ids), (z, z_ids)):
@@ -138,10 +144,16 @@ def test_a_tenants_dripping_crm_holds_nobody_else_and_each_call_ends_at_its_dead
     double.configure("crm", path=x_path, drip_ms=500)
     hits = pool_c_metric(live_stack, "leadflow_outbound_deadline_hits_total")
 
+    started = time.monotonic()
     x_ids, y_ids, z_ids = send_shared_batch(api, xyz)
 
     wait_for(y_ids + z_ids, "synced", timeout=15)
+    others_synced = time.monotonic() - started
     wait_for(x_ids, "dead_lettered", timeout=60)
+    print(
+        f"X's CRM dripping: Y and Z synced {others_synced:.1f} s after posting, X dead-lettered "
+        f"{time.monotonic() - started:.1f} s after"
+    )
     assert len(double.calls("crm", path=x_path)) == settings.CRM_MAX_RETRIES + 1
     assert pool_c_metric(live_stack, "leadflow_outbound_deadline_hits_total") >= hits + 4
     for tenant, accepted in ((x, x_ids), (y, y_ids), (z, z_ids)):
@@ -184,47 +196,22 @@ def test_a_redelivered_message_while_the_first_run_works_makes_one_delivery(doub
 
 
 def test_a_database_error_after_delivery_is_retried_without_a_second_delivery(double, xyz):
-    """PostgreSQL fails the recording (a statement cancelled, an OperationalError like a
-    connection lost): the task retries, the CRM is not sent the leads again, nothing is
+    """PostgreSQL fails the recording (a statement cancelled: an OperationalError, as a lost
+    connection is): the task retries, the CRM is not sent the leads again, nothing is
     dead-lettered or quarantined."""
     (x, _, x_path), _, _ = xyz
     trace_ids = [str(make_lead(x).trace_id) for _ in range(2)]
-    database = settings.DATABASES["default"]
-    locker = psycopg.connect(
-        host=database["HOST"],
-        port=database.get("PORT") or 5432,
-        user=database["USER"],
-        dbname=database["NAME"],
-        autocommit=False,
-    )
-    try:
-        locker.execute("LOCK TABLE crm_crmsync IN ACCESS EXCLUSIVE MODE")
+
+    with postgres_table_locked("crm_crmsync"):
         app.send_task("pool_c.sync_leads", args=[trace_ids, "normal"], queue="c.normal")
-        blocked = wait_until(
-            lambda: _backend_waiting_on("crm_crmsync"), timeout=20, message="no blocked insert"
-        )
+        blocked = wait_until(lambda: postgres_waiting_on("crm_crmsync"), timeout=20)
         assert len(double.calls("crm", path=x_path)) == 1
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_cancel_backend(%s)", [blocked])
+        postgres_cancel(blocked)
         time.sleep(3)  # the task fails and is retried (1 s); the retry waits on the lock too
-    finally:
-        locker.rollback()
-        locker.close()
 
     wait_for(trace_ids, "synced", timeout=30)
     assert len(double.calls("crm", path=x_path)) == 1
     assert not DeadLetter.objects.filter(lead_id__in=trace_ids).exists()
-
-
-def _backend_waiting_on(table: str) -> int | None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE %s "
-            "AND pid <> pg_backend_pid()",
-            [f"%{table}%"],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
 
 
 def test_a_lead_whose_sync_cannot_be_recorded_is_quarantined_alone(api, double, xyz):

@@ -2,6 +2,7 @@
 through one shared batch (the control process is stopped for the module; one dispatch pass runs
 here), PostgreSQL refuses one lead's enrichment, and every other lead reaches `synced`."""
 
+import time
 import uuid
 from collections import Counter
 
@@ -9,7 +10,12 @@ import pytest
 
 from apps.control.dispatcher import Dispatcher
 from apps.leads.models import Lead
-from tests.crm.factories import postgres_refusing
+from tests.crm.factories import (
+    postgres_cancel,
+    postgres_refusing,
+    postgres_table_locked,
+    postgres_waiting_on,
+)
 from tests.live.api import auth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,3 +67,22 @@ def test_a_lead_whose_enrichment_cannot_be_written_is_quarantined_alone(
     for tenant, accepted in ((noisy, noisy_ids), (clean, clean_ids)):
         counts = Counter(Lead.objects.filter(tenant=tenant).values_list("status", flat=True))
         assert sum(counts.values()) == len(accepted) and set(counts) <= {"synced", "failed"}
+
+
+def test_a_database_error_writing_enrichments_is_retried_not_quarantined(
+    api, make_tenant, control_stopped
+):
+    tenant, key = make_tenant("b-outage")
+    trace_ids = post_qualified(api, key, 4)
+
+    with postgres_table_locked("enrichment_leadenrichment"):
+        assert Dispatcher().dispatch_once() >= 4
+        blocked = wait_until(lambda: postgres_waiting_on("enrichment_leadenrichment"), timeout=30)
+        postgres_cancel(blocked)  # an OperationalError, as a lost connection is
+        time.sleep(3)  # the task fails and is retried (1 s); the retry waits on the lock too
+
+    try:
+        wait_until(lambda: statuses(trace_ids) == {"synced": 4}, timeout=30)
+    except AssertionError:
+        raise AssertionError(f"after the outage: {dict(statuses(trace_ids))}") from None
+    assert not Lead.objects.filter(trace_id__in=trace_ids, ai_degraded=True).exists()
