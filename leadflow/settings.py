@@ -205,7 +205,7 @@ AI_PROVIDER_TIMEOUT_SECONDS = env_float("LEADFLOW_AI_TIMEOUT_SECONDS", 2.0)
 AI_RESPONSE_MAX_BYTES = env_int("LEADFLOW_AI_RESPONSE_MAX_BYTES", 1024 * 1024)
 # Pools B and C run threads, where Celery enforces no time limit (celery/celery#9203): a task
 # bounds its own work by this deadline (calls start only while one fits) and re-enqueues what
-# is left. Far under the visibility timeout, so a running task is never handed out again.
+# is left, so no thread is held longer by a slow provider or CRM.
 AI_TASK_DEADLINE_SECONDS = env_float("LEADFLOW_POOL_B_TASK_DEADLINE_SECONDS", 60.0)
 
 # Circuit breakers (shared by every process through Redis).

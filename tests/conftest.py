@@ -74,9 +74,6 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "LEADFLOW_AI_TIMEOUT_SECONDS": "1",
         "LEADFLOW_BREAKER_RESET_SECONDS": "3",
         "LEADFLOW_CRM_TIMEOUT_SECONDS": "2",
-        # Under the visibility timeout below, as in production (README "Failure isolation").
-        "LEADFLOW_POOL_B_TASK_DEADLINE_SECONDS": "15",
-        "LEADFLOW_POOL_C_TASK_DEADLINE_SECONDS": "15",
         # Short, so a batch whose worker was SIGKILLed comes back within the test.
         "CELERY_VISIBILITY_TIMEOUT": "20",
         # Leases renewed every second, so a test's own worker with a short visibility timeout

@@ -2,13 +2,18 @@
 
 Celery enforces no time limit on a thread pool (celery/celery#9203): each task keeps its own
 deadline (a provider call starts only while one fits) and re-enqueues the leads whose domains
-were not asked in time. PostgreSQL or Redis down: the message is retried for as long as the
-outage lasts; a lead that fails for a reason of its own is quarantined in the service.
+were not asked in time (into the deferred ledger while their tier is paused). PostgreSQL or
+Redis down: the message is retried for as long as the outage lasts; a lead that fails for a
+reason of its own is quarantined in the service.
 """
 
 from django.conf import settings
 
-from apps.enrichment.services import leads_enrich, leads_enrich_deferred
+from apps.enrichment.services import (
+    enrich_outcome_defer_if_paused,
+    leads_enrich,
+    leads_enrich_deferred,
+)
 from leadflow import handoff
 from leadflow.celery import app
 from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline
@@ -27,6 +32,8 @@ _RETRY_ON_OUTAGE = {
 def enrich_leads(trace_ids: list[str], tier: str) -> None:
     """Enrich the batch (provider, or cache/local fallback when it fails), then hand it to C."""
     outcome = leads_enrich(trace_ids, deadline=Deadline(settings.AI_TASK_DEADLINE_SECONDS))
+    if enrich_outcome_defer_if_paused(outcome, tier):
+        return
     if outcome.later:
         enrich_leads.apply_async(args=[outcome.later, tier], queue=queue_name("b", tier))
     if outcome.enriched:
@@ -38,6 +45,8 @@ def enrich_deferred_leads(trace_ids: list[str], tier: str = "low") -> None:
     """Backfill (LOW): enrich leads whose enrichment was shed, then deliver them to the CRM
     (again, for those synced meanwhile: the second delivery carries the enrichment)."""
     outcome = leads_enrich_deferred(trace_ids, deadline=Deadline(settings.AI_TASK_DEADLINE_SECONDS))
+    if enrich_outcome_defer_if_paused(outcome, tier):
+        return
     if outcome.later:
         enrich_deferred_leads.apply_async(args=[outcome.later, tier], queue=queue_name("b", tier))
     if outcome.enriched:

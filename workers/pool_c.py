@@ -11,7 +11,12 @@ from datetime import datetime
 
 from django.conf import settings
 
-from apps.crm.services import SyncOutcome, crm_retry_countdown, leads_sync
+from apps.crm.services import (
+    SyncOutcome,
+    crm_retry_countdown,
+    leads_sync,
+    sync_outcome_defer_if_paused,
+)
 from apps.reports.services import report_build
 from leadflow.celery import app
 from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline
@@ -46,6 +51,10 @@ def sync_leads(trace_ids: list[str], tier: str, resend: bool = False, attempt: i
 
 
 def _outcome_send(outcome: SyncOutcome, tier: str, resend: bool, attempt: int) -> None:
+    if not (outcome.retry or outcome.later or outcome.waiting):
+        return
+    if sync_outcome_defer_if_paused(outcome, tier):
+        return
     queue = queue_name("c", tier)
     for retry in outcome.retry:
         sync_leads.apply_async(
@@ -58,7 +67,8 @@ def _outcome_send(outcome: SyncOutcome, tier: str, resend: bool, attempt: int) -
     if outcome.later:
         sync_leads.apply_async(args=[outcome.later, tier], kwargs=kwargs, queue=queue)
     for trace_ids, wait in outcome.waiting:
-        # Capped: a message waiting for its ETA must not outlive the visibility timeout.
+        # A message waiting for its ETA is held by a worker; a long wait is looked at again
+        # after a minute instead (a tenant's pace may be raised, a lease may end sooner).
         countdown = min(wait, WAIT_COUNTDOWN_MAX_SECONDS)
         sync_leads.apply_async(
             args=[trace_ids, tier], kwargs=kwargs, queue=queue, countdown=countdown

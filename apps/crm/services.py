@@ -78,6 +78,18 @@ class SyncOutcome:
     waiting: list[tuple[list[str], float]] = field(default_factory=list)
 
 
+def sync_outcome_defer_if_paused(outcome: SyncOutcome, tier: str) -> bool:
+    """A paused tier's queue receives nothing: what a run leaves for later waits in the deferred
+    ledger instead, sent when the tier resumes (its retry count starts again). True if so."""
+    shedding = shedding_current()
+    if tier not in shedding.paused_tiers:
+        return False
+    left = [t for retry in outcome.retry for t in retry.trace_ids] + outcome.later
+    left += [t for trace_ids, _ in outcome.waiting for t in trace_ids]
+    leads_defer(DeferredKind.CRM_SYNC, left, shedding.mode, DeferredReason.PAUSED)
+    return True
+
+
 def crm_retry_countdown(attempt: int) -> float:
     """Seconds before retry number `attempt` (1, 2, ...): base x 2^(attempt-1), capped, with
     +/- LEADFLOW_CRM_RETRY_JITTER around it (1, 2, 4 s +/- 20 % by default)."""

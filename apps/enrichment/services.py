@@ -59,6 +59,21 @@ class EnrichOutcome:
     later: list[str] = field(default_factory=list)
 
 
+def enrich_outcome_defer_if_paused(outcome: EnrichOutcome, tier: str) -> bool:
+    """A paused tier's queues receive nothing: the leads a run leaves for later wait in the
+    deferred ledger for enrichment, and every lead of the run for its CRM sync, as pool A's
+    routing does (apps/control/routing.py); sent when the tier resumes. True if so."""
+    shedding = shedding_current()
+    if tier not in shedding.paused_tiers:
+        return False
+    leads_defer(DeferredKind.ENRICHMENT, outcome.later, shedding.mode, DeferredReason.PAUSED)
+    leads_defer(
+        DeferredKind.CRM_SYNC, outcome.later + outcome.enriched, shedding.mode,
+        DeferredReason.PAUSED,
+    )  # fmt: skip
+    return True
+
+
 def leads_enrich(trace_ids: list[str], deadline: Deadline | None = None) -> EnrichOutcome:
     """Enrich the qualified leads among trace_ids; say which are now enriched, in input order.
 

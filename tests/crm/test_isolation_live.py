@@ -13,6 +13,9 @@ import pytest
 from django.conf import settings
 
 from apps.control.dispatcher import Dispatcher
+from apps.control.models import DeferredWork
+from apps.control.modes import Shedding
+from apps.control.state import shedding_publish
 from apps.crm.models import DeadLetter
 from apps.leads.models import Lead
 from leadflow.celery import app
@@ -230,3 +233,25 @@ def test_a_lead_whose_sync_cannot_be_recorded_is_quarantined_alone(api, double, 
     assert len(double.calls("crm", path=x_path)) == 1  # found among the records, not resent
     for tenant, accepted in ((x, x_ids), (y, y_ids), (z, z_ids)):
         accounting_closes(tenant, accepted)
+
+
+def test_a_retry_for_a_paused_tier_waits_in_the_ledger_not_in_its_queue(double, xyz):
+    """While LOW is paused its queues receive nothing: a tenant's retry waits in the deferred
+    ledger (sent when LOW resumes), not in c.low."""
+    (x, _, x_path), _, _ = xyz
+    double.configure("crm", path=x_path, failure_rate=1.0, failure_status=503)
+    trace_ids = [str(make_lead(x, tier="low").trace_id) for _ in range(2)]
+    shedding_publish(Shedding(low_paused=True))  # as the controller does (it is stopped here)
+    try:
+        time.sleep(1)  # every process reads the state at most every 0.5 s
+        # A batch pool C had taken just before the pause.
+        app.send_task("pool_c.sync_leads", args=[trace_ids, "low"], queue="c.low")
+        waiting = DeferredWork.objects.filter(
+            lead_id__in=trace_ids, kind="crm_sync", reason="paused", done_at=None
+        )
+        wait_until(lambda: waiting.count() == 2, timeout=20, message="not in the ledger")
+        time.sleep(2)  # a retry sent to c.low would have reached the CRM by now
+    finally:
+        shedding_publish(Shedding())
+    assert len(double.calls("crm", path=x_path)) == 1
+    assert statuses(trace_ids) == {"enriched": 2}

@@ -2,6 +2,7 @@
 through one shared batch (the control process is stopped for the module; one dispatch pass runs
 here), PostgreSQL refuses one lead's enrichment, and every other lead reaches `synced`."""
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -10,6 +11,7 @@ import pytest
 
 from apps.control.dispatcher import Dispatcher
 from apps.leads.models import Lead
+from leadflow.breakers import breaker
 from tests.crm.factories import (
     postgres_cancel,
     postgres_refusing,
@@ -86,3 +88,31 @@ def test_a_database_error_writing_enrichments_is_retried_not_quarantined(
     except AssertionError:
         raise AssertionError(f"after the outage: {dict(statuses(trace_ids))}") from None
     assert not Lead.objects.filter(trace_id__in=trace_ids, ai_degraded=True).exists()
+
+
+def test_an_ai_reply_missing_one_of_50_domains_degrades_that_lead_alone(
+    api, make_tenant, double, control_stopped
+):
+    _, key = make_tenant("b-partial")
+    domains = [f"acme-{uuid.uuid4().hex[:10]}.com" for _ in range(50)]
+    double.configure("ai", omit_domains=[domains[7]])
+    leads = [
+        {"email": f"buyer@{domain}", "phone": "+1 415 555 0100", "company": "Acme",
+         "source": "google_ads"}
+        for domain in domains
+    ]  # fmt: skip
+    response = api.post("/api/v1/leads/batch", json={"leads": leads}, headers=auth(key))
+    trace_ids = [result["trace_id"] for result in response.json()["results"]]
+
+    assert Dispatcher().dispatch_once() >= 50
+    try:
+        wait_until(lambda: statuses(trace_ids) == {"synced": 50}, timeout=30)
+    except AssertionError:
+        raise AssertionError(f"{dict(statuses(trace_ids))}") from None
+
+    asked = [json.loads(call["body"]["messages"][-1]["content"]) for call in double.calls("ai")]
+    assert set(domains) <= {domain for body in asked for domain in body["domains"]}
+    degraded = Lead.objects.filter(trace_id__in=trace_ids, ai_degraded=True)
+    assert [lead.email for lead in degraded] == [f"buyer@{domains[7]}"]
+    assert Lead.objects.filter(trace_id__in=trace_ids, enrichment__provider="http").count() == 49
+    assert (breaker("ai").current_state, breaker("ai").fail_counter) == ("closed", 0)
