@@ -9,7 +9,10 @@ failures stay its own:
   in halves to let the others through (at most LEADFLOW_CRM_REFUSAL_SPLIT_CALLS more calls);
 - any other error (a bug, data the code cannot send or PostgreSQL cannot record): halved the
   same way, and the lead that fails alone is quarantined (apps/leads/quarantine.py);
-- PostgreSQL or Redis down: raised, the task retries the batch (nothing is marked for it).
+- PostgreSQL or Redis down: raised, the task retries the batch; no lead is dead-lettered or
+  quarantined for it, and leads the CRM already accepted are recorded, not sent again.
+A remote group is leased before it is delivered (apps/crm/leases.py), so two runs holding the
+same leads (a redelivered message, the sweeper, a replay) never both send them.
 """
 
 import logging
@@ -179,9 +182,10 @@ def _tenant_sync(
         outcome.waiting.append((list(lease.held), max(lease.held.values())))
     try:
         delivery.recorded += _sent_record(tenant, lease, adapter.name)
-        # Read again under the lease: a run that held these leads a moment ago may have
-        # synced them.
-        leads = _leads_read(ready, lease.to_deliver)
+        # Which are still unsynced, read under the lease: a run that held these leads a moment
+        # ago may have synced them.
+        still_ready = _ready_among(ready, lease.to_deliver)
+        leads = [lead for lead in leads if lead.trace_id in still_ready]
         if not leads:
             return
         reserve = adapter.timeout_seconds + RECORD_RESERVE_SECONDS
@@ -194,13 +198,11 @@ def _tenant_sync(
         delivery_lease_release(lease, delivery.recorded)
 
 
-def _leads_read(ready: Q, trace_ids: list[str]) -> list[Lead]:
+def _ready_among(ready: Q, trace_ids: list[str]) -> set:
     if not trace_ids:
-        return []
-    return list(
-        Lead.objects.filter(ready, trace_id__in=trace_ids)
-        .select_related("enrichment")
-        .order_by("received_at")
+        return set()
+    return set(
+        Lead.objects.filter(ready, trace_id__in=trace_ids).values_list("trace_id", flat=True)
     )
 
 
