@@ -66,11 +66,9 @@ def enrich_outcome_defer_if_paused(outcome: EnrichOutcome, tier: str) -> bool:
     shedding = shedding_current()
     if tier not in shedding.paused_tiers:
         return False
-    leads_defer(DeferredKind.ENRICHMENT, outcome.later, shedding.mode, DeferredReason.PAUSED)
-    leads_defer(
-        DeferredKind.CRM_SYNC, outcome.later + outcome.enriched, shedding.mode,
-        DeferredReason.PAUSED,
-    )  # fmt: skip
+    mode, paused = shedding.mode, DeferredReason.PAUSED
+    leads_defer(DeferredKind.ENRICHMENT, outcome.later, mode, paused)
+    leads_defer(DeferredKind.CRM_SYNC, outcome.later + outcome.enriched, mode, paused)
     return True
 
 
@@ -160,7 +158,8 @@ def domains_enrich(
         outcomes.update({domain: _local(domain, degraded=False) for domain in missing})
         return outcomes
 
-    answered, unasked = _provider_ask(provider, missing, deadline or Deadline(3600))
+    deadline = deadline or Deadline(settings.AI_TASK_DEADLINE_SECONDS)
+    answered, unasked = _provider_ask(provider, missing, deadline)
     _domain_profiles_cache(answered)
     for domain, profile in answered.items():
         outcomes[domain] = DomainOutcome(EnrichmentProvider.HTTP, profile, degraded=False)
@@ -286,10 +285,10 @@ def _enrichments_write_isolated(
         raise  # not the leads': the task retries the batch
     except Exception as error:
         if len(trace_ids) == 1:
-            reason = text_storable(f"enrichment not written: {type(error).__name__}: {error}", 2000)
+            code = type(error).__name__[:40]
+            reason = text_storable(f"enrichment not written: {code}: {error}", 2000)
             logger.error("lead %s quarantined: %s", trace_ids[0], reason, exc_info=error)
-            leads_quarantine([str(trace_ids[0])], LeadStage.ENRICHMENT, reason,
-                             type(error).__name__[:40])  # fmt: skip
+            leads_quarantine([str(trace_ids[0])], LeadStage.ENRICHMENT, reason, code)
             return
     half = len(trace_ids) // 2
     _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes)
