@@ -15,7 +15,9 @@ when COMMAND exits, however it exits. leadflow/settings.py defaults to the same 
 import contextlib
 import fcntl
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +50,35 @@ def log(message: str) -> None:
     # the cleanup that follows a log line.
     with contextlib.suppress(OSError, ValueError):
         print(f"devstack: {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on, for a server about to be started (tests, bench).
+
+    Chosen outside the kernel's ephemeral range: a port asked of the kernel (bind to 0) comes
+    from that range, and once released it can be taken as the source port of an outgoing
+    connection before the server binds it ("Connection in use" in a bench run). Random, so
+    processes choosing at the same time rarely collide.
+    """
+    low, high = _ephemeral_range()
+    ports = [port for port in range(10_000, 32_768) if not low <= port <= high]
+    for _ in range(200):
+        port = random.choice(ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found outside the ephemeral range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
 
 
 def redis_port() -> int:
