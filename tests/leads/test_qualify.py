@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection, connections
 
-from apps.leads import services
+from apps.leads import rows, services
 from apps.leads.models import Lead, LeadStatus
 from apps.leads.services import SEMANTIC_DEDUP_WINDOW, leads_qualify
 from apps.tenants.services import tenant_create
@@ -110,13 +110,13 @@ def test_redelivered_batch_inserts_nothing_and_returns_the_same_outcome(tenant):
     batch = [entry(tenant), entry(tenant, email="spam@gmail.com"), entry(tenant)]
     batch.append(entry(tenant, email=batch[0]["email"]))  # a duplicate inside the batch
     first = leads_qualify(batch)
-    rows = {str(lead.trace_id): lead.updated_at for lead in Lead.objects.all()}
+    stored = {str(lead.trace_id): lead.updated_at for lead in Lead.objects.all()}
 
     again = leads_qualify(batch)
 
     assert (again.to_enrich, again.to_sync) == (first.to_enrich, first.to_sync)
     assert first.to_enrich == [batch[0]["trace_id"], batch[2]["trace_id"]]
-    assert {str(lead.trace_id): lead.updated_at for lead in Lead.objects.all()} == rows
+    assert {str(lead.trace_id): lead.updated_at for lead in Lead.objects.all()} == stored
 
 
 def test_redelivery_leaves_out_leads_that_moved_on(tenant):
@@ -207,8 +207,8 @@ def test_the_original_is_the_first_received_of_the_earlier_leads(tenant):
 
 
 def test_copy_writes_every_column_of_the_model():
-    services._copy_statement.cache_clear()
-    statement = services._copy_statement()
+    rows.copy_statement.cache_clear()
+    statement = rows.copy_statement()
     for field in Lead._meta.concrete_fields:
         assert f'"{field.column}"' in statement
 
@@ -216,14 +216,14 @@ def test_copy_writes_every_column_of_the_model():
 def test_a_model_column_the_copy_misses_fails_loudly(monkeypatch):
     from django.core.exceptions import ImproperlyConfigured
 
-    services._copy_statement.cache_clear()
-    missed = services._BATCH_COLUMNS[-1]
-    monkeypatch.setattr(services, "_BATCH_COLUMNS", services._BATCH_COLUMNS[:-1])
+    rows.copy_statement.cache_clear()
+    missed = rows.BATCH_COLUMNS[-1]
+    monkeypatch.setattr(rows, "BATCH_COLUMNS", rows.BATCH_COLUMNS[:-1])
     try:
         with pytest.raises(ImproperlyConfigured, match=missed):
-            services._copy_statement()
+            rows.copy_statement()
     finally:
-        services._copy_statement.cache_clear()
+        rows.copy_statement.cache_clear()
 
 
 def _lock_waiters(tenant_id: int) -> int:
