@@ -12,9 +12,7 @@ from django.utils import timezone
 from apps.control.ledger import period_defer
 from apps.control.models import DeferredKind, DeferredReason, DeferredWork
 from apps.control.modes import Shedding
-from workers.pool_b import enrich_deferred_leads
-from workers.pool_c import build_report, sync_leads
-from workers.queues import queue_name, send_in_batches
+from leadflow import handoff
 
 
 def deferred_backfill() -> int:
@@ -36,25 +34,18 @@ def deferred_backfill() -> int:
         if lead_id is not None:
             lead_ids[kind].append(str(lead_id))
         else:
-            report_send(tenant_id, kind, period_start)
-    send_in_batches(enrich_deferred_leads, "b", "low", lead_ids[DeferredKind.ENRICHMENT])
-    send_in_batches(sync_leads, "c", "low", lead_ids[DeferredKind.CRM_SYNC])
+            handoff.send_report(tenant_id, kind, period_start)
+    handoff.send_to_enrich(lead_ids[DeferredKind.ENRICHMENT], "low", deferred=True)
+    handoff.send_to_sync(lead_ids[DeferredKind.CRM_SYNC], "low")
     DeferredWork.objects.filter(id__in=[row[0] for row in rows]).update(sent_at=now)
     return len(rows)
-
-
-def report_send(tenant_id: int, kind: str, period_start) -> None:
-    """A tenant's report or analytics for a period, to pool C's LOW queue."""
-    build_report.apply_async(
-        args=[tenant_id, kind, period_start.isoformat()], queue=queue_name("c", "low")
-    )
 
 
 def report_sender(shedding: Shedding):
     """What reports_schedule sends a due report with: to pool C's LOW queue, or, while LOW is
     paused (its queues receive nothing), to the ledger, to be built when LOW resumes."""
     if "low" not in shedding.paused_tiers:
-        return report_send
+        return handoff.send_report
 
     def report_hold(tenant_id: int, kind: str, period_start) -> None:
         period_defer(kind, tenant_id, period_start, shedding.mode, DeferredReason.PAUSED)

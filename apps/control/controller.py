@@ -11,13 +11,14 @@ import time
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
+from django.utils import timezone
 
 from apps.control import consumers
 from apps.control.dispatcher import queue_lengths
-from apps.control.history import history_append
+from apps.control.history import history_write
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
-from apps.control.state import SCALING_KEY, shedding_publish
+from apps.control.state import SCALING_KEY, shedding_write
 from apps.intake import inbox
 from leadflow.redis_conn import get_redis
 from workers.queues import TIERS
@@ -41,23 +42,33 @@ class TierMeasure:
 
 
 class Controller:
-    def __init__(self) -> None:
+    """The mode machine and what it publishes. In run_control, `lease` fences the published
+    state (a controller whose term is over writes nothing) and `audit` queues the audit rows
+    for the database thread; without them (tests, a shell) both happen here and now."""
+
+    def __init__(self, lease=None, audit=None) -> None:
         self._drain: dict[str, float] = {}
         self._last_tick: float | None = None
         self._last_dispatched: dict[str, int] = {}
-        self.machine = _machine_restore()
+        self.machine: ModeMachine | None = None  # restored from Redis at the first tick
         self.shedding: Shedding | None = None
         self._forced = False
         self._low_paused_at: float | None = None  # when the cancel was last sent
+        self._lease = lease
+        self._audit_record = audit or control_event_create
         # The last tick's measures, for the metrics collector (apps/control/metrics.py).
         self.measures: dict[str, TierMeasure] = {}
         self.ticked_at = 0.0
 
-    def tick(self, dispatched: dict[str, int]) -> dict[str, TierMeasure]:
-        """One control step; `dispatched` is the dispatcher's running count of leads per tier."""
+    def tick(self, dispatched: dict[str, int], policy: Policy | None = None) -> dict:
+        """One control step; `dispatched` is the dispatcher's running count of leads per tier,
+        `policy` the operators' (read from PostgreSQL here when not given)."""
         now = time.time()
+        if policy is None:
+            policy = Policy.current()
+        if self.machine is None:
+            self.machine = _machine_restore()
         measures = self._measure(now, dispatched)
-        policy = Policy.current()
         changes = self.machine.observe(
             now, measures["normal"].lag_seconds, measures["critical"].lag_seconds
         )
@@ -67,12 +78,14 @@ class Controller:
             policy,
             settings.SEVERE_SAMPLING_PERCENT,
         )
-        self._audit(changes, shedding, policy, measures)
-        self._publish(measures, shedding)
-        self._low_pause_apply(shedding.low_paused, now)
-        self.shedding = shedding
-        history_append(now, measures, shedding.mode)  # the status page's 15-minute chart
-        self.measures, self.ticked_at = measures, now
+        # Recorded before the publication, which a full or failing Redis may refuse: the mode
+        # changed all the same (the dispatcher follows it), and the audit says so.
+        for event in self._events(changes, shedding, policy, measures):
+            self._audit_record(event)
+        first = self.shedding is None
+        self.shedding, self.measures, self.ticked_at = shedding, measures, now
+        self._publish(now, measures, shedding)
+        self._low_pause_apply(shedding.low_paused, now, first)
         return measures
 
     def _measure(self, now: float, dispatched: dict[str, int]) -> dict[str, TierMeasure]:
@@ -108,14 +121,17 @@ class Controller:
             return sample
         return DRAIN_EWMA_ALPHA * sample + (1 - DRAIN_EWMA_ALPHA) * previous
 
-    def _audit(self, changes: list[Change], shedding: Shedding, policy, measures) -> None:
+    def _events(self, changes: list[Change], shedding: Shedding, policy, measures) -> list:
         values = {tier: asdict(m) for tier, m in measures.items()}
         forced = bool(policy.forced_mode)
+        events = []
         for change in changes:
             reason = change.reason
             if forced:
                 reason += f" (not applied: the mode is forced to {policy.forced_mode})"
-            _event(change.kind, change.from_mode, change.to_mode, "controller", reason, values)
+            events.append(
+                _event(change.kind, change.from_mode, change.to_mode, "controller", reason, values)
+            )
         before = self.shedding.mode if self.shedding else None
         if before is not None and shedding.mode != before and (forced or self._forced):
             actor = policy.updated_by or "admin"
@@ -124,43 +140,54 @@ class Controller:
                 if forced
                 else f"override cleared by {actor}: the controller's mode applies"
             )
-            _event(ControlEvent.Kind.TRANSITION, before, shedding.mode, actor, reason, values)
-        self._forced = forced
-        if changes:
-            get_redis().hset(
-                MACHINE_KEY,
-                mapping={
-                    "load_mode": self.machine.load_mode,
-                    "emergency_level": self.machine.emergency_level,
-                },
+            events.append(
+                _event(ControlEvent.Kind.TRANSITION, before, shedding.mode, actor, reason, values)
             )
+        self._forced = forced
+        return events
 
-    def _publish(self, measures: dict[str, TierMeasure], shedding: Shedding) -> None:
+    def _publish(self, now: float, measures: dict[str, TierMeasure], shedding: Shedding) -> None:
+        """Everything the tick tells the other processes, in one transaction (fenced)."""
         rates = {tier: f"{rate:.3f}" for tier, rate in self._drain.items() if rate > 0}
         closed = tiers_closed(measures, self._drain.get("total", 0.0))
-        pipe = get_redis().pipeline(transaction=True)
-        if rates:
-            pipe.hset(inbox.DRAIN_KEY, mapping=rates)
-        pipe.delete(inbox.CLOSED_KEY)
-        if closed:
-            pipe.hset(inbox.CLOSED_KEY, mapping=closed)
+        figures = None
         if not shedding.stop_scaling:
             # Pool A's work waits in the inboxes or in flight (the dispatcher keeps a.* a few
             # messages deep); B's and C's in their queues.
             figures = {f"a.{tier}": m.backlog for tier, m in measures.items()}
             figures |= {name: n for name, n in queue_lengths().items() if name[0] in "bc"}
-            pipe.hset(SCALING_KEY, mapping=figures)
-        pipe.execute()
-        shedding_publish(shedding)
+        machine = {
+            "load_mode": self.machine.load_mode,
+            "emergency_level": self.machine.emergency_level,
+        }
 
-    def _low_pause_apply(self, paused: bool, now: float) -> None:
+        def write(pipe) -> None:
+            if rates:
+                pipe.hset(inbox.DRAIN_KEY, mapping=rates)
+            pipe.delete(inbox.CLOSED_KEY)
+            if closed:
+                pipe.hset(inbox.CLOSED_KEY, mapping=closed)
+            if figures is not None:
+                pipe.hset(SCALING_KEY, mapping=figures)
+            pipe.hset(MACHINE_KEY, mapping=machine)
+            shedding_write(pipe, shedding)
+            history_write(pipe, now, measures, shedding.mode)  # the status page's chart
+
+        if self._lease is not None:
+            self._lease.transaction(write)
+        else:
+            pipe = get_redis().pipeline(transaction=True)
+            write(pipe)
+            pipe.execute()
+
+    def _low_pause_apply(self, paused: bool, now: float, first: bool) -> None:
         was_paused = self._low_paused_at is not None
         if paused and (not was_paused or now - self._low_paused_at >= LOW_PAUSE_REASSERT_SECONDS):
             if not was_paused:
                 log.warning("control: LOW paused; cancelling the *.low consumers")
             consumers.low_consumers_cancel()
             self._low_paused_at = now
-        elif not paused and (was_paused or self.shedding is None):
+        elif not paused and (was_paused or first):
             # Also at start: a controller that died while LOW was paused left it cancelled.
             log.info("control: LOW runs; the *.low consumers are back")
             consumers.low_consumers_add()
@@ -182,16 +209,22 @@ def tiers_closed(measures: dict[str, TierMeasure], drain_total: float) -> dict[s
     return closed
 
 
-def _event(kind, from_mode, to_mode, actor, reason, measures) -> None:
+def _event(kind, from_mode, to_mode, actor, reason, measures) -> dict:
     log.warning("control: %s %s → %s by %s: %s", kind, from_mode, to_mode, actor, reason)
-    ControlEvent.objects.create(
-        kind=kind,
-        from_mode=from_mode,
-        to_mode=to_mode,
-        actor=actor,
-        reason=reason,
-        measures=measures,
-    )
+    return {
+        "at": timezone.now(),
+        "kind": kind,
+        "from_mode": from_mode,
+        "to_mode": to_mode,
+        "actor": actor,
+        "reason": reason,
+        "measures": measures,
+    }
+
+
+def control_event_create(event: dict) -> None:
+    """Write an audit row (the database thread writes queued ones with their original time)."""
+    ControlEvent.objects.create(**event)
 
 
 def _machine_restore() -> ModeMachine:

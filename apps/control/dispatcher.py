@@ -79,7 +79,14 @@ def publish(batch: inbox.ClaimedBatch) -> None:
 
 
 class Dispatcher:
-    def __init__(self) -> None:
+    """In run_control, `fence` is the leader's: a claim or republish by an instance whose lease
+    is over is refused by Redis (inbox.FenceRefused), so it moves nothing."""
+
+    def __init__(self, fence: inbox.Fence | None = None) -> None:
+        self._fence = fence
+        # Batches claimed (in flight) whose publication the broker refused: sent first next
+        # time, rather than left waiting in flight for the republish period.
+        self._unpublished: list[inbox.ClaimedBatch] = []
         self._last_served: dict[str, int] = {}  # tier -> tenant served last, for round robin
         self._partial_sent_at: dict[str, float] = {}  # tier -> when a batch not full went
         self.dispatched = Counter()  # tier -> leads sent to pool A since start
@@ -101,16 +108,29 @@ class Dispatcher:
             for batch_id in batch_ids:
                 if not pools_have_room(paused_tiers):
                     return sent
-                batch = inbox.batch_for_republish(batch_id, tier)
+                batch = inbox.batch_for_republish(batch_id, tier, self._fence)
                 if batch is None:
                     continue  # stored meanwhile
                 log.warning(
                     "republishing in-flight batch %s (%d leads)", batch_id, len(batch.entries)
                 )
-                publish(batch)
+                self._send(batch, paused_tiers)
                 inflight_republished_count(tier)
                 sent += 1
         return sent
+
+    def _send(self, batch: inbox.ClaimedBatch, paused_tiers: frozenset[str]) -> None:
+        if all(pending.batch_id != batch.batch_id for pending in self._unpublished):
+            self._unpublished.append(batch)
+        self._send_pending(paused_tiers)
+
+    def _send_pending(self, paused_tiers: frozenset[str]) -> None:
+        """Publish the batches claimed and not yet published, oldest first; a failure leaves
+        them (and raises)."""
+        for batch in list(self._unpublished):
+            if batch.tier not in paused_tiers:
+                publish(batch)
+                self._unpublished.remove(batch)
 
     def _tenants_in_turn(self, tier: str) -> list[int]:
         tenants = inbox.active_tenants(tier)
@@ -131,6 +151,7 @@ class Dispatcher:
         """One pass: fill the pools' queues up to their watermarks. Returns leads dispatched.
 
         A paused tier (LOW under overload) is left waiting in its inboxes."""
+        self._send_pending(paused_tiers)
         sent = 0
         for tier in TIERS:
             if tier in paused_tiers:
@@ -144,14 +165,16 @@ class Dispatcher:
                     break  # this tier is empty
                 if not self._batch_due(tier):
                     return sent  # lingering: its leads, and the tiers below, wait a moment
-                batch = inbox.claim_batch(tier, tenants, settings.DISPATCH_BATCH_MAX)
+                batch = inbox.claim_batch(
+                    tier, tenants, settings.DISPATCH_BATCH_MAX, fence=self._fence
+                )
                 if batch is None:
                     break
-                publish(batch)
                 self._last_served[tier] = batch.last_tenant_id
                 served = len(batch.entries)
                 self.dispatched[tier] += served
                 sent += served
+                self._send(batch, paused_tiers)
                 if served < settings.DISPATCH_BATCH_MAX:
                     self._partial_sent_at[tier] = time.monotonic()
                     break  # every tenant of the tier gave what it had

@@ -17,6 +17,13 @@ HISTORY_SAMPLES = HISTORY_SECONDS + 60
 def history_append(now: float, measures: dict, mode: str) -> None:
     """Record one tick: the mode, and each tier's backlog (of which in flight), lag and drain
     rate."""
+    pipe = get_redis().pipeline(transaction=True)
+    history_write(pipe, now, measures, mode)
+    pipe.execute()
+
+
+def history_write(pipe, now: float, measures: dict, mode: str) -> None:
+    """Queue history_append's writes on `pipe` (the controller's one transaction a tick)."""
     sample = {
         "at": round(now, 3),
         "mode": str(mode),
@@ -30,9 +37,8 @@ def history_append(now: float, measures: dict, mode: str) -> None:
             for tier, m in measures.items()
         },
     }
-    get_redis().pipeline(transaction=True).lpush(HISTORY_KEY, orjson.dumps(sample)).ltrim(
-        HISTORY_KEY, 0, HISTORY_SAMPLES - 1
-    ).execute()
+    pipe.lpush(HISTORY_KEY, orjson.dumps(sample))
+    pipe.ltrim(HISTORY_KEY, 0, HISTORY_SAMPLES - 1)
 
 
 def history_read(seconds: float = HISTORY_SECONDS) -> list[dict]:

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from apps.control import selectors
 from apps.control.dispatcher import inflight_republished
 from apps.control.models import DeferredKind, DeferredReason, Mode, Policy
+from apps.control.outages import DEPENDENCY_ERRORS
 from apps.intake.selectors import admission_state
 from apps.tenants.models import Tenant
 from leadflow.metrics import OTHER_TENANT, TENANT_RANKING_KEY, metrics_serve, tenant_label
@@ -143,8 +144,12 @@ class ControlCollector:
     @staticmethod
     def _guarded(read, controller):
         # A dependency down must not fail the whole scrape: the figures of the others still go.
+        # Its outage is logged by the control loop, once, not here at every scrape.
         try:
             return list(read(controller))
+        except DEPENDENCY_ERRORS as error:
+            log.debug("metrics: %s not read: %s", read.__name__, error)
+            return []
         except Exception:
             log.warning("metrics: %s not read", read.__name__, exc_info=True)
             return []
@@ -307,6 +312,8 @@ def _rank_while_leading() -> None:
         if collector.controller is not None:
             try:
                 tenant_ranking_publish()
+            except DEPENDENCY_ERRORS as error:  # logged once by the control loop
+                log.debug("metrics: tenant ranking not published: %s", error)
             except Exception:
                 log.warning("metrics: tenant ranking not published", exc_info=True)
             finally:

@@ -3,6 +3,7 @@ deferred ledger of work shed under overload (done later, never dropped)."""
 
 from django.core.validators import MaxValueValidator
 from django.db import models
+from django.utils import timezone
 
 
 class Mode(models.TextChoices):
@@ -61,7 +62,8 @@ class ControlEvent(models.Model):
         SHED = "shed"  # EMERGENCY shed one more feature
         OVERRIDE = "override"  # an operator changed the policy
 
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When it happened: an event recorded while PostgreSQL was away is written later, with it.
+    at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     from_mode = models.CharField(max_length=10, choices=Mode.choices, blank=True)
     to_mode = models.CharField(max_length=10, choices=Mode.choices, blank=True)

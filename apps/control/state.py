@@ -19,10 +19,10 @@ _READ_EVERY_SECONDS = 0.5
 _cached: tuple[float, Shedding] | None = None
 
 
-def shedding_publish(shedding: Shedding) -> None:
-    get_redis().pipeline(transaction=True).hset(STATE_KEY, mapping=shedding.as_redis()).set(
-        inbox.MODE_KEY, shedding.mode
-    ).execute()
+def shedding_write(pipe, shedding: Shedding) -> None:
+    """Queue the Shedding's publication on `pipe` (the controller's one transaction a tick)."""
+    pipe.hset(STATE_KEY, mapping=shedding.as_redis())
+    pipe.set(inbox.MODE_KEY, shedding.mode)
 
 
 def shedding_current() -> Shedding:

@@ -81,6 +81,23 @@ def entry_open(fields: dict) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """The control leader's lease key and the token of the term its caller holds: a fenced
+    script acts only while the key still holds that token (apps/control/leadership.py)."""
+
+    key: str
+    token: bytes
+
+
+class FenceRefused(Exception):
+    """The caller's lease is over: another control instance leads, and Redis refused the step."""
+
+
+def _fence_args(fence: Fence | None) -> tuple[str, bytes]:
+    return (fence.key, fence.token) if fence is not None else ("", b"")
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedBatch:
     batch_id: str
     tier: str
@@ -89,10 +106,14 @@ class ClaimedBatch:
     last_tenant_id: int | None = None
 
 
-def claim_batch(tier: str, tenant_ids: list[int], max_leads: int) -> ClaimedBatch | None:
+def claim_batch(
+    tier: str, tenant_ids: list[int], max_leads: int, fence: Fence | None = None
+) -> ClaimedBatch | None:
     """Take up to max_leads of the tier, from the tenants' inboxes in the order given (oldest
-    first in each), as one in-flight batch; None when they were all empty (claim.lua)."""
+    first in each), as one in-flight batch; None when they were all empty (claim.lua).
+    With a fence, raises FenceRefused (and claims nothing) once the caller's lease is over."""
     batch_id = f"{tier}-{uuid.uuid4().hex}"  # the tier in the id: no read to learn it later
+    fence_key, token = _fence_args(fence)
     claimed = lua_script(_LUA / "claim.lua")(
         keys=[
             active_tenants_key(tier),
@@ -102,10 +123,13 @@ def claim_batch(tier: str, tenant_ids: list[int], max_leads: int) -> ClaimedBatc
             CLAIMED_KEY,
             INFLIGHT_LEADS_KEY,
             inflight_since_key(tier),
+            fence_key,
             *(inbox_key(tier, tenant_id) for tenant_id in tenant_ids),
         ],
-        args=[max_leads, tier, batch_id, time.time(), *tenant_ids],
+        args=[max_leads, tier, batch_id, time.time(), token, *tenant_ids],
     )
+    if claimed == -1:
+        raise FenceRefused(f"claim of a {tier} batch refused: another control instance leads")
     if not claimed:
         return None
     last_tenant, entries = claimed
@@ -180,15 +204,22 @@ def stale_batch_ids(older_than_seconds: float) -> dict[str, list[str]]:
     return stale
 
 
-def batch_for_republish(batch_id: str, tier: str) -> ClaimedBatch | None:
+def batch_for_republish(
+    batch_id: str, tier: str, fence: Fence | None = None
+) -> ClaimedBatch | None:
     """The in-flight batch's entries, stamped as published now (so it is stale again only
-    after another full period); None when pool A released it meanwhile."""
-    client = get_redis()
-    entries = client.lrange(inflight_batch_key(batch_id), 0, -1)
+    after another full period); None when pool A released it meanwhile (republish.lua).
+    With a fence, raises FenceRefused (and stamps nothing) once the caller's lease is over."""
+    fence_key, token = _fence_args(fence)
+    entries = lua_script(_LUA / "republish.lua")(
+        keys=[fence_key, inflight_batch_key(batch_id), INFLIGHT_KEY],
+        args=[token, batch_id, time.time()],
+    )
+    if entries == -1:
+        raise FenceRefused(f"republish of batch {batch_id} refused: another control instance leads")
     if not entries:
         release_batch(batch_id)  # its copy is gone: it must not hold its tier's lag either
         return None
-    client.zadd(INFLIGHT_KEY, {batch_id: time.time()}, xx=True)
     return ClaimedBatch(batch_id, tier, entries)
 
 

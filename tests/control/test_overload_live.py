@@ -105,7 +105,14 @@ def test_an_admin_override_beats_the_controller_reaches_the_api_and_is_audited(
 
     admin_client.post(f"/admin/control/policy/{policy.pk}/change/", {"forced_mode": ""})
     wait_until(lambda: api_mode() == "normal", timeout=POLICY_REACH_SECONDS, message="cleared")
-    cleared = ControlEvent.objects.get(kind=ControlEvent.Kind.TRANSITION, to_mode=Mode.NORMAL)
+    # Audit rows are written by control's database thread, just after the change is published.
+    cleared = wait_until(
+        lambda: ControlEvent.objects.filter(
+            kind=ControlEvent.Kind.TRANSITION, to_mode=Mode.NORMAL
+        ).first(),
+        timeout=5,
+        message="the override's clearing was not audited",
+    )
     assert cleared.actor == "admin" and "override cleared" in cleared.reason
 
 

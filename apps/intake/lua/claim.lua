@@ -13,17 +13,27 @@
 -- KEYS[3] zset batch id -> when published   KEYS[4] the in-flight batch list
 -- KEYS[5] hash tier -> leads ever claimed   KEYS[6] hash tier -> leads in flight
 -- KEYS[7] the tier's zset batch id -> its oldest lead's received_at
--- KEYS[8..] the tenants' inbox lists, in turn
+-- KEYS[8] the control leader's lease key (fencing; "" when unfenced)
+-- KEYS[9..] the tenants' inbox lists, in turn
 -- ARGV[1] max leads   ARGV[2] tier name   ARGV[3] batch id   ARGV[4] now (s)
--- ARGV[5..] the tenant ids, in the order of KEYS[8..]
+-- ARGV[5] the caller's lease token ("" when unfenced)
+-- ARGV[6..] the tenant ids, in the order of KEYS[9..]
 --
--- Returns {the id of the last tenant that gave leads, {entries}}; {} when all were empty.
+-- Fenced: a caller whose token is no longer the lease key's value (its lease lapsed and
+-- another control instance leads) claims nothing, so a leader frozen past its lease cannot
+-- act when it wakes (apps/control/leadership.py).
+--
+-- Returns {the id of the last tenant that gave leads, {entries}}; {} when all were empty;
+-- -1 when the fence refused the claim.
 
+if ARGV[5] ~= "" and redis.call("GET", KEYS[8]) ~= ARGV[5] then
+  return -1
+end
 local room = tonumber(ARGV[1])
 local taken = {}
 local last_tenant = nil
 local oldest = tonumber(ARGV[4])
-for i = 8, #KEYS do
+for i = 9, #KEYS do
   if room <= 0 then
     break
   end
