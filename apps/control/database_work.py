@@ -81,6 +81,7 @@ class DatabaseWork(threading.Thread):
         self.policy_read = threading.Event()  # set after the first try, read or not
         self._events: deque[dict] = deque(maxlen=AUDIT_QUEUE_MAX)
         self._stopping = threading.Event()
+        self.failure: BaseException | None = None  # a bug (not an outage) that ended the thread
         self._wake = threading.Event()  # an audit row queued: written now, not at the next pass
         uses_queues = {POSTGRESQL, REDIS, broker_name()}
         self._policy = Step("policy", {POSTGRESQL, REDIS})
@@ -113,6 +114,9 @@ class DatabaseWork(threading.Thread):
                 self._pass()
                 self._wake.wait(PASS_SECONDS)
                 self._wake.clear()
+        except BaseException as error:
+            self.failure = error  # the main loop raises it: a bug stops the process, loudly
+            raise
         finally:
             connections.close_all()
 

@@ -19,6 +19,13 @@ _READ_EVERY_SECONDS = 0.5
 _cached: tuple[float, Shedding] | None = None
 
 
+def shedding_publish(shedding: Shedding) -> None:
+    """Publish a Shedding on its own (tests, a shell); the controller uses shedding_write."""
+    pipe = get_redis().pipeline(transaction=True)
+    shedding_write(pipe, shedding)
+    pipe.execute()
+
+
 def shedding_write(pipe, shedding: Shedding) -> None:
     """Queue the Shedding's publication on `pipe` (the controller's one transaction a tick)."""
     pipe.hset(STATE_KEY, mapping=shedding.as_redis())

