@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 # migrate and demo_tenant run before honcho, so the API and workers start on a ready schema.
+# `make run` is dev: outbound calls may use http (the SSRF guard still refuses internal hosts).
+run: export LEADFLOW_OUTBOUND_ALLOW_HTTP ?= true
 run: install
 	$(DEVSTACK) sh -c '$(BIN)/python manage.py migrate --noinput \
 		&& $(BIN)/python manage.py demo_tenant \

@@ -1,4 +1,5 @@
-"""Outbound HTTP calls (tenants' CRM webhooks, the AI provider): a total deadline and a reply cap.
+"""Outbound HTTP calls (tenants' CRM webhooks, the AI provider): the SSRF guard, a total deadline
+and a reply cap.
 
 httpx's timeouts apply to each phase and to each socket read, so a server that drips a byte a
 second never trips them. Here every socket operation (connect, TLS handshake, each send, each
@@ -7,6 +8,12 @@ httpcore's (its extension point; httpx has no option for it): a call ends by its
 whatever the server does, name resolution excepted. The reply is streamed and at most
 `max_bytes` of it are read; the connection is then dropped, the rest never read.
 
+The same network backend applies the SSRF guard (leadflow/outbound_guard.py): it resolves the
+host once, refuses if any address is internal, connects to an address it checked (TLS still
+verifies the host name, and Host is the URL's), and checks the peer it is connected to. A
+redirect is never followed; proxies and .netrc from the environment are not used (a proxy
+would resolve and connect where the guard cannot look).
+
 Also here: the errors that say a dependency is down rather than that a lead is bad (pools B
 and C retry those, never quarantine or dead-letter for them), and `Deadline`, the time a task
 has left, which bounds its outbound calls and waits.
@@ -14,7 +21,9 @@ has left, which bounds its outbound calls and waits.
 
 import contextvars
 import json
+import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +35,18 @@ import kombu.exceptions
 import redis
 from prometheus_client import Counter
 
+from leadflow.outbound_guard import (
+    OutboundPolicy,
+    OutboundRefused,
+    address_check,
+    host_addresses_checked,
+    url_check,
+)
+
+log = logging.getLogger(__name__)
+
 DEPENDENCIES = ("ai", "crm")
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 DEADLINE_HITS = Counter(
     "leadflow_outbound_deadline_hits",
@@ -64,12 +84,21 @@ class Deadline:
 
 
 class OutboundError(Exception):
-    """No usable reply: unreachable, out of time, or (permanent) a URL that cannot be called."""
+    """No usable reply: unreachable, out of time, or (permanent) a URL that cannot be called;
+    `rule` names the SSRF guard's rule when the guard refused it."""
 
-    def __init__(self, message: str, *, timed_out: bool = False, permanent: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        timed_out: bool = False,
+        permanent: bool = False,
+        rule: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.timed_out = timed_out
         self.permanent = permanent
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -116,10 +145,14 @@ def outbound_post(
     """POST and read at most max_bytes of the reply, all within deadline_seconds.
 
     Raises OutboundError: timed_out when the deadline passed (counted in
-    leadflow_outbound_deadline_hits_total), permanent when the URL cannot be called at all.
+    leadflow_outbound_deadline_hits_total), permanent when the URL cannot be called at all
+    (with `rule` set when the SSRF guard refused the URL, an address, or a redirect).
     """
-    token = _deadline_at.set(time.monotonic() + deadline_seconds)
+    policy = OutboundPolicy.current()
+    deadline_token = _deadline_at.set(time.monotonic() + deadline_seconds)
+    policy_token = _policy.set(policy)
     try:
+        url_check(url, policy, resolve="none")  # the address is checked where it is connected
         client = _client()
         request = client.build_request(
             "POST",
@@ -129,11 +162,22 @@ def outbound_post(
             headers={"Accept-Encoding": "identity", **headers},
             timeout=httpx.Timeout(deadline_seconds),
         )
+        if request.url.userinfo:  # as httpx reads the URL, whatever urllib made of it
+            raise OutboundRefused("credentials", "user:password@ in the URL is not allowed")
         response = client.send(request, stream=True)
         try:
+            if response.status_code in REDIRECT_STATUSES:
+                location = response.headers.get("location", "")[:200]
+                raise OutboundRefused(
+                    "redirect",
+                    f"answered {response.status_code} to {location!r}: redirects are not followed",
+                )
             body, truncated = _body_read(response, max_bytes)
         finally:
             response.close()  # a body not read to its end closes the connection
+    except OutboundRefused as exc:
+        log.warning("outbound %s call refused: %s", dependency, exc)
+        raise OutboundError(str(exc), permanent=True, rule=exc.rule) from exc
     except httpx.TimeoutException as exc:
         DEADLINE_HITS.labels(dependency).inc()
         raise OutboundError(
@@ -145,7 +189,8 @@ def outbound_post(
     except httpx.HTTPError as exc:
         raise OutboundError(f"unreachable: {type(exc).__name__}: {exc}") from exc
     finally:
-        _deadline_at.reset(token)
+        _policy.reset(policy_token)
+        _deadline_at.reset(deadline_token)
     if truncated:
         RESPONSE_TRUNCATED.labels(dependency).inc()
     return OutboundReply(status=response.status_code, body=body, truncated=truncated)
@@ -166,6 +211,9 @@ def _body_read(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:
 
 _deadline_at: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "outbound_deadline_at", default=None
+)
+_policy: contextvars.ContextVar[OutboundPolicy | None] = contextvars.ContextVar(
+    "outbound_policy", default=None
 )
 # A send waits at most the time left, but a send of a large buffer may take several waits:
 # bodies go out in slices, each bounded by what is left when it starts.
@@ -206,15 +254,44 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-class _DeadlineBackend(httpcore.NetworkBackend):
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects only to addresses the SSRF guard allows, within the call's deadline."""
+
     def __init__(self) -> None:
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(
-            self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
-        )
+        policy = _policy.get() or OutboundPolicy.current()
+        if policy.host_allowed(host):  # the operator's: connected by name, as usual
+            bounded = _bounded(timeout, httpcore.ConnectTimeout)
+            return _DeadlineStream(
+                self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
+            )
+        try:
+            # Resolved once, here: the connection goes to one of these checked addresses, never
+            # to what a second resolution (a rebinding DNS answer) would say.
+            addresses = host_addresses_checked(host, port)
+        except socket.gaierror as exc:
+            raise httpcore.ConnectError(f"{host!r} does not resolve: {exc}") from exc
+        failure: Exception | None = None
+        for address in addresses:  # in the resolver's order, as socket.create_connection does
+            bounded = _bounded(timeout, httpcore.ConnectTimeout)
+            try:
+                stream = self._inner.connect_tcp(
+                    address, port, bounded, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+                continue
+            try:
+                # The peer actually connected to: the address checked, unless something on the
+                # way chose another (checked all the same).
+                address_check(stream.get_extra_info("server_addr")[0], host)
+            except OutboundRefused:
+                stream.close()
+                raise
+            return _DeadlineStream(stream)
+        raise failure or httpcore.ConnectError(f"{host!r} has no address")
 
     def connect_unix_socket(self, path, timeout=None, socket_options=None):
         bounded = _bounded(timeout, httpcore.ConnectTimeout)
@@ -233,7 +310,7 @@ class _DeadlineTransport(httpx.HTTPTransport):
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
-            network_backend=_DeadlineBackend(),
+            network_backend=_GuardedBackend(),
         )
 
 
@@ -249,7 +326,8 @@ def _client() -> httpx.Client:
         if _http is None or _http_pid != os.getpid():
             _http = httpx.Client(
                 transport=_DeadlineTransport(),
-                follow_redirects=False,
+                follow_redirects=False,  # a redirect is refused (the SSRF guard's "redirect")
+                trust_env=False,  # no proxy or .netrc from the environment
                 headers={"User-Agent": "LeadFlow/1"},
             )
             _http_pid = os.getpid()

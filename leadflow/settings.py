@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from leadflow.env import EnvError, env_bool, env_float, env_int, env_str
 from leadflow.logs import logging_config
+from leadflow.outbound_guard import OutboundPolicy, OutboundRefused, allowed_hosts_parse, url_check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -203,6 +204,21 @@ AI_PROVIDER_API_KEY = env_str("LEADFLOW_AI_API_KEY", "")
 # One call's total deadline (connect + send + receive; leadflow/outbound.py) and reply cap.
 AI_PROVIDER_TIMEOUT_SECONDS = env_float("LEADFLOW_AI_TIMEOUT_SECONDS", 2.0)
 AI_RESPONSE_MAX_BYTES = env_int("LEADFLOW_AI_RESPONSE_MAX_BYTES", 1024 * 1024)
+
+# The SSRF guard on every outbound call (leadflow/outbound_guard.py): https only unless
+# ALLOW_HTTP (dev: `make run` and the tests' live stack set it; DEBUG implies it), and never an
+# internal address unless the URL's host is named in ALLOWED_HOSTS (an internal CRM, a local AI).
+OUTBOUND_ALLOW_HTTP = env_bool("LEADFLOW_OUTBOUND_ALLOW_HTTP", DEBUG)
+OUTBOUND_ALLOWED_HOSTS = allowed_hosts_parse(env_str("LEADFLOW_OUTBOUND_ALLOWED_HOSTS", ""))
+if AI_PROVIDER_URL:  # refused at start too, not only at its first call
+    try:
+        url_check(
+            AI_PROVIDER_URL,
+            OutboundPolicy(OUTBOUND_ALLOW_HTTP, frozenset(OUTBOUND_ALLOWED_HOSTS)),
+            resolve="numeric",
+        )
+    except OutboundRefused as _refused:
+        raise ImproperlyConfigured(f"LEADFLOW_AI_URL {AI_PROVIDER_URL!r}: {_refused}") from None
 # Pools B and C run threads, where Celery enforces no time limit (celery/celery#9203): a task
 # bounds its own work by this deadline (calls start only while one fits) and re-enqueues what
 # is left, so no thread is held longer by a slow provider or CRM.

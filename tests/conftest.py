@@ -71,6 +71,10 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "DATABASE_URL": database_url,
         "REDIS_URL": settings.REDIS_URL,
         "LEADFLOW_AI_URL": double.url,
+        # The doubles (AI provider, CRMs) listen on http://127.0.0.1: dev settings for the SSRF
+        # guard, with that one host named (so localhost, 127.0.0.2, 10.x ... stay refused).
+        "LEADFLOW_OUTBOUND_ALLOW_HTTP": "true",
+        "LEADFLOW_OUTBOUND_ALLOWED_HOSTS": "127.0.0.1",
         "LEADFLOW_AI_TIMEOUT_SECONDS": "1",
         "LEADFLOW_BREAKER_RESET_SECONDS": "3",
         "LEADFLOW_CRM_TIMEOUT_SECONDS": "2",

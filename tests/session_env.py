@@ -23,3 +23,7 @@ os.environ.pop("CELERY_BROKER_URL", None)  # the broker follows REDIS_URL in tes
 # The tests run on whatever Redis they are given, CI's with appendonly off: its durability is
 # logged, not a reason for the live stack's processes to refuse to start (leadflow/redis_checks.py).
 os.environ.setdefault("LEADFLOW_REDIS_CHECKS", "warn")
+# The HTTP doubles listen on http://127.0.0.1: the test process (tenants saved with their URLs,
+# in-process deliveries) runs the SSRF guard with the live stack's settings (tests/conftest.py).
+os.environ.setdefault("LEADFLOW_OUTBOUND_ALLOW_HTTP", "true")
+os.environ.setdefault("LEADFLOW_OUTBOUND_ALLOWED_HOSTS", "127.0.0.1")

@@ -1,21 +1,29 @@
 """How leads reach a tenant's CRM: a signed webhook, or the local adapter when there is no URL.
 
+Webhooks are signed as Standard Webhooks (standardwebhooks.com): `webhook-id` (the same for the
+same leads, so a receiver drops repeats), `webhook-timestamp` (the send time; receivers refuse
+one more than 5 minutes off, so a captured delivery cannot be replayed later) and
+`webhook-signature`, "v1,<base64 HMAC-SHA256 of id.timestamp.body>" under each of the tenant's
+active secrets (two during a rotation, space-separated), made by the `standardwebhooks` library
+the receiver verifies with.
+
 Failures come in two kinds so the task knows what to do: CrmUnavailable is transient (retry
 with backoff), CrmRejected is permanent (retrying the same body cannot help: dead-letter).
 """
 
-import hashlib
-import hmac
 import json
+import time
 import uuid
+from datetime import UTC, datetime
 from typing import Protocol
 
 import pybreaker
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from standardwebhooks import Webhook
 
 from apps.crm.models import CrmAdapterName
-from apps.tenants.models import Tenant
+from apps.tenants.models import Tenant, webhook_signing_secrets
 from leadflow.breakers import breaker
 from leadflow.outbound import (
     OutboundError,
@@ -25,7 +33,11 @@ from leadflow.outbound import (
     text_storable,
 )
 
-SIGNATURE_HEADER = "X-LeadFlow-Signature"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+# The delivery id under its old name, the same value as webhook-id: kept for one release so
+# receivers that drop repeats by it go on working while they move to webhook-id.
 DELIVERY_HEADER = "X-LeadFlow-Delivery"
 # 408 and 429 say "not now", not "never": they are retried like a 5xx.
 TRANSIENT_4XX = frozenset({408, 429})
@@ -43,8 +55,9 @@ class CrmUnavailable(Exception):
 
 
 class CrmRejected(Exception):
-    """Permanent: the CRM refused the delivery (a 4xx other than 408/429, or a redirect), or the
-    tenant's URL cannot be called at all."""
+    """Permanent: the CRM refused the delivery (a 4xx other than 408/429), or the tenant's URL
+    cannot be called at all (the SSRF guard refused it, or a redirect: the message names the
+    rule), or the tenant has no webhook secret to sign with."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -69,9 +82,12 @@ class CrmAdapter(Protocol):
         ...
 
 
-def webhook_signature(secret: str, body: bytes) -> str:
-    """The X-LeadFlow-Signature value: "sha256=" + hex HMAC-SHA256 of the raw body under secret."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def webhook_headers(secrets: list[str], msg_id: str, body: bytes, sent_at: int) -> dict[str, str]:
+    """The Standard Webhooks headers of a delivery: one v1 signature per secret (whsec_...)."""
+    timestamp = datetime.fromtimestamp(sent_at, tz=UTC)
+    text = body.decode()  # the library signs text; the body is ASCII JSON
+    signatures = " ".join(Webhook(secret).sign(msg_id, timestamp, text) for secret in secrets)
+    return {ID_HEADER: msg_id, TIMESTAMP_HEADER: str(sent_at), SIGNATURE_HEADER: signatures}
 
 
 def delivery_id(leads_payload: list[dict]) -> str:
@@ -81,7 +97,7 @@ def delivery_id(leads_payload: list[dict]) -> str:
 
 
 class WebhookAdapter:
-    """POSTs {"tenant", "leads"} as JSON to the tenant's URL, signed with its secret."""
+    """POSTs {"tenant", "leads"} as JSON to the tenant's URL, signed with its secrets."""
 
     name = CrmAdapterName.WEBHOOK.value
     remote = True
@@ -99,13 +115,19 @@ class WebhookAdapter:
             separators=(",", ":"),
         ).encode()
         delivery = delivery_id(leads_payload)
+        secrets = webhook_signing_secrets(tenant)
+        if not secrets:  # every tenant is given one; never sent unsigned
+            raise CrmRejected(
+                f"CRM of tenant {tenant.name!r}: no active webhook secret to sign with "
+                "(create one in admin or with `manage.py webhook_secrets create`)"
+            )
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "LeadFlow-CRM-Sync/1",
             DELIVERY_HEADER: delivery,
+            # Signed just before the call: a retry is signed anew, with its own timestamp.
+            **webhook_headers(secrets, delivery, body, int(time.time())),
         }
-        if tenant.crm_webhook_secret:
-            headers[SIGNATURE_HEADER] = webhook_signature(tenant.crm_webhook_secret, body)
 
         tenant_breaker = breaker(f"crm:{tenant.id}")
         unusable_url: OutboundError | None = None

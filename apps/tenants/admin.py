@@ -1,12 +1,23 @@
-"""Tenants and API keys in Django admin. A key is shown in clear once, when it is created."""
+"""Tenants, API keys and webhook secrets in Django admin. A key or a secret is shown in clear
+once, when it is created; afterwards only its first characters."""
 
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Count, Q
 
 from apps.intake.selectors import admission_state
-from apps.tenants.models import ApiKey, Tenant
-from apps.tenants.services import api_key_create, api_key_revoke
+from apps.tenants.models import ApiKey, Tenant, WebhookSecret
+from apps.tenants.services import (
+    TenantError,
+    api_key_create,
+    api_key_revoke,
+    webhook_secret_create,
+    webhook_secret_revoke_older,
+)
+
+SECRET_SHOWN_ONCE = (
+    "copy it now, it will not be shown again; receivers verify with it (README: Webhooks)"
+)
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -18,6 +29,22 @@ class ApiKeyInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class WebhookSecretInline(admin.TabularInline):
+    """Secrets are listed by their first characters, never in full; they are created and
+    revoked by the tenant actions (a tenant always keeps one active). Not an admin page of
+    their own: its delete would let the last one go."""
+
+    model = WebhookSecret
+    fields = ("prefix", "created_at", "revoked_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "webhook secret"
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -39,7 +66,7 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     fieldsets = (
         (None, {"fields": ("name", "is_active", "created_at")}),
-        ("CRM", {"fields": ("crm_webhook_url", "crm_webhook_secret")}),
+        ("CRM", {"fields": ("crm_webhook_url",)}),
         (
             "Admission limits (applied within 30 s, at once on save)",
             {
@@ -53,8 +80,10 @@ class TenantAdmin(admin.ModelAdmin):
         ),
     )
     readonly_fields = ("created_at", "critical_credits_now", "budget_used_this_hour")
-    inlines = (ApiKeyInline,)
-    actions = ("create_api_key",)
+    # A URL typed without a scheme is taken as https, the one scheme allowed outside dev.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    inlines = (ApiKeyInline, WebhookSecretInline)
+    actions = ("create_api_key", "create_webhook_secret", "revoke_older_webhook_secret")
 
     def get_queryset(self, request):
         return (
@@ -80,6 +109,43 @@ class TenantAdmin(admin.ModelAdmin):
         if tenant.pk is None:
             return "-"
         return f"{admission_state(tenant).budget_used} of {tenant.hourly_budget}"
+
+    def save_model(self, request, obj: Tenant, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:  # a tenant always has a webhook secret (README: Webhooks)
+            secret = webhook_secret_create(obj)
+            self.message_user(
+                request,
+                f"Webhook secret of {obj.name}: {secret} ({SECRET_SHOWN_ONCE})",
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Create a webhook secret (both sign until the older is revoked)")
+    def create_webhook_secret(self, request, queryset) -> None:
+        for tenant in queryset:
+            try:
+                secret = webhook_secret_create(tenant)
+            except TenantError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"New webhook secret for {tenant.name}: {secret} ({SECRET_SHOWN_ONCE}). "
+                "Deliveries are signed with it and the older one until that is revoked.",
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Revoke the older webhook secret (end a rotation)")
+    def revoke_older_webhook_secret(self, request, queryset) -> None:
+        for tenant in queryset:
+            try:
+                revoked = webhook_secret_revoke_older(tenant)
+            except TenantError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(
+                request, f"Revoked webhook secret {revoked.prefix}… of {tenant.name}."
+            )
 
     @admin.action(description="Create an API key")
     def create_api_key(self, request, queryset) -> None:

@@ -1,10 +1,15 @@
-"""Tenants and their API keys. Keys are stored as SHA-256 digests, never in clear."""
+"""Tenants, their API keys and webhook secrets. Keys are stored as SHA-256 digests, never in
+clear; webhook secrets are kept (signing needs them) but shown in full only when created."""
 
+import base64
 import hashlib
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+
+from leadflow.outbound_guard import OutboundPolicy, OutboundRefused, url_check
 
 API_KEY_PREFIX = "lf_"
 
@@ -18,14 +23,24 @@ def api_key_generate() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def crm_webhook_url_validate(url: str) -> None:
+    """The SSRF guard's rules at save time: the host is resolved, and every address checked."""
+    if not url:
+        return
+    try:
+        url_check(url, OutboundPolicy.current(), resolve="dns")
+    except OutboundRefused as refused:
+        raise ValidationError(str(refused), code=f"ssrf_{refused.rule}") from None
+
+
 class Tenant(models.Model):
     name = models.CharField(max_length=100, unique=True)
     is_active = models.BooleanField(default=True)
     crm_webhook_url = models.URLField(
-        blank=True, help_text="Where pool C posts this tenant's leads; empty = local CRM adapter."
-    )
-    crm_webhook_secret = models.CharField(
-        max_length=200, blank=True, help_text="HMAC-SHA256 key for the webhook signature."
+        blank=True,
+        validators=[crm_webhook_url_validate],
+        help_text="Where pool C posts this tenant's leads (https, a public address, or a host "
+        "in LEADFLOW_OUTBOUND_ALLOWED_HOSTS); empty = local CRM adapter.",
     )
     # Admission limits, applied by the intake's one Redis round trip (apps/intake/lua/admit.lua).
     rate_limit_per_second = models.PositiveIntegerField(
@@ -75,3 +90,46 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+# Active secrets at once: the current one and, during a rotation, the one it replaces.
+WEBHOOK_SECRETS_ACTIVE_MAX = 2
+
+
+def webhook_secret_generate() -> str:
+    """A Standard Webhooks secret: "whsec_" + base64 of 32 random bytes."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class WebhookSecret(models.Model):
+    """A key the tenant's webhooks are signed with; each active one signs every delivery."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhook_secrets")
+    secret = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.tenant})"
+
+    @property
+    def prefix(self) -> str:
+        """Enough to recognise the secret, too little to sign with."""
+        return self.secret[: len(WEBHOOK_SECRET_PREFIX) + 6]
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+def webhook_signing_secrets(tenant: Tenant) -> list[str]:
+    """The tenant's active webhook secrets, newest first."""
+    return list(
+        WebhookSecret.objects.filter(tenant=tenant, revoked_at__isnull=True)
+        .order_by("-created_at", "-id")
+        .values_list("secret", flat=True)
+    )

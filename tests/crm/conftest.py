@@ -6,7 +6,6 @@ import pytest
 
 from apps.tenants.services import tenant_create
 from leadflow.redis_conn import get_redis
-from tests.crm.factories import SECRET
 from tests.doubles.client import http_double
 
 
@@ -49,4 +48,4 @@ def crm_tenant():
 
 @pytest.fixture
 def webhook_tenant(crm_tenant, crm):
-    return crm_tenant(crm_webhook_url=f"{crm.url}/crm/hook", crm_webhook_secret=SECRET)
+    return crm_tenant(crm_webhook_url=f"{crm.url}/crm/hook")

@@ -10,8 +10,6 @@ from django.utils import timezone
 
 from apps.leads.models import Lead
 
-SECRET = "whsec-test-0123456789"
-
 
 def make_lead(tenant, status="enriched", is_qualified=True, tier="normal", **fields) -> Lead:
     defaults = {

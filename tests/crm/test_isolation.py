@@ -18,7 +18,7 @@ from apps.crm.models import CrmSync, DeadLetter
 from apps.crm.services import crm_retry_countdown, leads_sync
 from apps.leads.models import Lead
 from leadflow.outbound import DEADLINE_HITS, RESPONSE_TRUNCATED, Deadline, OutboundReply
-from tests.crm.factories import SECRET, ids, make_lead, postgres_refusing
+from tests.crm.factories import ids, make_lead, postgres_refusing
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def tenants(crm, crm_tenant):
 
     def webhook(name: str):
         path = f"/crm/{name}-{uuid.uuid4().hex[:6]}"
-        tenant = crm_tenant(crm_webhook_url=crm.url + path, crm_webhook_secret=SECRET)
+        tenant = crm_tenant(crm_webhook_url=crm.url + path)
         tenant.path = path
         return tenant
 

@@ -20,7 +20,6 @@ from apps.crm.models import DeadLetter
 from apps.leads.models import Lead
 from leadflow.celery import app
 from tests.crm.factories import (
-    SECRET,
     make_lead,
     postgres_cancel,
     postgres_refusing,
@@ -41,9 +40,7 @@ def xyz(make_tenant, double, control_stopped):
 
     def webhook(name: str):
         path = f"/crm/{name}-{uuid.uuid4().hex[:8]}"
-        tenant, key = make_tenant(
-            name, crm_webhook_url=double.url + path, crm_webhook_secret=SECRET
-        )
+        tenant, key = make_tenant(name, crm_webhook_url=double.url + path)
         return tenant, key, path
 
     return webhook("x"), webhook("y"), (*make_tenant("z"), None)
@@ -195,7 +192,7 @@ def test_a_redelivered_message_while_the_first_run_works_makes_one_delivery(doub
     wait_for(trace_ids, "synced", timeout=30)
     time.sleep(4)  # a second delivery would have reached the double by now
     calls = double.calls("crm", path=x_path)
-    assert len(calls) == 1, [call["headers"].get("X-LeadFlow-Delivery") for call in calls]
+    assert len(calls) == 1, [call["headers"].get("webhook-id") for call in calls]
 
 
 def test_a_database_error_after_delivery_is_retried_without_a_second_delivery(double, xyz):

@@ -22,6 +22,8 @@ It prints "listening on http://127.0.0.1:PORT" first, then serves:
                                 refuse_emails   CRM: answer 422 when a lead of the call has
                                                 one of these e-mails
                                 reply_json      CRM: answer 200 with this JSON value
+                                redirect_to     CRM: answer 302 with this Location (a
+                                                client that follows it lands there)
                                 omit_domains    AI: leave these domains out of the results
                                 bad_domains     AI: give these domains a profile of bad types
   GET  /_requests?kind=crm[&path=/crm/x]
@@ -245,9 +247,18 @@ def make_handler(state: DoubleState):
             refused = set(behaviour.get("refuse_emails", ()))
             if any(lead.get("email") in refused for lead in leads):
                 return self._refuse(422, {"error": "a lead was refused"})
+            if "redirect_to" in behaviour:
+                return self._redirect(behaviour["redirect_to"])
             if "reply_json" in behaviour:
                 return self._send(200, behaviour["reply_json"], behaviour)
             self._send(200, {"accepted": len(leads)}, behaviour)
+
+        def _redirect(self, location: str) -> None:
+            self._record["status"] = 302
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def _refuse(self, status: int, body: dict) -> None:
             self._record["status"] = status

@@ -1,12 +1,15 @@
-"""`manage.py create_tenant NAME [limits]`: a new tenant and its first API key, printed once.
+"""`manage.py create_tenant NAME [--crm-webhook-url URL] [limits]`: a new tenant; its webhook
+secret and first API key are printed once.
 
-The limits can be changed later in Django admin; omitted ones take the model's defaults.
+The limits can be changed later in Django admin; omitted ones take the model's defaults. The
+URL is checked by the SSRF guard (leadflow/outbound_guard.py) before anything is created.
 """
 
 import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.tenants.models import webhook_signing_secrets
 from apps.tenants.services import TenantError, tenant_create
 
 
@@ -60,19 +63,29 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", help="unique tenant name")
+        parser.add_argument(
+            "--crm-webhook-url",
+            default="",
+            help="where pool C posts the tenant's leads (default: the local CRM adapter)",
+        )
         for option, (field, parse, help_text) in LIMIT_OPTIONS.items():
             parser.add_argument(option, dest=field, type=parse, help=help_text)
 
-    def handle(self, *args, name: str, **options) -> None:
+    def handle(self, *args, name: str, crm_webhook_url: str, **options) -> None:
         limits = {
             field: options[field]
             for field, _, _ in LIMIT_OPTIONS.values()
             if options.get(field) is not None
         }
         try:
-            tenant, raw_key = tenant_create(name, **limits)
+            tenant, raw_key = tenant_create(name, crm_webhook_url=crm_webhook_url, **limits)
         except TenantError as exc:
             raise CommandError(str(exc)) from exc
+        [secret] = webhook_signing_secrets(tenant)
+        self.stdout.write(
+            f"Its webhook secret, shown only this once (receivers verify deliveries with it, "
+            f"README: Webhooks):\n{secret}"
+        )
         self.stdout.write(
             f"Created tenant {tenant.name!r} (id {tenant.id}). Its API key, shown only this "
             "once (send it as 'Authorization: Bearer <key>'):"
