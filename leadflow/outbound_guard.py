@@ -188,6 +188,13 @@ def url_check(url: str, policy: OutboundPolicy, *, resolve: str = "dns") -> None
     if host_normalized(host) == "localhost" or host_normalized(host).endswith(".localhost"):
         # RFC 6761: always loopback, whatever a resolver says.
         raise OutboundRefused("loopback", f"{host!r} is {_RULE_TEXT['loopback']}; {ALLOWLIST_HINT}")
+    try:  # an IP literal, a zone included (fe80::1%eth0), which a resolver may not take
+        literal = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:
+        address_check(str(literal), host)
+        return
     try:
         addresses = addresses_resolved(
             host, port or (443 if scheme == "https" else 80), numeric_only=resolve == "numeric"

@@ -36,6 +36,7 @@ REFUSED = [
     ("http://[::ffff:169.254.169.254]/latest/meta-data/", "link-local"),
     ("http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "link-local"),  # NAT64 around it
     ("http://[fe80::1]/hook", "link-local"),
+    ("http://[fe80::1%25eth0]/hook", "link-local"),
     ("http://224.0.0.1/hook", "multicast"),
     ("http://[ff02::1]/hook", "multicast"),
     ("http://0.0.0.0:8000/hook", "unspecified"),
