@@ -24,6 +24,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files: the docs need no CDN
     "django_prometheus",
     "apps.tenants",
     "apps.leads",
@@ -264,7 +266,40 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.intake.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["apps.intake.authentication.IsTenant"],
     "EXCEPTION_HANDLER": "apps.intake.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+}
+
+# The public API's OpenAPI schema (apps/intake/schema.py): /api/schema/, /api/docs/, /api/redoc/.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LeadFlow intake API",
+    "DESCRIPTION": (
+        "Send leads, and read each one's status. Every error is JSON "
+        '`{"error": code, "detail": text, "fields"?: {field: [reasons]}}`. '
+        'The README\'s "The API" and "Lead fields" say the rules in prose.'
+    ),
+    "VERSION": "1",
+    "OAS_VERSION": "3.0.3",
+    # Public: the schema and the docs need no API key.
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["apps.intake.schema.public_paths_only"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.intake.schema.schema_finish",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "Tier": "workers.queues.TIERS",
+        "Limit": "apps.intake.contract.LIMITS",
+        "QueuedStatus": ["queued"],
+        "RateLimitedError": ["rate_limited"],
+        "InvalidError": ["invalid"],
+        "StoredStatus": "apps.intake.contract.STORED_STATUSES",
+    },
 }
 
 # ---------------------------------------------------------------------------

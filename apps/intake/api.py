@@ -1,5 +1,7 @@
 """The intake API's reads, in DRF: GET a lead's status. The POSTs are the hot path, served
-lean outside Django's request cycle (apps/intake/lean.py)."""
+lean outside Django's request cycle (apps/intake/lean.py); their DRF contract is
+apps/intake/contract_views.py. The answer's shapes are apps/intake/contract.py's LeadQueuedStatus
+and LeadStoredStatus (the schema, apps/intake/schema.py)."""
 
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -7,6 +9,7 @@ from rest_framework.views import APIView
 from apps.intake import admission
 from apps.intake.authentication import ApiKeyAuthentication, IsTenant
 from apps.intake.errors import ApiError
+from apps.intake.schema import lead_retrieve_schema
 from apps.leads.selectors import lead_status
 from apps.tenants.cache import TenantAuth
 
@@ -15,6 +18,7 @@ class LeadDetailView(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsTenant]
 
+    @lead_retrieve_schema
     def get(self, request, trace_id):
         tenant: TenantAuth = request.user
         found = lead_status(tenant.tenant_id, trace_id)

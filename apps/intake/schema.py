@@ -1,0 +1,496 @@
+"""The OpenAPI schema of the public API (drf-spectacular): each operation's answers, headers and
+examples, the Bearer scheme, and what drf-spectacular cannot say from the serializers alone.
+
+The bodies are apps/intake/contract.py's serializers. Here: which status answers with which
+body and headers (every status the API can answer, gunicorn's 431 included), an example for
+each, and a postprocessing hook that makes the described objects closed (additionalProperties
+false: an undocumented key in an answer fails the schemathesis run) and adds the links from a
+POST's trace_id to the GET (schemathesis follows them in its stateful run).
+"""
+
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+
+from apps.intake.contract import (
+    BATCH_RESULTS,
+    MODES,
+    BatchAnswer,
+    BatchRequest,
+    Error,
+    LeadAccepted,
+    LeadDuplicate,
+    LeadQueuedStatus,
+    LeadRequest,
+    LeadStoredStatus,
+    RateLimited,
+)
+
+TRACE_ID = "9b1f0d5e-3c0a-4a44-9a53-1c1f6f0b7d2e"
+ETA = "2026-11-26T21:40:03.412081+00:00"
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "apps.intake.authentication.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A tenant's API key: `Authorization: Bearer <key>` "
+            "(`manage.py create_tenant`, or the demo key `make run` prints).",
+        }
+
+
+# --- Headers ---------------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        # Printable ASCII; HTTP drops a header value's outer spaces, so none are described.
+        "pattern": "^[!-~]([ -~]*[!-~])?$",
+    },
+    OpenApiParameter.HEADER,
+    description="Deduplicates retries for 24 h per tenant: a repeat is answered 200 with the "
+    "original trace id. Without it, the lead's canonical JSON is the key. In a batch, each lead's "
+    "key is this key and its index.",
+)
+
+
+def _mode_header(statuses, required: bool) -> OpenApiParameter:
+    return OpenApiParameter(
+        "X-LeadFlow-Mode",
+        {"type": "string", "enum": list(MODES)},
+        OpenApiParameter.HEADER,
+        required=required,
+        description="The overload mode the lead was admitted in (README, Overload control).",
+        response=statuses,
+    )
+
+
+def _retry_after_header(statuses) -> OpenApiParameter:
+    return OpenApiParameter(
+        "Retry-After",
+        {"type": "integer", "minimum": 1},
+        OpenApiParameter.HEADER,
+        required=True,
+        description="Whole seconds to wait before trying again.",
+        response=statuses,
+    )
+
+
+WWW_AUTHENTICATE = OpenApiParameter(
+    "WWW-Authenticate",
+    {"type": "string"},
+    OpenApiParameter.HEADER,
+    required=True,
+    description='Always `Bearer realm="leadflow"`.',
+    response=[401],
+)
+
+
+# --- Examples --------------------------------------------------------------------------------
+
+
+def _example(name: str, status: int, value: dict) -> OpenApiExample:
+    return OpenApiExample(name, value=value, response_only=True, status_codes=[str(status)])
+
+
+def _error(code: str, detail: str, fields: dict | None = None) -> dict:
+    return {"error": code, "detail": detail, **({"fields": fields} if fields else {})}
+
+
+ACCEPTED = {
+    "trace_id": TRACE_ID,
+    "status": "queued",
+    "tier": "critical",
+    "demoted": False,
+    "position": 1,
+    "estimated_completion": ETA,
+}
+DUPLICATE = {"trace_id": TRACE_ID, "duplicate": True, "tier": "critical"}
+TENANT_RATE = {
+    "error": "rate_limited",
+    "detail": "your tenant's request rate limit is reached",
+    "limit": "tenant_rate",
+    "retry_after": 1,
+}
+INVALID = _error(
+    "invalid",
+    "the lead is not valid",
+    {"email": ["Enter a valid email address."], "emial": ["unknown field"]},
+)
+PARSE_ERROR = _error("parse_error", "JSON parse error - unexpected end of data: line 1 column 2")
+BAD_KEY = _error(
+    "invalid_header",
+    "the Idempotency-Key header must be 1 to 255 printable ASCII characters",
+    {"Idempotency-Key": ["has 300 characters; the limit is 255"]},
+)
+UNAUTHENTICATED = _error(
+    "not_authenticated", "an API key is required: 'Authorization: Bearer <api key>'"
+)
+UNSUPPORTED = _error(
+    "unsupported_media_type", "send the lead as JSON with 'Content-Type: application/json'"
+)
+UNAVAILABLE = _error(
+    "unavailable", "Redis is unavailable; try again shortly (nothing was accepted)"
+)
+HEADER_TOO_LARGE = _error(
+    "header_too_large",
+    "a header field is over 8190 bytes (name and value), or there are over 100 of them",
+)
+
+
+def _common(body_limit: int) -> dict:
+    """The answers every POST shares."""
+    return {
+        401: OpenApiResponse(
+            Error,
+            "No valid API key.",
+            [_example("No key", 401, UNAUTHENTICATED)],
+        ),
+        413: OpenApiResponse(
+            Error,
+            f"The body is over {body_limit} bytes.",
+            [
+                _example(
+                    "Too large",
+                    413,
+                    _error(
+                        "body_too_large",
+                        f"the body is {body_limit + 1} bytes; the limit is {body_limit} bytes",
+                    ),
+                )
+            ],
+        ),
+        415: OpenApiResponse(
+            Error, "Not `application/json`.", [_example("Not JSON", 415, UNSUPPORTED)]
+        ),
+        431: OpenApiResponse(
+            Error,
+            "A header over 8,190 bytes, or over 100 headers (gunicorn).",
+            [_example("Header too large", 431, HEADER_TOO_LARGE)],
+        ),
+        503: OpenApiResponse(
+            Error,
+            "Redis or PostgreSQL did not answer; nothing was accepted (or send the same "
+            "request again: an accepted lead is answered as a duplicate).",
+            [_example("Redis down", 503, UNAVAILABLE)],
+        ),
+    }
+
+
+RATE_LIMITED_DESCRIPTION = (
+    "A limit was hit: `ip_rate` (requests without a valid key per address, or the tenant's "
+    "per-address limit), `tenant_rate`, `hourly_budget` or `backpressure`."
+)
+
+LEAD = {
+    "email": "ada@analytical.io",
+    "name": "Ada",
+    "company": "Analytical Engines",
+    "phone": "+44 20 7946 0958",
+    "source": "google_ads",
+    "region": "gb",
+    "priority": "critical",
+    "payload": {"utm_campaign": "spring"},
+}
+
+lead_create_schema = extend_schema(
+    operation_id="lead_create",
+    summary="Send one lead",
+    tags=["leads"],
+    request=LeadRequest,
+    examples=[OpenApiExample("A lead", value=LEAD, request_only=True)],
+    parameters=[
+        IDEMPOTENCY_KEY,
+        _mode_header([202, 200], required=True),
+        _mode_header([429], required=False),
+        _retry_after_header([429, 503]),
+        WWW_AUTHENTICATE,
+    ],
+    responses={
+        202: OpenApiResponse(
+            LeadAccepted, "Accepted and queued.", [_example("Accepted", 202, ACCEPTED)]
+        ),
+        200: OpenApiResponse(
+            LeadDuplicate,
+            "A repeat of a lead accepted in the last 24 h: its original trace id.",
+            [_example("Duplicate", 200, DUPLICATE)],
+        ),
+        400: OpenApiResponse(
+            Error,
+            "Not JSON, an invalid field (each is named), or a bad Idempotency-Key.",
+            [
+                _example("Invalid fields", 400, INVALID),
+                _example("Not JSON", 400, PARSE_ERROR),
+                _example("Bad Idempotency-Key", 400, BAD_KEY),
+            ],
+        ),
+        429: OpenApiResponse(
+            RateLimited, RATE_LIMITED_DESCRIPTION, [_example("Tenant rate", 429, TENANT_RATE)]
+        ),
+        **_common(settings.LEAD_BODY_MAX_BYTES),
+    },
+)
+
+BATCH_ACCEPTED = {
+    "accepted": 1,
+    "duplicates": 1,
+    "refused": 0,
+    "invalid": 1,
+    "results": [
+        {"index": 0, **ACCEPTED},
+        {"index": 1, **DUPLICATE},
+        {"index": 2, "error": "invalid", "fields": {"email": ["This field is required."]}},
+    ],
+}
+BATCH_DUPLICATES = {
+    "accepted": 0,
+    "duplicates": 1,
+    "refused": 0,
+    "invalid": 0,
+    "results": [{"index": 0, **DUPLICATE}],
+}
+BATCH_INVALID = {
+    "accepted": 0,
+    "duplicates": 0,
+    "refused": 0,
+    "invalid": 1,
+    "results": [
+        {
+            "index": 0,
+            "error": "invalid",
+            "fields": {"priority": ['"urgent" is not a valid choice.']},
+        }
+    ],
+}
+BATCH_REFUSED = {
+    "accepted": 0,
+    "duplicates": 0,
+    "refused": 1,
+    "invalid": 0,
+    "results": [
+        {
+            "index": 0,
+            "error": "rate_limited",
+            "limit": "hourly_budget",
+            "detail": "your tenant's hourly lead budget is spent",
+            "retry_after": 1800,
+        }
+    ],
+}
+
+batch_create_schema = extend_schema(
+    operation_id="leads_batch_create",
+    summary="Send 1 to 500 leads",
+    tags=["leads"],
+    request=BatchRequest,
+    examples=[
+        OpenApiExample(
+            "Two leads",
+            value={"leads": [LEAD, {"email": "grace@example.com", "priority": "low"}]},
+            request_only=True,
+        )
+    ],
+    parameters=[
+        IDEMPOTENCY_KEY,
+        _mode_header([202, 200], required=True),
+        _mode_header([429], required=False),
+        _retry_after_header([429, 503]),
+        WWW_AUTHENTICATE,
+    ],
+    responses={
+        202: OpenApiResponse(
+            BatchAnswer,
+            "At least one lead accepted; one result per lead, in order.",
+            [_example("Mixed", 202, BATCH_ACCEPTED)],
+        ),
+        200: OpenApiResponse(
+            BatchAnswer,
+            "None accepted, at least one a duplicate.",
+            [_example("Duplicates", 200, BATCH_DUPLICATES)],
+        ),
+        400: OpenApiResponse(
+            PolymorphicProxySerializer(
+                component_name="BatchRefusal",
+                serializers=[BatchAnswer, Error],
+                resource_type_field_name=None,
+            ),
+            "Every lead invalid (the results name each field), or the request itself: not "
+            "JSON, no list of 1 to 500 leads, a bad Idempotency-Key.",
+            [
+                _example("All invalid", 400, BATCH_INVALID),
+                _example(
+                    "Too many leads",
+                    400,
+                    _error(
+                        "batch_too_large",
+                        "501 leads; a batch holds at most 500",
+                        {"leads": ["at most 500 leads"]},
+                    ),
+                ),
+            ],
+        ),
+        429: OpenApiResponse(
+            PolymorphicProxySerializer(
+                component_name="BatchRateLimited",
+                serializers=[BatchAnswer, RateLimited],
+                resource_type_field_name=None,
+            ),
+            RATE_LIMITED_DESCRIPTION
+            + " A request limit refuses the whole batch; the hourly budget or backpressure "
+            "refuse leads, and when every lead was refused the answer is 429.",
+            [
+                _example("Tenant rate", 429, TENANT_RATE),
+                _example("All refused", 429, BATCH_REFUSED),
+            ],
+        ),
+        **_common(settings.BATCH_BODY_MAX_BYTES),
+    },
+)
+
+QUEUED = {
+    "trace_id": TRACE_ID,
+    "status": "queued",
+    "tier": "critical",
+    "position": 12,
+    "estimated_completion": ETA,
+    "received_at": "2026-11-26T21:40:03.102081+00:00",
+}
+SYNCED = {
+    "trace_id": TRACE_ID,
+    "status": "synced",
+    "tier": "critical",
+    "score": 100,
+    "qualified": True,
+    "ai_degraded": False,
+    "stages": {
+        "qualification": {"score": 100, "qualified": True, "reasons": ["business_email"]},
+        "enrichment": {"provider": "local", "degraded": False, "data": {"industry": "software"}},
+        "crm": {"adapter": "local", "response": {"recorded": 1}},
+    },
+    "timestamps": {
+        "received_at": "2026-11-26T21:40:03.102081+00:00",
+        "qualified_at": "2026-11-26T21:40:03.512081+00:00",
+        "enriched_at": "2026-11-26T21:40:04.012081+00:00",
+        "synced_at": "2026-11-26T21:40:04.402081+00:00",
+    },
+}
+
+lead_retrieve_schema = extend_schema(
+    operation_id="lead_retrieve",
+    summary="A lead's status",
+    tags=["leads"],
+    parameters=[
+        OpenApiParameter(
+            "trace_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="From the POST."
+        ),
+        _retry_after_header([429, 503]),
+        WWW_AUTHENTICATE,
+    ],
+    responses={
+        200: OpenApiResponse(
+            PolymorphicProxySerializer(
+                component_name="LeadStatus",
+                serializers=[LeadQueuedStatus, LeadStoredStatus],
+                resource_type_field_name=None,
+            ),
+            "Queued (its place in the backlog now), or stored (its stages so far).",
+            [_example("Queued", 200, QUEUED), _example("Synced", 200, SYNCED)],
+        ),
+        401: OpenApiResponse(
+            Error, "No valid API key.", [_example("No key", 401, UNAUTHENTICATED)]
+        ),
+        404: OpenApiResponse(
+            Error,
+            "No lead with this trace id for this tenant (another tenant's lead is not found).",
+            [
+                _example(
+                    "Not found",
+                    404,
+                    _error("not_found", "no lead with this trace id for your tenant"),
+                )
+            ],
+        ),
+        429: OpenApiResponse(
+            RateLimited,
+            "Too many requests without a valid key from this address.",
+            [
+                _example(
+                    "No key, too often",
+                    429,
+                    {
+                        "error": "rate_limited",
+                        "detail": "too many requests without a valid API key from this IP address",
+                        "limit": "ip_rate",
+                        "retry_after": 1,
+                    },
+                )
+            ],
+        ),
+        431: _common(0)[431],
+        503: OpenApiResponse(
+            Error, "PostgreSQL or Redis did not answer.", [_example("Down", 503, UNAVAILABLE)]
+        ),
+    },
+)
+
+
+# --- Postprocessing ----------------------------------------------------------------------------
+
+_CLOSED = {
+    "LeadRequest",
+    "Error",
+    "RateLimited",
+    "LeadAccepted",
+    "LeadDuplicate",
+    "BatchAnswer",
+    "LeadQueuedStatus",
+    "LeadStoredStatus",
+    "QualificationStage",
+    "EnrichmentStage",
+    "CrmStage",
+    "LeadStages",
+    "LeadTimestamps",
+    "LeadFailure",
+    *(serializer.__name__ for serializer in BATCH_RESULTS),
+}
+_TRACE_ID_LINKS = {
+    "/api/v1/leads": {"202": "$response.body#/trace_id", "200": "$response.body#/trace_id"},
+    "/api/v1/leads/batch": {"202": "$response.body#/results/0/trace_id"},
+}
+
+
+def public_paths_only(endpoints, **kwargs):
+    """Preprocessing hook: the public API only (/api/v1/); operator endpoints are not in it."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/v1/")]
+
+
+def schema_finish(result, generator, request, public):
+    """Postprocessing hook: closed objects, and links from a POST's trace id to the GET."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name in _CLOSED and component.get("type") == "object":
+            component["additionalProperties"] = False
+    for path, links in _TRACE_ID_LINKS.items():
+        responses = result["paths"][path]["post"]["responses"]
+        for status, expression in links.items():
+            responses[status]["links"] = {
+                "GetLeadStatus": {
+                    "operationId": "lead_retrieve",
+                    "parameters": {"trace_id": expression},
+                    "description": "The lead's status, by the trace id the POST answered.",
+                }
+            }
+    return result
