@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files: the docs need no CDN
     "django_prometheus",
+    "apps.intake",  # no models: its templates (the API docs' Redoc page without web fonts)
     "apps.tenants",
     "apps.leads",
     "apps.enrichment",

@@ -15,7 +15,11 @@ urlpatterns = [
     # from drf-spectacular-sidecar's static files, no CDN).
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="api-schema", template_name="intake/redoc.html"),
+        name="api-redoc",
+    ),
     # /healthz, /readyz, /scaling/backlog: no API key (probes and KEDA call them).
     path("", include("apps.health.urls")),
     path("", include("django_prometheus.urls")),

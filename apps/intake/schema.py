@@ -469,7 +469,10 @@ _CLOSED = {
 }
 _TRACE_ID_LINKS = {
     "/api/v1/leads": {"202": "$response.body#/trace_id", "200": "$response.body#/trace_id"},
-    "/api/v1/leads/batch": {"202": "$response.body#/results/0/trace_id"},
+    "/api/v1/leads/batch": {
+        "202": "$response.body#/results/0/trace_id",
+        "200": "$response.body#/results/0/trace_id",
+    },
 }
 
 

@@ -171,8 +171,7 @@ def _payload(value, deep: bool) -> tuple[dict | None, str | None]:
 def _priority_error(priority) -> str:
     if isinstance(priority, list | dict):
         # Named, not echoed: str() of one nested 1,000 deep recurses past Python's limit (a
-        # 500, found by the contract's differential test), and of an unrepresentable number
-        # inside it shows a memory address.
+        # 500, found while holding this path to its DRF contract, apps/intake/contract.py).
         return (
             f"a JSON {'array' if isinstance(priority, list) else 'object'} is not a valid choice."
         )
