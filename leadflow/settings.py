@@ -299,7 +299,7 @@ SPECTACULAR_SETTINGS = {
         "QueuedStatus": ["queued"],
         "RateLimitedError": ["rate_limited"],
         "InvalidError": ["invalid"],
-        "StoredStatus": "apps.intake.contract.STORED_STATUSES",
+        "StoredStatus": "apps.intake.contract_status.STORED_STATUSES",
     },
 }
 

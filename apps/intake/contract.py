@@ -11,6 +11,9 @@ The fields are DRF's own (their messages are the API's), built from the limits v
 keeps (one place for each number). Where the API is stricter than DRF's defaults, a field here
 says so: a field reports its first flaw only, a non-text value is refused before anything looks
 into it, and what no later stage could store (validation.py's "plus" rules) is refused by name.
+Those rules have no DRF field: the payload's walk (validation.payload_flaw) is shared, one
+definition; what the differential test holds the hot path to there is how it applies it (only
+on a body that may need it, json_body.py's `deep`).
 """
 
 import orjson
@@ -21,15 +24,20 @@ from rest_framework import serializers
 from rest_framework.fields import empty, get_error_detail
 from rest_framework.settings import api_settings
 
-from apps.intake.validation import EMAIL_MAX_LENGTH, FIELDS, TEXT_FIELDS, payload_flaw
+from apps.intake.admission import LIMIT_DETAILS
+from apps.intake.validation import (
+    EMAIL_MAX_LENGTH,
+    FIELDS,
+    PAYLOAD_DEPTH_MAX,
+    TEXT_FIELDS,
+    payload_flaw,
+)
 from apps.leads.models import LeadStatus
 from workers.queues import TIERS
 
 ECHO_MAX = 50  # characters of a refused priority repeated in its error message
-LIMITS = ("ip_rate", "tenant_rate", "hourly_budget", "backpressure")  # admission.LIMIT_DETAILS
+LIMITS = tuple(LIMIT_DETAILS)  # what a 429 names: ip_rate, tenant_rate, hourly_budget, backpressure
 MODES = ("normal", "thin", "severe", "emergency")  # X-LeadFlow-Mode
-# A lead's status once pool A wrote it ("queued" is only in Redis).
-STORED_STATUSES = tuple(status for status in LeadStatus.values if status != LeadStatus.QUEUED)
 
 
 def _is_text_like(value) -> bool:
@@ -108,9 +116,10 @@ class TierField(serializers.ChoiceField):
         "nullable": True,
         "description": (
             "Anything the tenant's CRM should receive: a JSON object of at most "
-            f"{settings.LEAD_PAYLOAD_MAX_BYTES} bytes (as compact JSON), nested at most 32 "
-            "levels (the payload itself the first), with no NUL or lone surrogate in a key or "
-            "a string, and finite numbers that fit a 64-bit float. null is taken as {}."
+            f"{settings.LEAD_PAYLOAD_MAX_BYTES} bytes (as compact JSON), nested at most "
+            f"{PAYLOAD_DEPTH_MAX} levels (the payload itself the first), with no NUL or lone "
+            "surrogate in a key or a string, and finite numbers that fit a 64-bit float. null "
+            "is taken as {}."
         ),
     }
 )
@@ -340,76 +349,3 @@ class BatchAnswer(serializers.Serializer):
     results = serializers.ListField(
         child=BatchResultField(), help_text="One result per lead, in the order sent."
     )
-
-
-# --- GET /api/v1/leads/{trace_id} (apps/intake/api.py) -----------------------------------------
-
-
-class LeadQueuedStatus(serializers.Serializer):
-    """Admitted, not yet written by pool A: its place in the backlog now (from Redis)."""
-
-    trace_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=[LeadStatus.QUEUED.value])
-    tier = serializers.ChoiceField(choices=list(TIERS))
-    position = serializers.IntegerField(min_value=1)
-    estimated_completion = serializers.DateTimeField(format=None)
-    received_at = serializers.DateTimeField(format=None)
-
-
-class QualificationStage(serializers.Serializer):
-    score = serializers.IntegerField(allow_null=True)
-    qualified = serializers.BooleanField(allow_null=True)
-    reasons = serializers.ListField(child=serializers.CharField())
-
-
-@extend_schema_field({"description": "Any JSON value, as the CRM answered."})
-class AnyJSON(serializers.Field):
-    def to_representation(self, value):
-        return value
-
-
-class EnrichmentStage(serializers.Serializer):
-    provider = serializers.CharField()
-    degraded = serializers.BooleanField()
-    data = serializers.DictField()
-
-
-class CrmStage(serializers.Serializer):
-    adapter = serializers.CharField()
-    response = AnyJSON()
-
-
-class LeadStages(serializers.Serializer):
-    qualification = QualificationStage()
-    enrichment = EnrichmentStage(allow_null=True)
-    crm = CrmStage(allow_null=True)
-
-
-class LeadTimestamps(serializers.Serializer):
-    received_at = serializers.DateTimeField(format=None)
-    qualified_at = serializers.DateTimeField(format=None, allow_null=True)
-    enriched_at = serializers.DateTimeField(format=None, allow_null=True)
-    synced_at = serializers.DateTimeField(format=None, allow_null=True)
-
-
-class LeadFailure(serializers.Serializer):
-    stage = serializers.CharField(help_text="qualification, enrichment or crm.")
-    reason = serializers.CharField()
-    failed_at = serializers.DateTimeField(format=None, allow_null=True)
-
-
-class LeadStoredStatus(serializers.Serializer):
-    """Written by pool A: where it is in the pipeline, its score and each stage's result."""
-
-    trace_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=list(STORED_STATUSES))
-    tier = serializers.ChoiceField(choices=list(TIERS))
-    score = serializers.IntegerField(allow_null=True)
-    qualified = serializers.BooleanField(allow_null=True)
-    ai_degraded = serializers.BooleanField()
-    stages = LeadStages()
-    timestamps = LeadTimestamps()
-    duplicate_of = serializers.UUIDField(
-        required=False, help_text="Only when status is duplicate: the lead it repeats."
-    )
-    failure = LeadFailure(required=False, help_text="Only when status is failed (quarantined).")

@@ -27,14 +27,30 @@ from apps.intake.contract import (
     Error,
     LeadAccepted,
     LeadDuplicate,
-    LeadQueuedStatus,
     LeadRequest,
-    LeadStoredStatus,
     RateLimited,
 )
-
-TRACE_ID = "9b1f0d5e-3c0a-4a44-9a53-1c1f6f0b7d2e"
-ETA = "2026-11-26T21:40:03.412081+00:00"
+from apps.intake.contract_status import LeadQueuedStatus, LeadStoredStatus
+from apps.intake.schema_examples import (
+    ACCEPTED,
+    BAD_KEY,
+    BATCH_ACCEPTED,
+    BATCH_DUPLICATES,
+    BATCH_INVALID,
+    BATCH_REFUSED,
+    DUPLICATE,
+    HEADER_TOO_LARGE,
+    INVALID,
+    LEAD,
+    PARSE_ERROR,
+    QUEUED,
+    SYNCED,
+    TENANT_RATE,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    UNSUPPORTED,
+    error,
+)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -107,51 +123,6 @@ def _example(name: str, status: int, value: dict) -> OpenApiExample:
     return OpenApiExample(name, value=value, response_only=True, status_codes=[str(status)])
 
 
-def _error(code: str, detail: str, fields: dict | None = None) -> dict:
-    return {"error": code, "detail": detail, **({"fields": fields} if fields else {})}
-
-
-ACCEPTED = {
-    "trace_id": TRACE_ID,
-    "status": "queued",
-    "tier": "critical",
-    "demoted": False,
-    "position": 1,
-    "estimated_completion": ETA,
-}
-DUPLICATE = {"trace_id": TRACE_ID, "duplicate": True, "tier": "critical"}
-TENANT_RATE = {
-    "error": "rate_limited",
-    "detail": "your tenant's request rate limit is reached",
-    "limit": "tenant_rate",
-    "retry_after": 1,
-}
-INVALID = _error(
-    "invalid",
-    "the lead is not valid",
-    {"email": ["Enter a valid email address."], "emial": ["unknown field"]},
-)
-PARSE_ERROR = _error("parse_error", "JSON parse error - unexpected end of data: line 1 column 2")
-BAD_KEY = _error(
-    "invalid_header",
-    "the Idempotency-Key header must be 1 to 255 printable ASCII characters",
-    {"Idempotency-Key": ["has 300 characters; the limit is 255"]},
-)
-UNAUTHENTICATED = _error(
-    "not_authenticated", "an API key is required: 'Authorization: Bearer <api key>'"
-)
-UNSUPPORTED = _error(
-    "unsupported_media_type", "send the lead as JSON with 'Content-Type: application/json'"
-)
-UNAVAILABLE = _error(
-    "unavailable", "Redis is unavailable; try again shortly (nothing was accepted)"
-)
-HEADER_TOO_LARGE = _error(
-    "header_too_large",
-    "a header field is over 8190 bytes (name and value), or there are over 100 of them",
-)
-
-
 def _common(body_limit: int) -> dict:
     """The answers every POST shares."""
     return {
@@ -167,7 +138,7 @@ def _common(body_limit: int) -> dict:
                 _example(
                     "Too large",
                     413,
-                    _error(
+                    error(
                         "body_too_large",
                         f"the body is {body_limit + 1} bytes; the limit is {body_limit} bytes",
                     ),
@@ -196,16 +167,6 @@ RATE_LIMITED_DESCRIPTION = (
     "per-address limit), `tenant_rate`, `hourly_budget` or `backpressure`."
 )
 
-LEAD = {
-    "email": "ada@analytical.io",
-    "name": "Ada",
-    "company": "Analytical Engines",
-    "phone": "+44 20 7946 0958",
-    "source": "google_ads",
-    "region": "gb",
-    "priority": "critical",
-    "payload": {"utm_campaign": "spring"},
-}
 
 lead_create_schema = extend_schema(
     operation_id="lead_create",
@@ -245,52 +206,6 @@ lead_create_schema = extend_schema(
     },
 )
 
-BATCH_ACCEPTED = {
-    "accepted": 1,
-    "duplicates": 1,
-    "refused": 0,
-    "invalid": 1,
-    "results": [
-        {"index": 0, **ACCEPTED},
-        {"index": 1, **DUPLICATE},
-        {"index": 2, "error": "invalid", "fields": {"email": ["This field is required."]}},
-    ],
-}
-BATCH_DUPLICATES = {
-    "accepted": 0,
-    "duplicates": 1,
-    "refused": 0,
-    "invalid": 0,
-    "results": [{"index": 0, **DUPLICATE}],
-}
-BATCH_INVALID = {
-    "accepted": 0,
-    "duplicates": 0,
-    "refused": 0,
-    "invalid": 1,
-    "results": [
-        {
-            "index": 0,
-            "error": "invalid",
-            "fields": {"priority": ['"urgent" is not a valid choice.']},
-        }
-    ],
-}
-BATCH_REFUSED = {
-    "accepted": 0,
-    "duplicates": 0,
-    "refused": 1,
-    "invalid": 0,
-    "results": [
-        {
-            "index": 0,
-            "error": "rate_limited",
-            "limit": "hourly_budget",
-            "detail": "your tenant's hourly lead budget is spent",
-            "retry_after": 1800,
-        }
-    ],
-}
 
 batch_create_schema = extend_schema(
     operation_id="leads_batch_create",
@@ -335,7 +250,7 @@ batch_create_schema = extend_schema(
                 _example(
                     "Too many leads",
                     400,
-                    _error(
+                    error(
                         "batch_too_large",
                         "501 leads; a batch holds at most 500",
                         {"leads": ["at most 500 leads"]},
@@ -361,33 +276,6 @@ batch_create_schema = extend_schema(
     },
 )
 
-QUEUED = {
-    "trace_id": TRACE_ID,
-    "status": "queued",
-    "tier": "critical",
-    "position": 12,
-    "estimated_completion": ETA,
-    "received_at": "2026-11-26T21:40:03.102081+00:00",
-}
-SYNCED = {
-    "trace_id": TRACE_ID,
-    "status": "synced",
-    "tier": "critical",
-    "score": 100,
-    "qualified": True,
-    "ai_degraded": False,
-    "stages": {
-        "qualification": {"score": 100, "qualified": True, "reasons": ["business_email"]},
-        "enrichment": {"provider": "local", "degraded": False, "data": {"industry": "software"}},
-        "crm": {"adapter": "local", "response": {"recorded": 1}},
-    },
-    "timestamps": {
-        "received_at": "2026-11-26T21:40:03.102081+00:00",
-        "qualified_at": "2026-11-26T21:40:03.512081+00:00",
-        "enriched_at": "2026-11-26T21:40:04.012081+00:00",
-        "synced_at": "2026-11-26T21:40:04.402081+00:00",
-    },
-}
 
 lead_retrieve_schema = extend_schema(
     operation_id="lead_retrieve",
@@ -420,7 +308,7 @@ lead_retrieve_schema = extend_schema(
                 _example(
                     "Not found",
                     404,
-                    _error("not_found", "no lead with this trace id for your tenant"),
+                    error("not_found", "no lead with this trace id for your tenant"),
                 )
             ],
         ),
