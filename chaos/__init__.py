@@ -1,0 +1,1 @@
+"""`make chaos`: the platform under faults, one experiment after another (chaos/README.md)."""
