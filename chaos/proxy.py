@@ -12,7 +12,6 @@ It exits when stdin closes (the harness died) or on SIGTERM.
 import argparse
 import asyncio
 import contextlib
-import socket
 import sys
 
 
@@ -98,6 +97,5 @@ async def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    socket.setdefaulttimeout(None)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(sys.argv[1:]))
