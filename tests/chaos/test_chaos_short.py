@@ -32,6 +32,6 @@ def test_experiment_meets_its_targets(chaos_report, name):
         if not check["pass"]
     }
     assert not missed, (
-        f"{name} missed {missed}; answers {result['answers']}, outcomes {result['terminal']}, "
+        f"{name} missed {missed}; answers {result['answers']}, outcomes {result['outcomes']}, "
         f"process exits {result['process_exits']} (report: {chaos_report['_path']})"
     )
