@@ -151,6 +151,10 @@ class Harness:
             LEADFLOW_POOL_B_METRICS_PORT="0",
             LEADFLOW_POOL_C_METRICS_PORT="0",
         )
+        if self.mode == "proxied" and not os.environ.get("LEADFLOW_REDIS_CHECKS"):
+            # A shared server's durability settings are not the harness's to choose (CI's Redis
+            # runs without AOF): the processes warn instead of refusing to start.
+            base["LEADFLOW_REDIS_CHECKS"] = "warn"
         platform_env = {
             **base,
             "DATABASE_URL": self.postgres.platform_url(database),

@@ -137,6 +137,7 @@ def _details(result: dict) -> list[str]:
     ]
     if result.get("stuck_where"):
         lines.append(f"- stuck, by the status/tier last seen: {result['stuck_where']}")
+        lines.append(f"- some stuck trace ids (for the logs): {result['stuck_sample']}")
     if result.get("unstored_in_redis"):
         lines.append(
             f"- accepted, not stored at the end of the run, still in Redis: "

@@ -117,6 +117,7 @@ def run_experiment(ctx: Context, fault: Fault, load, tracker, tenants, deliverie
     tracker.poll()
     stuck = tracker.pending_of(fault.name)
     stuck_where = tracker.stuck_where(fault.name)
+    stuck_sample = tracker.stuck_sample(fault.name)
     recovered = tracker.recovered_at(fault.name, accepted_before=run.end)
     deliveries.collect(ctx.crm, tenants[0].crm_path)
     time.sleep(max(run.end + fault.check_after - time.monotonic(), 0))
@@ -153,6 +154,7 @@ def run_experiment(ctx: Context, fault: Fault, load, tracker, tenants, deliverie
         answer_seconds_p99_during_fault=_p99([a.seconds for a in during if a.status]),
         stuck=stuck,
         stuck_where=stuck_where,
+        stuck_sample=stuck_sample,
         outcomes=tracker.terminal_counts(fault.name),
         recovery_seconds=None if recovered is None else round(max(recovered - run.end, 0.0), 1),
         process_exits=ctx.platform.exits_since(began),

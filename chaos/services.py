@@ -140,9 +140,10 @@ class PrivateRedis:
             "protected-mode": "yes",
             "daemonize": "no",
             "dir": str(self.data_dir),
-            # As `make run`'s Redis (leadflow/devstack.py): an accepted lead survives a restart.
+            # As `make run`'s Redis (leadflow/devstack.py): an accepted lead survives a restart;
+            # the processes' start-up checks (leadflow/redis_checks.py) want these.
             "appendonly": "yes",
-            "appendfsync": "everysec",
+            "appendfsync": os.environ.get("LEADFLOW_REDIS_APPENDFSYNC") or "everysec",
             "save": "",
             "maxmemory-policy": "noeviction",
         }

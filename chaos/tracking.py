@@ -173,6 +173,12 @@ class Tracker:
             )
         return dict(where.most_common())
 
+    def stuck_sample(self, experiment: str, count: int = 5) -> dict[str, str]:
+        """A few of the experiment's leads not yet terminal, to look for in the logs."""
+        with self._lock:
+            found = [t for t, name in self.pending.items() if name == experiment][:count]
+            return {t: self.on_the_way.get(t, "no row") for t in found}
+
     def trace_ids(self, experiment: str) -> list[str]:
         with self._lock:
             return list(self.experiments[experiment].accepted_at)
