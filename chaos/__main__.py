@@ -136,6 +136,7 @@ class Harness:
         self.ai = HttpDouble("ai-double", run_dir, budget)
         self.crm = HttpDouble("crm-double", run_dir, budget)
         self.platform = self.load = self.tracker = None
+        self.started = time.time()  # wall clock: the CRM double stamps calls with time.time()
 
     def _environments(self) -> tuple[dict, dict]:
         """(the platform's environment, the harness's own: straight to the servers)."""
@@ -261,6 +262,8 @@ class Harness:
             twice, repeated = deliveries.duplicates(trace_ids)
             result["duplicate_deliveries"] = twice
             result["repeated_deliveries"] = repeated
+            if twice:
+                result["duplicate_sample"] = deliveries.duplicate_sample(trace_ids, self.started)
             result["targets"] = verdict(result)
             result["pass"] = all(check["pass"] for check in result["targets"].values())
             answers = [a for a in self.load.answers if a.experiment == result["name"]]

@@ -152,6 +152,11 @@ def _details(result: dict) -> list[str]:
             f"- stuck leads terminal later: {result['finished_after_experiment']} "
             f"(the last {result['last_finished_seconds_after_fault']} s after the fault's end)"
         )
+    if result.get("duplicate_sample"):
+        lines.append(
+            "- some trace ids delivered twice (each call: seconds since the run began, delivery "
+            f"id, leads in the call): {result['duplicate_sample']}"
+        )
     if result.get("repeated_deliveries"):
         lines.append(
             f"- trace ids delivered more than once under one delivery id (a receiver can drop "

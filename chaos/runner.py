@@ -25,6 +25,8 @@ class Deliveries:
 
     delivery_ids: dict[str, set] = field(default_factory=lambda: defaultdict(set))
     calls: Counter = field(default_factory=Counter)
+    # trace id -> [(when the double got it, delivery id, leads in that call)], for the report
+    history: dict[str, list] = field(default_factory=lambda: defaultdict(list))
 
     def collect(self, crm_double, path: str) -> None:
         for call in crm_double.calls("crm"):
@@ -33,10 +35,12 @@ class Deliveries:
             headers = {key.lower(): value for key, value in call.get("headers", {}).items()}
             delivery = headers.get(DELIVERY_HEADER, "")
             body = call.get("body") or {}
-            for lead in body.get("leads", []) if isinstance(body, dict) else []:
+            leads = body.get("leads", []) if isinstance(body, dict) else []
+            for lead in leads:
                 trace_id = str(lead.get("trace_id"))
                 self.delivery_ids[trace_id].add(delivery)
                 self.calls[trace_id] += 1
+                self.history[trace_id].append((call.get("at"), delivery, len(leads)))
         # The double keeps every call in memory: start it afresh (behaviour too). A call landing
         # between the read and the reset would be missed; the load is off by now.
         crm_double.reset()
@@ -46,6 +50,18 @@ class Deliveries:
         twice = sum(1 for t in trace_ids if len(self.delivery_ids.get(t, ())) > 1)
         repeated = sum(1 for t in trace_ids if self.calls.get(t, 0) > 1)
         return twice, repeated
+
+    def duplicate_sample(self, trace_ids, started_at: float, count: int = 3) -> dict:
+        """A few trace ids delivered under two delivery ids: each call as (seconds since the
+        run began, delivery id, leads in the call)."""
+        found = [t for t in trace_ids if len(self.delivery_ids.get(t, ())) > 1][:count]
+        return {
+            t: [
+                (round(at - started_at, 1) if at else None, delivery[:8], size)
+                for at, delivery, size in self.history[t]
+            ]
+            for t in found
+        }
 
 
 class PlatformBroken(RuntimeError):
