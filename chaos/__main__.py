@@ -259,10 +259,8 @@ class Harness:
             if later:
                 seconds = max(later) - result["fault_end"]
                 result["last_finished_seconds_after_fault"] = round(seconds, 1)
-            twice, repeated = deliveries.duplicates(trace_ids)
-            result["duplicate_deliveries"] = twice
-            result["repeated_deliveries"] = repeated
-            if twice:
+            result.update(deliveries.counts(trace_ids))
+            if result["duplicate_deliveries"]:
                 result["duplicate_sample"] = deliveries.duplicate_sample(trace_ids, self.started)
             result["targets"] = verdict(result)
             result["pass"] = all(check["pass"] for check in result["targets"].values())

@@ -157,10 +157,15 @@ def _details(result: dict) -> list[str]:
             "- some trace ids delivered twice (each call: seconds since the run began, delivery "
             f"id, leads in the call): {result['duplicate_sample']}"
         )
+    if result.get("updated_deliveries"):
+        lines.append(
+            f"- trace ids delivered again with other content (an update, e.g. enrichment shed "
+            f"under overload and backfilled): {result['updated_deliveries']}"
+        )
     if result.get("repeated_deliveries"):
         lines.append(
-            f"- trace ids delivered more than once under one delivery id (a receiver can drop "
-            f"them): {result['repeated_deliveries']}"
+            f"- trace ids the CRM received more than once (retries and updates included): "
+            f"{result['repeated_deliveries']}"
         )
     missed = [
         f"{name} {check['value']} (target {check['target']})"

@@ -1,6 +1,8 @@
 """One experiment: load, the fault, the tail of load, the wait for every lead to be terminal, a
 health check; then its figures. And the CRM double's deliveries, kept across the run."""
 
+import hashlib
+import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -21,9 +23,15 @@ PROBE_SECONDS = 30.0
 
 @dataclass
 class Deliveries:
-    """Every call the CRM double answered with success, by trace id."""
+    """Every call the CRM double answered with success, by trace id.
 
-    delivery_ids: dict[str, set] = field(default_factory=lambda: defaultdict(set))
+    A lead delivered again with other content (its enrichment, shed under overload, backfilled
+    and sent again: apps/crm/services.py CRM_READY) is an update; delivered again with the same
+    content under another delivery id, a duplicate the CRM cannot recognise.
+    """
+
+    # trace id -> {content digest: {delivery ids}}
+    contents: dict[str, dict] = field(default_factory=lambda: defaultdict(lambda: defaultdict(set)))
     calls: Counter = field(default_factory=Counter)
     # trace id -> [(when the double got it, delivery id, leads in that call)], for the report
     history: dict[str, list] = field(default_factory=lambda: defaultdict(list))
@@ -38,23 +46,30 @@ class Deliveries:
             leads = body.get("leads", []) if isinstance(body, dict) else []
             for lead in leads:
                 trace_id = str(lead.get("trace_id"))
-                self.delivery_ids[trace_id].add(delivery)
+                digest = hashlib.sha256(json.dumps(lead, sort_keys=True).encode()).hexdigest()
+                self.contents[trace_id][digest].add(delivery)
                 self.calls[trace_id] += 1
                 self.history[trace_id].append((call.get("at"), delivery, len(leads)))
         # The double keeps every call in memory: start it afresh (behaviour too). A call landing
         # between the read and the reset would be missed; the load is off by now.
         crm_double.reset()
 
-    def duplicates(self, trace_ids) -> tuple[int, int]:
-        """(trace ids delivered under two or more delivery ids, ones delivered more than once)."""
-        twice = sum(1 for t in trace_ids if len(self.delivery_ids.get(t, ())) > 1)
-        repeated = sum(1 for t in trace_ids if self.calls.get(t, 0) > 1)
-        return twice, repeated
+    def duplicated(self, trace_id: str) -> bool:
+        return any(len(ids) > 1 for ids in self.contents.get(trace_id, {}).values())
+
+    def counts(self, trace_ids) -> dict[str, int]:
+        """duplicate: the same content under two delivery ids; updated: sent again with other
+        content; repeated: more than one call (a receiver drops a repeated delivery id)."""
+        return {
+            "duplicate_deliveries": sum(1 for t in trace_ids if self.duplicated(t)),
+            "updated_deliveries": sum(1 for t in trace_ids if len(self.contents.get(t, ())) > 1),
+            "repeated_deliveries": sum(1 for t in trace_ids if self.calls.get(t, 0) > 1),
+        }
 
     def duplicate_sample(self, trace_ids, started_at: float, count: int = 3) -> dict:
-        """A few trace ids delivered under two delivery ids: each call as (seconds since the
-        run began, delivery id, leads in the call)."""
-        found = [t for t in trace_ids if len(self.delivery_ids.get(t, ())) > 1][:count]
+        """A few duplicated trace ids, each call as (seconds since the run began, delivery id,
+        leads in the call)."""
+        found = [t for t in trace_ids if self.duplicated(t)][:count]
         return {
             t: [
                 (round(at - started_at, 1) if at else None, delivery[:8], size)
