@@ -137,7 +137,8 @@ def _details(result: dict) -> list[str]:
     ]
     if result.get("stuck_where"):
         lines.append(f"- stuck, by the status/tier last seen: {result['stuck_where']}")
-        lines.append(f"- some stuck trace ids (for the logs): {result['stuck_sample']}")
+        sample = dict(list(result["stuck_sample"].items())[:5])
+        lines.append(f"- some stuck trace ids (for the logs; more in report.json): {sample}")
     if result.get("unstored_in_redis"):
         lines.append(
             f"- accepted, not stored at the end of the run, still in Redis: "

@@ -173,7 +173,7 @@ class Tracker:
             )
         return dict(where.most_common())
 
-    def stuck_sample(self, experiment: str, count: int = 5) -> dict[str, str]:
+    def stuck_sample(self, experiment: str, count: int = 20) -> dict[str, str]:
         """A few of the experiment's leads not yet terminal, to look for in the logs."""
         with self._lock:
             found = [t for t, name in self.pending.items() if name == experiment][:count]
