@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bench.launch import die_with_parent
 from chaos.proc import ROOT
 
 # Stop a harness that hangs: the short form takes ~7 minutes on a loaded 2-core machine.
@@ -35,6 +36,7 @@ def chaos_report() -> dict:
         capture_output=True,
         text=True,
         timeout=HARNESS_TIMEOUT_SECONDS,
+        preexec_fn=die_with_parent,  # and all it started with it (it dies with its parent too)
     )
     report_path = out / "report.json"
     if completed.returncode not in (0, 1) or not report_path.exists():
