@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 
 from bench.stack import gunicorn_workers, procfile_command
-from chaos.proc import ROOT, children, free_port, spawn, stop, wait_until
+from chaos.proc import ROOT, children, spawn, stop, wait_until
+from leadflow.devstack import free_port
 
 log = logging.getLogger("chaos")
 

@@ -4,7 +4,6 @@ dying with the harness (PR_SET_PDEATHSIG), killed only by pid or process group."
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,12 +11,6 @@ from pathlib import Path
 from bench.launch import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def spawn(argv: list[str], log_path: Path, env: dict | None = None, **popen) -> subprocess.Popen:

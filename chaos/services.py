@@ -29,7 +29,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import psycopg
 import redis
 
-from chaos.proc import free_port, spawn, stop, wait_until
+from chaos.proc import spawn, stop, wait_until
+from leadflow.devstack import free_port
 
 DATABASE_NAME = "leadflow_chaos"
 # A unix socket path is at most 107 bytes; PostgreSQL's socket name adds 15.
