@@ -7,7 +7,6 @@ from the kill); for an outage, it ends once the dependency answers again.
 
 import contextlib
 import itertools
-import logging
 import math
 import os
 import random
@@ -18,8 +17,6 @@ from dataclasses import dataclass, field
 import httpx
 
 from chaos.config import Fault
-
-log = logging.getLogger("chaos")
 
 # Far under what the platform's Redis holds (several MB): full from the first write.
 MAXMEMORY_LOW = 1024 * 1024

@@ -3,10 +3,9 @@
 A poller reads, once a second, the status of the leads not yet seen terminal (its own
 connection, straight to the server, never through the proxy); while PostgreSQL is down nothing
 can become terminal, so the figures simply wait. The backlog it samples is "accepted and not
-yet terminal", over every experiment so far.
+yet terminal", over every experiment so far, with where leads wait in Redis (chaos/seams.py).
 """
 
-import logging
 import threading
 import time
 from collections import Counter, defaultdict
@@ -17,8 +16,6 @@ import redis
 
 from chaos.config import TERMINAL_STATUSES
 from chaos.seams import redis_gauges
-
-log = logging.getLogger("chaos")
 
 POLL_SECONDS = 1.0
 CHUNK = 5000
