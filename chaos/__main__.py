@@ -209,6 +209,10 @@ class Harness:
                     result = {"name": fault.name, "kind": fault.kind, "error": str(exc)}
                 if result.get("platform_broken"):
                     broken = f"not run: the platform no longer served ({result['unhealthy_after']})"
+            if not (result.get("error") or result.get("skipped")):
+                result["targets"] = verdict(result)
+                missed = not all(check["pass"] for check in result["targets"].values())
+                result["pass"] = False if missed else None  # None: lost leads still to count
             results.append(result)
             self._summarise(result)
             report.write(self.run_dir, header, results)

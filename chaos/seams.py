@@ -79,18 +79,27 @@ def redis_gauges(client) -> dict[str, int]:
     return gauges
 
 
+# Keys that name or point to a lead without holding it for work: the trace id's status key,
+# dedup digests (they hold the original's trace id).
+_NOT_HOLDING = ("lf:trace:", "lf:dedup:")
+
+
 def trace_ids_in_redis(client, trace_ids: list[str]) -> dict[str, str]:
-    """The trace ids still somewhere in Redis (an inbox, an in-flight batch, a queued message):
-    accepted and not stored, but not lost; each with the key holding it, ids made "*"."""
+    """The trace ids still waiting in Redis for work (an inbox, an in-flight batch, a queued or
+    unacked message): accepted and not stored, but not lost; each with the key holding it, ids
+    made "*". Only values are searched: some keys carry a trace id in their name."""
     left = set(trace_ids)
     found: dict[str, str] = {}
     for key in client.scan_iter(count=1000):
         if not left:
             break
+        name = key.decode(errors="replace")
+        if name.startswith(_NOT_HOLDING):
+            continue
         blob = _values(client, key)
         blob += b"\n" + _message_bodies(blob)
         for trace_id in [t for t in left if t.encode() in blob]:
-            found[trace_id] = _key_pattern(key.decode(errors="replace"))
+            found[trace_id] = _key_pattern(name)
             left.discard(trace_id)
     return found
 
@@ -109,7 +118,7 @@ def _values(client, key: bytes) -> bytes:
         values = [client.get(key) or b""]
     else:
         values = []
-    return b"\n".join([key, *values])
+    return b"\n".join(values)
 
 
 def _key_pattern(key: str) -> str:
