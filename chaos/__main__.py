@@ -146,6 +146,9 @@ class Harness:
         base.update(
             PYTHONUNBUFFERED="1",
             LEADFLOW_AI_URL=self.ai.url,
+            # The doubles are plain HTTP on 127.0.0.1, which the SSRF guard refuses unless told.
+            LEADFLOW_OUTBOUND_ALLOW_HTTP="true",
+            LEADFLOW_OUTBOUND_ALLOWED_HOSTS="127.0.0.1",
             # Metrics servers off: their fixed ports would collide with `make run`'s.
             LEADFLOW_CONTROL_METRICS_PORT="0",
             LEADFLOW_POOL_A_METRICS_PORT="0",

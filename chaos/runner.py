@@ -15,7 +15,8 @@ from chaos.experiments import FAULTS, Context
 
 log = logging.getLogger("chaos")
 
-DELIVERY_HEADER = "x-leadflow-delivery"
+# The delivery id: Standard Webhooks' webhook-id, or its older name (apps/crm/adapters.py).
+DELIVERY_HEADERS = ("webhook-id", "x-leadflow-delivery")
 # For an instant fault (a kill), answers "during the fault" are those of the next seconds.
 INSTANT_WINDOW_SECONDS = 10.0
 PROBE_SECONDS = 30.0
@@ -41,7 +42,7 @@ class Deliveries:
             if call.get("path") != path or call.get("status", 200) >= 300:
                 continue
             headers = {key.lower(): value for key, value in call.get("headers", {}).items()}
-            delivery = headers.get(DELIVERY_HEADER, "")
+            delivery = next((headers[h] for h in DELIVERY_HEADERS if h in headers), "")
             body = call.get("body") or {}
             leads = body.get("leads", []) if isinstance(body, dict) else []
             for lead in leads:
