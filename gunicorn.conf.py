@@ -66,8 +66,26 @@ def _write_error_json(sock, status_int: int, reason: str, mesg: str) -> None:
 util.write_error = _write_error_json
 
 
+def _operator_listener_check(server) -> None:
+    """The Procfile, compose and k8s bind two ports: the public one and the operator listener
+    (LEADFLOW_OPERATOR_PORT; apps/health/operator.py). Without the second, /metrics,
+    /scaling/backlog and /admin are served nowhere (never on the public port): say so."""
+    port = int(os.environ.get("LEADFLOW_OPERATOR_PORT") or 8001)
+    bound = [address[1] for address in server.cfg.address if isinstance(address, tuple)]
+    if port not in bound:
+        server.log.warning(
+            "no operator listener: nothing is bound to LEADFLOW_OPERATOR_PORT=%d, so /metrics, "
+            "/scaling/backlog and /admin are not served (add -b <host>:%d)",
+            port,
+            port,
+        )
+    elif len(bound) == 1:
+        server.log.warning("only the operator listener (:%d) is bound: no public port", port)
+
+
 def on_starting(server) -> None:
     global _made_here
+    _operator_listener_check(server)
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         path = _made_here = tempfile.mkdtemp(prefix="leadflow-api-metrics-")

@@ -96,12 +96,17 @@ def _option_set(argv: list[str], option: str, value: str) -> list[str]:
     return argv
 
 
-def gunicorn_argv(wsgi_app: str, port: int) -> list[str]:
-    """The Procfile's api line serving `wsgi_app` on 127.0.0.1:port."""
+def gunicorn_argv(wsgi_app: str, port: int, operator_port: int) -> list[str]:
+    """The Procfile's api line serving `wsgi_app` on 127.0.0.1:port, and its operator listener
+    (the line's second -b) on operator_port."""
     argv = procfile_argv("api")
     if argv[0] != "gunicorn" or "leadflow.wsgi" not in argv:
         raise StackError(f"unexpected api line in the Procfile: {shlex.join(argv)}")
-    argv = _option_set(argv, "-b", f"127.0.0.1:{port}")
+    binds = [index + 1 for index, arg in enumerate(argv) if arg == "-b"]
+    if not binds:
+        raise StackError(f"expected -b in {shlex.join(argv)}")
+    for index, bind_port in zip(binds, [port, *[operator_port] * (len(binds) - 1)], strict=True):
+        argv[index] = f"127.0.0.1:{bind_port}"
     argv[argv.index("leadflow.wsgi")] = wsgi_app
     return [sys.executable, "-m", "gunicorn", *argv[1:]]
 
@@ -257,11 +262,15 @@ def _answers_http(port: int) -> bool:
 
 def api_service(name: str, wsgi_app: str, env: dict[str, str] | None = None) -> Service:
     """gunicorn with the Procfile's api configuration, serving wsgi_app on a free port."""
-    port = free_port()
+    port, operator_port = free_port(), free_port()
     return Service(
         name=name,
-        argv=gunicorn_argv(wsgi_app, port),
-        env={**procfile_command("api")[0], **(env or {})},
+        argv=gunicorn_argv(wsgi_app, port, operator_port),
+        env={
+            **procfile_command("api")[0],
+            "LEADFLOW_OPERATOR_PORT": str(operator_port),
+            **(env or {}),
+        },
         ready_text="Booting worker",
         ready_count=gunicorn_workers(),
         http_port=port,

@@ -13,8 +13,69 @@ from leadflow.outbound_guard import OutboundPolicy, OutboundRefused, allowed_hos
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-not-secret")
 ALLOWED_HOSTS = env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+
+# ---------------------------------------------------------------------------
+# Security (README "Security"): secrets, cookies, proxies, the operator listener, API keys.
+# ---------------------------------------------------------------------------
+# A developer's machine: `make run` sets it, and so does running with the embedded PostgreSQL
+# (DATABASE_URL unset: `manage.py` in another terminal). Everything else is production.
+DEV = env_bool("LEADFLOW_DEV", not env_str("DATABASE_URL"))
+DEV_SECRET_KEY = "dev-only-not-secret"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or (DEV_SECRET_KEY if DEV or DEBUG else "")
+# Outside dev, a missing or placeholder key (deploy/k8s/secret.yaml's replace-me) stops every
+# process at start: sessions, CSRF tokens and password resets are signed with it.
+if not (DEV or DEBUG) and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set to at least 50 random characters outside dev "
+        "(it is " + ("unset" if not SECRET_KEY else f"{len(SECRET_KEY)} characters") + "): "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'. LEADFLOW_DEV=true "
+        "allows a dev-only key (never in production)."
+    )
+# Cookies of the admin (the operator listener) travel over HTTPS only, except in dev; browsers
+# allow them on http://127.0.0.1 and localhost, where `kubectl port-forward` puts the listener.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEV)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEV else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [
+    # TLS ends at the load balancer or ingress, which redirects http to https; Django's own
+    # redirect would also answer the kubelet's, Prometheus's and KEDA's plain-HTTP calls 301.
+    "security.W008",
+]
+if not SECURE_HSTS_INCLUDE_SUBDOMAINS:
+    # Whether HSTS covers the domain's other hosts, and is preloaded into browsers, is the
+    # domain owner's decision (the two settings above), not this application's.
+    SILENCED_SYSTEM_CHECKS.append("security.W005")
+if not SECURE_HSTS_PRELOAD:
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+
+# How many proxies you run in front of the API, each appending the address it saw to
+# X-Forwarded-For: the client's address is the nth entry from the right (apps/intake/
+# authentication.py `client_ip`); entries further left are the client's own words. 0: the
+# TCP peer. Too high, and clients choose their address; too low, and every client shares the
+# proxy's, per-IP limits included.
+TRUSTED_PROXIES = env_int("LEADFLOW_TRUSTED_PROXIES", 0)
+if TRUSTED_PROXIES < 0:
+    raise EnvError(f"LEADFLOW_TRUSTED_PROXIES must be 0 or more, got {TRUSTED_PROXIES}")
+if env_bool("LEADFLOW_TRUST_X_FORWARDED_FOR", False):
+    raise EnvError(
+        "LEADFLOW_TRUST_X_FORWARDED_FOR (which trusted the leftmost, client-written "
+        "X-Forwarded-For entry) is replaced by LEADFLOW_TRUSTED_PROXIES=<number of proxies>"
+    )
+if TRUSTED_PROXIES:
+    # Behind a proxy that terminates TLS and sets the header (and replaces a client's own).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# The API's operator listener (gunicorn binds it next to the public port; apps/health/
+# operator.py): /metrics, /scaling/backlog, /readyz with details, and /admin. The public port
+# serves none of them.
+OPERATOR_PORT = env_int("LEADFLOW_OPERATOR_PORT", 8001)
+
+# API keys (apps/tenants/keys.py): when a key was last used is written to PostgreSQL at most
+# this often (apps/tenants/usage.py), never by the request itself.
+API_KEY_LAST_USED_WRITE_SECONDS = env_float("LEADFLOW_API_KEY_LAST_USED_WRITE_SECONDS", 60.0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -39,6 +100,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "leadflow.logs.RequestLogContextMiddleware",
+    # The public listener reaches only the public URLs (before anything resolves one).
+    "apps.health.operator.ListenerUrlconfMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin static files under gunicorn
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -156,9 +219,7 @@ DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
 # Requests without a valid API key, per IP address (a token bucket): bots guessing keys.
 ANONYMOUS_IP_RATE = env_float("LEADFLOW_ANONYMOUS_IP_RATE", 100.0)
 ANONYMOUS_IP_BURST = env_int("LEADFLOW_ANONYMOUS_IP_BURST", 200)
-# Behind a load balancer, the client's address is the first X-Forwarded-For hop. Only turn
-# this on when a proxy you run sets the header: otherwise clients choose their own address.
-TRUST_X_FORWARDED_FOR = env_bool("LEADFLOW_TRUST_X_FORWARDED_FOR", False)
+# Behind proxies, the address these limits use: LEADFLOW_TRUSTED_PROXIES (above).
 # Backpressure: a tier refuses leads (429) while the backlog ahead of a new lead (its tier and
 # the tiers before it) is at this bound, or while its lag is over the lag bound. Critical's
 # bounds are the widest, so critical intake is refused last.

@@ -87,8 +87,11 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "LEADFLOW_STALLED_LEAD_SECONDS": "30",
         # Degraded enrichments are retried from the ledger after this long.
         "LEADFLOW_BACKFILL_RETRY_SECONDS": "5",
-        # Tests act as clients from many addresses through X-Forwarded-For (see `api`).
-        "LEADFLOW_TRUST_X_FORWARDED_FOR": "true",
+        # Tests act as clients from many addresses through X-Forwarded-For (see `api`), as
+        # behind one proxy: its rightmost entry is the address.
+        "LEADFLOW_TRUSTED_PROXIES": "1",
+        # The API's operator listener (/admin, /metrics, /scaling/backlog): live_stack.operator_url.
+        "LEADFLOW_OPERATOR_PORT": str(free_port()),
         # Requests without a valid key: a burst of 5 per address, then 1/s (boundary tests).
         "LEADFLOW_ANONYMOUS_IP_BURST": "5",
         "LEADFLOW_ANONYMOUS_IP_RATE": "1",
@@ -129,6 +132,39 @@ def make_tenant(transactional_db):
         return tenant_create(f"{prefix}-{uuid.uuid4().hex[:8]}", **fields)
 
     return make
+
+
+def operator_client():
+    """Django's test client, its requests arriving on the operator listener."""
+    from django.test import Client
+
+    class OperatorClient(Client):
+        def generic(self, *args, **extra):
+            extra.setdefault("SERVER_PORT", str(settings.OPERATOR_PORT))
+            return super().generic(*args, **extra)
+
+    return OperatorClient()
+
+
+@pytest.fixture
+def client():
+    """Django's test client, on the operator listener, which serves every URL (the public one
+    serves only the API and the probes: apps/health/operator.py; tests/security checks it)."""
+    return operator_client()
+
+
+@pytest.fixture
+def admin_client(db, admin_user):
+    client = operator_client()
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def operator(live_stack):
+    """An HTTP client of the live API's operator listener."""
+    with httpx.Client(base_url=live_stack.operator_url, timeout=10.0) as client:
+        yield client
 
 
 @pytest.fixture

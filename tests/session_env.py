@@ -6,6 +6,7 @@ flushed when the session starts, so a running `make run` on the same server is n
 """
 
 import os
+import secrets
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -27,3 +28,9 @@ os.environ.setdefault("LEADFLOW_REDIS_CHECKS", "warn")
 # in-process deliveries) runs the SSRF guard with the live stack's settings (tests/conftest.py).
 os.environ.setdefault("LEADFLOW_OUTBOUND_ALLOW_HTTP", "true")
 os.environ.setdefault("LEADFLOW_OUTBOUND_ALLOWED_HOSTS", "127.0.0.1")
+# The tests run production settings (not LEADFLOW_DEV), which need a real secret key: one per
+# session, shared by the live stack's processes (they inherit this environment).
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+# Keys' last-used times reach PostgreSQL within a second or two (apps/tenants/usage.py), in the
+# test process and the live stack alike (one writer at a time, whichever takes the lock).
+os.environ.setdefault("LEADFLOW_API_KEY_LAST_USED_WRITE_SECONDS", "1")

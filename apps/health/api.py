@@ -1,6 +1,9 @@
 """Operational endpoints: liveness, readiness, and the backlog KEDA scales the pools on.
 
-Plain Django views, outside DRF, so the API key authentication never applies to them.
+Plain Django views, outside DRF, so the API key authentication never applies to them. The
+public listener serves /healthz and /readyz, which say nothing an outsider could use (which
+dependency is down, never its address or error); the operator listener (apps/health/
+operator.py) serves /readyz with each check's error and /scaling/backlog.
 """
 
 from django.http import JsonResponse
@@ -18,17 +21,31 @@ def healthz(request):
     return JsonResponse({"status": "alive"})
 
 
-@require_GET
-def readyz(request):
-    """200 while this process can serve the intake (Redis answers; PostgreSQL down is reported,
-    "degraded", as long as known keys can be served); 503 naming what failed otherwise."""
+def _readiness_answer(details: bool) -> JsonResponse:
     result = readiness()
     body = {
         "status": result.status,
         "failed": [check.name for check in result.checks if not check.ok],
-        "checks": {check.name: check.detail for check in result.checks},
+        "checks": {
+            check.name: check.detail if details else ("ok" if check.ok else "failed")
+            for check in result.checks
+        },
     }
     return JsonResponse(body, status=503 if result.status == UNAVAILABLE else 200)
+
+
+@require_GET
+def readyz(request):
+    """200 while this process can serve the intake (Redis answers; PostgreSQL down is reported,
+    "degraded", as long as known keys can be served); 503 naming what failed otherwise. Each
+    check is "ok" or "failed": its error (hosts, ports, messages) is for operators only."""
+    return _readiness_answer(details=False)
+
+
+@require_GET
+def readyz_details(request):
+    """The same, on the operator listener, with each failed check's error."""
+    return _readiness_answer(details=True)
 
 
 @require_GET

@@ -172,7 +172,7 @@ def metric(collector: ControlCollector, name: str, tier: str) -> float:
 
 
 def test_leads_in_flight_count_in_backlog_lag_scaling_status_and_metrics(
-    make_tenant, a_queues_empty, api
+    make_tenant, a_queues_empty, operator
 ):
     tenant, _ = make_tenant()
     controller = Controller()
@@ -185,7 +185,7 @@ def test_leads_in_flight_count_in_backlog_lag_scaling_status_and_metrics(
         assert measure.backlog - before.backlog == 30  # waiting or in flight
         assert measure.lag_seconds >= 100  # the oldest lead in flight
 
-        scaling = api.get("/scaling/backlog").json()
+        scaling = operator.get("/scaling/backlog").json()
         assert scaling["a"]["normal"] >= 30
 
         normal = next(t for t in status_context()["tiers"] if t["tier"] == "normal")

@@ -252,19 +252,21 @@ def test_severe_samples_non_critical_work_into_the_ledger_and_backfills_it_after
     assert not done.filter(is_qualified=True, enrichment__isnull=True).exists()
 
 
-def test_stop_scaling_freezes_what_the_autoscalers_read(api, policy):
+def test_stop_scaling_freezes_what_the_autoscalers_read(operator, policy):
     client = get_redis()
     Policy.objects.filter(pk=policy.pk).update(stop_scaling=True, updated_by="test")
-    wait_until(lambda: api.get("/scaling/backlog").json()["frozen"], timeout=POLICY_REACH_SECONDS)
+    wait_until(
+        lambda: operator.get("/scaling/backlog").json()["frozen"], timeout=POLICY_REACH_SECONDS
+    )
     client.hset(SCALING_KEY, "a.normal", 12345)  # a figure the controller would correct
     time.sleep(2.0)
-    frozen = api.get("/scaling/backlog").json()
+    frozen = operator.get("/scaling/backlog").json()
     assert frozen["a"]["normal"] == 12345 and frozen["frozen"] is True
 
     Policy.objects.filter(pk=policy.pk).update(stop_scaling=False, updated_by="test")
     wait_until(
-        lambda: api.get("/scaling/backlog").json()["a"]["normal"] != 12345,
+        lambda: operator.get("/scaling/backlog").json()["a"]["normal"] != 12345,
         timeout=POLICY_REACH_SECONDS,
         message="the figures stayed frozen",
     )
-    assert api.get("/scaling/backlog").json()["frozen"] is False
+    assert operator.get("/scaling/backlog").json()["frozen"] is False

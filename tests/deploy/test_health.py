@@ -1,5 +1,8 @@
 """/healthz, /readyz and /scaling/backlog (Django's test client and over HTTP against the live
-stack), the admin's static files under gunicorn, and the pools' worker liveness probe."""
+stack), the admin's static files under gunicorn, and the pools' worker liveness probe.
+
+Django's test client (tests/conftest.py) is on the operator listener, where /readyz names each
+failed check's error; the public /readyz says only which (tests/security)."""
 
 import json
 import os
@@ -152,13 +155,17 @@ live = pytest.mark.django_db(transaction=True)
 
 
 @live
-def test_health_endpoints_over_http(live_stack):
+def test_health_endpoints_over_http(live_stack, operator):
     with httpx.Client(base_url=live_stack.api_url, timeout=10) as http:
         assert http.get("/healthz").json() == {"status": "alive"}
         ready = http.get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["status"] == "ready"
-        backlog = http.get("/scaling/backlog")
+        assert ready.json() == {
+            "status": "ready",
+            "failed": [],
+            "checks": {"redis": "ok", "postgres": "ok"},
+        }
+        backlog = operator.get("/scaling/backlog")
         assert backlog.status_code == 200
         assert set(backlog.json()) == {"a", "b", "c", "frozen"}
         assert set(backlog.json()["a"]) == set(TIERS)
@@ -167,7 +174,7 @@ def test_health_endpoints_over_http(live_stack):
 @live
 def test_admin_static_files_are_served_by_gunicorn_with_debug_off(live_stack):
     assert os.environ.get("DJANGO_DEBUG", "false").lower() in ("", "0", "false", "no", "off")
-    with httpx.Client(base_url=live_stack.api_url, timeout=10) as http:
+    with httpx.Client(base_url=live_stack.operator_url, timeout=10) as http:
         css = http.get("/static/admin/css/base.css", headers={"Accept-Encoding": "identity"})
         assert css.status_code == 200
         assert css.headers["content-type"].startswith("text/css")

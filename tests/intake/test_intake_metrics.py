@@ -21,7 +21,7 @@ def a_lead(priority: str = "normal") -> dict:
 def test_each_decision_and_error_is_counted_once(live_stack, api, make_tenant):
     _, key = make_tenant(critical_capacity=1, critical_refill_per_second=0)
     _, budget_key = make_tenant(hourly_budget=1)
-    url = f"{live_stack.api_url}/metrics"
+    url = f"{live_stack.operator_url}/metrics"
     series = {
         "accepted normal": (DECISIONS, {"tier": "normal", "outcome": "accepted"}),
         "accepted critical": (DECISIONS, {"tier": "critical", "outcome": "accepted"}),

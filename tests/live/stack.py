@@ -76,6 +76,15 @@ class Stack:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def operator_port(self) -> int:
+        return int(self.env["LEADFLOW_OPERATOR_PORT"])
+
+    @property
+    def operator_url(self) -> str:
+        """The API's operator listener: /admin, /metrics, /scaling/backlog, detailed /readyz."""
+        return f"http://127.0.0.1:{self.operator_port}"
+
     def definitions(self) -> list[Process]:
         run_id = str(os.getpid())
         gunicorn = [
@@ -87,6 +96,8 @@ class Stack:
             "gunicorn.conf.py",
             "-b",
             f"127.0.0.1:{self.api_port}",
+            "-b",
+            f"127.0.0.1:{self.operator_port}",
             "-w",
             "2",
             "--no-control-socket",

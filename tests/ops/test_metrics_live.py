@@ -59,7 +59,7 @@ def test_api_metrics_add_up_every_gunicorn_worker(live_stack, api, make_tenant):
     """gunicorn runs 2 workers; every scrape, whichever worker answers it, shows the requests
     both served (multiprocess mode), for the intake's lean POSTs and Django's views alike."""
     _, key = make_tenant("api-metrics")
-    url = f"{live_stack.api_url}/metrics"
+    url = f"{live_stack.operator_url}/metrics"
     intake = {"name": "leadflow_intake_requests_total", "path": "/api/v1/leads", "status": "202"}
     timed = {"name": "leadflow_intake_request_duration_seconds_count", "path": "/api/v1/leads"}
     healthz = {
@@ -248,7 +248,8 @@ def test_flower_serves_its_own_metrics_with_the_pools_workers(live_stack):
     flower = subprocess.Popen(
         argv,
         cwd=ROOT,
-        env={**live_stack.env, "FLOWER_BASIC_AUTH": "admin:secret"},
+        # flowerconfig.py refuses weak credentials
+        env={**live_stack.env, "FLOWER_BASIC_AUTH": "ops:a-long-enough-password-1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -141,7 +141,7 @@ def test_status_page_shows_the_live_platform_in_a_browser(
 ):
     from selenium.webdriver.common.by import By
 
-    base = live_stack.api_url
+    base = live_stack.operator_url  # the admin is on the operator listener
     password = uuid.uuid4().hex
     get_user_model().objects.create_superuser("ops", "ops@example.com", password)
     tenant, key = make_tenant("status", critical_capacity=40)

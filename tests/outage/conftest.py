@@ -21,6 +21,6 @@ def api_env(django_db_setup) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
-        "LEADFLOW_TRUST_X_FORWARDED_FOR": "true",
+        "LEADFLOW_TRUSTED_PROXIES": "1",
         "PYTHONUNBUFFERED": "1",
     }
