@@ -1,5 +1,8 @@
 """Tenants, API keys and webhook secrets in Django admin. A key or a secret is shown in clear
-once, when it is created; afterwards only its first characters."""
+once, when it is created (a key also when rotated); afterwards only its first characters. A
+key's expiry and label can be changed, nothing else."""
+
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.db import models, transaction
@@ -11,6 +14,7 @@ from apps.tenants.services import (
     TenantError,
     api_key_create,
     api_key_revoke,
+    api_key_rotate,
     webhook_secret_create,
     webhook_secret_revoke_older,
 )
@@ -18,13 +22,22 @@ from apps.tenants.services import (
 SECRET_SHOWN_ONCE = (
     "copy it now, it will not be shown again; receivers verify with it (README: Webhooks)"
 )
+# How long a rotated key keeps working next to its replacement (the admin action's; the
+# command's --overlap chooses another).
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
+def _shown_once(request, what: str, raw_key: str) -> None:
+    messages.success(
+        request, f"{what}: {raw_key} (copy it now: it is stored hashed and will not be shown again)"
+    )
 
 
 class ApiKeyInline(admin.TabularInline):
     """Keys are listed, never typed in: a new one comes from the "Create an API key" action."""
 
     model = ApiKey
-    fields = ("prefix", "label", "created_at", "revoked_at")
+    fields = ("prefix", "label", "state", "created_at", "last_used_at", "expires_at", "revoked_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -32,6 +45,10 @@ class ApiKeyInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="state")
+    def state(self, key: ApiKey) -> str:
+        return key.state
 
 
 class WebhookSecretInline(admin.TabularInline):
@@ -153,28 +170,64 @@ class TenantAdmin(admin.ModelAdmin):
             with transaction.atomic():
                 label = f"admin: {request.user.get_username()}"[:100]
                 raw_key = api_key_create(tenant, label=label)
-            self.message_user(
-                request,
-                f"New API key for {tenant.name}: {raw_key} (copy it now: it is stored "
-                "hashed and will not be shown again)",
-                messages.SUCCESS,
-            )
+            _shown_once(request, f"New API key for {tenant.name}", raw_key)
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    """Keys are created from the tenant list (so the clear key can be shown) and revoked here."""
+    """Keys are created from the tenant list (so the clear key can be shown), rotated and revoked
+    here; an expiry can be set or cleared on a key's page."""
 
-    list_display = ("prefix", "tenant", "label", "created_at", "revoked_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "tenant")
+    list_display = (
+        "prefix",
+        "tenant",
+        "label",
+        "state",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    list_filter = (
+        ("revoked_at", admin.EmptyFieldListFilter),
+        ("expires_at", admin.EmptyFieldListFilter),
+        "tenant",
+    )
     search_fields = ("prefix", "label", "tenant__name")
     list_select_related = ("tenant",)
-    fields = ("tenant", "prefix", "label", "created_at", "revoked_at")
-    readonly_fields = ("tenant", "prefix", "created_at", "revoked_at")
-    actions = ("revoke_keys",)
+    fields = (
+        "tenant",
+        "prefix",
+        "label",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    readonly_fields = ("tenant", "prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ("rotate_keys", "revoke_keys")
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    @admin.display(description="state")
+    def state(self, key: ApiKey) -> str:
+        return key.state
+
+    @admin.action(description="Rotate: a new key now, the selected ones expire in 24 hours")
+    def rotate_keys(self, request, queryset) -> None:
+        for key in queryset.select_related("tenant"):
+            try:
+                _, raw_key = api_key_rotate(key, ROTATION_OVERLAP)
+            except TenantError as error:
+                self.message_user(request, str(error), messages.WARNING)
+                continue
+            _shown_once(
+                request,
+                f"Replacement for {key.prefix}… of {key.tenant.name} (the old key works for "
+                "24 more hours; revoke it sooner once clients use the new one)",
+                raw_key,
+            )
 
     @admin.action(description="Revoke selected keys")
     def revoke_keys(self, request, queryset) -> None:

@@ -9,12 +9,18 @@ loads a key (a hash dropped with every invalidation), so that a worker started d
 outage serves the keys its siblings knew. Any other key raises TenantsUnavailable (503). The
 database is tried again at most every DATABASE_RETRY_SECONDS per process, so an outage costs
 the hot path no connection attempt per request; the first load that succeeds ends it.
+
+Unknown keys are remembered for a few seconds too, and a caller can pass `before_database`,
+run before any query (the intake's per-IP limit), so a flood of unknown keys costs no SQL
+beyond what that limit lets through. A key's expiry travels with its entry: the caller
+refuses an expired key (apps/intake/authentication.py), at the second it expires.
 """
 
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import orjson
@@ -23,6 +29,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 
+from apps.tenants import usage
 from apps.tenants.models import ApiKey, api_key_digest
 from leadflow.redis_conn import get_redis
 
@@ -53,6 +60,11 @@ class TenantAuth:
     critical_capacity: int
     critical_refill_per_second: float
     hourly_budget: int
+    key_id: int = 0  # the ApiKey row, for its last-used time (apps/tenants/usage.py)
+    key_expires_at: float | None = None  # epoch seconds; None: never
+
+    def key_expired(self, now: float) -> bool:
+        return self.key_expires_at is not None and self.key_expires_at <= now
 
 
 @dataclass(slots=True)
@@ -73,9 +85,12 @@ _listener_pid: int | None = None
 _lock = threading.Lock()
 
 
-def tenant_for_key(raw_key: str) -> TenantAuth | None:
-    """The active tenant owning this unrevoked key, or None; TenantsUnavailable when the
-    database is unreachable and the key was not loaded within the stale-serving window."""
+def tenant_for_key(
+    raw_key: str, before_database: Callable[[], None] | None = None
+) -> TenantAuth | None:
+    """The active tenant owning this unrevoked key (expired or not: see key_expired), or None;
+    TenantsUnavailable when the database is unreachable and the key was not loaded within the
+    stale-serving window. `before_database` runs before any query, and may raise to stop it."""
     _ensure_listener()
     digest = api_key_digest(raw_key)
     now = time.monotonic()
@@ -83,6 +98,8 @@ def tenant_for_key(raw_key: str) -> TenantAuth | None:
     if hit is not None and hit[1] > now:
         return hit[0]
     if now >= _database.retry_at:
+        if before_database is not None:
+            before_database()
         try:
             auth = _load(digest)
         except DATABASE_DOWN_ERRORS as error:
@@ -105,6 +122,8 @@ def _load(digest: str) -> TenantAuth | None:
         ApiKey.objects.filter(digest=digest, revoked_at__isnull=True, tenant__is_active=True)
         .values(
             "tenant_id",
+            "expires_at",
+            key_id=F("id"),
             tenant_name=F("tenant__name"),
             rate_limit_per_second=F("tenant__rate_limit_per_second"),
             per_ip_rate_limit_per_second=F("tenant__per_ip_rate_limit_per_second"),
@@ -114,7 +133,10 @@ def _load(digest: str) -> TenantAuth | None:
         )
         .first()
     )
-    return TenantAuth(**row) if row else None
+    if not row:
+        return None
+    expires_at = row.pop("expires_at")
+    return TenantAuth(**row, key_expires_at=expires_at.timestamp() if expires_at else None)
 
 
 def _remember(digest: str, auth: TenantAuth | None, now: float) -> None:
@@ -270,6 +292,7 @@ def _listen() -> None:
                 if pubsub.get_message(timeout=1.0) is not None:
                     clear()
                 _shared_flush()
+                usage.flush()
         except Exception:  # noqa: BLE001 - the listener must outlive Redis restarts
             _expire_all()
             time.sleep(1.0)

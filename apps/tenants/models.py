@@ -1,26 +1,28 @@
 """Tenants, their API keys and webhook secrets. Keys are stored as SHA-256 digests, never in
-clear; webhook secrets are kept (signing needs them) but shown in full only when created."""
+clear (their format: apps/tenants/keys.py); webhook secrets are kept (signing needs them) but
+shown in full only when created."""
 
 import base64
-import hashlib
 import secrets
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils import timezone
 
+from apps.tenants.keys import api_key_digest, api_key_generate
 from leadflow.outbound_guard import OutboundPolicy, OutboundRefused, url_check
 
-API_KEY_PREFIX = "lf_"
-
-
-def api_key_digest(raw_key: str) -> str:
-    # Keys are 256-bit random tokens, so a fast hash is enough: there is nothing to brute-force.
-    return hashlib.sha256(raw_key.encode()).hexdigest()
-
-
-def api_key_generate() -> str:
-    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+__all__ = [
+    "ApiKey",
+    "Tenant",
+    "WebhookSecret",
+    "api_key_digest",
+    "api_key_generate",
+    "crm_webhook_url_validate",
+    "webhook_secret_generate",
+    "webhook_signing_secrets",
+]
 
 
 def crm_webhook_url_validate(url: str) -> None:
@@ -80,6 +82,15 @@ class ApiKey(models.Model):
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Refused from this moment on (401 naming the expiry); empty = never.",
+    )
+    # Written at most once a minute from the requests' own notes (apps/tenants/usage.py).
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last request with this key, to within a minute or two."
+    )
 
     class Meta:
         verbose_name = "API key"
@@ -90,6 +101,16 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def state(self) -> str:
+        if self.is_revoked:
+            return "revoked"
+        return "expired" if self.is_expired else "active"
 
 
 WEBHOOK_SECRET_PREFIX = "whsec_"

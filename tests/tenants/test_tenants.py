@@ -12,7 +12,7 @@ from apps.tenants import cache
 from apps.tenants.models import ApiKey, Tenant
 from apps.tenants.services import api_key_revoke, tenant_create
 
-KEY_PATTERN = re.compile(r"lf_[A-Za-z0-9_-]{20,}")
+KEY_PATTERN = re.compile(r"lf_live_[A-Za-z0-9]{38}")
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +45,7 @@ def test_create_tenant_stores_the_key_hashed_not_in_clear():
     raw_key = run_command("create_tenant", "acme")[-1]
 
     assert not ApiKey.objects.filter(digest=raw_key).exists()
-    assert ApiKey.objects.get(tenant__name="acme").prefix == raw_key[:10]
+    assert ApiKey.objects.get(tenant__name="acme").prefix == raw_key[:12]  # lf_live_ + 4
 
 
 def test_create_tenant_refuses_an_existing_name():
