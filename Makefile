@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Logs of gunicorn and celery show up in honcho's output as they happen, not when a buffer fills.
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test lint fmt bench
+.PHONY: install run test lint fmt bench compose-env
 
 install: $(STAMP)
 
@@ -24,29 +24,47 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 # migrate and demo_tenant run before honcho, so the API and workers start on a ready schema.
-# `make run` is dev: outbound calls may use http (the SSRF guard still refuses internal hosts).
+# `make run` is dev: LEADFLOW_DEV (a dev-only SECRET_KEY, cookies over plain HTTP; README
+# "Security"), and outbound calls may use http (the SSRF guard still refuses internal hosts).
+# Flower never runs without credentials: made once in var/flower_credentials and printed like
+# the demo key, unless FLOWER_BASIC_AUTH is set.
+run: export LEADFLOW_DEV = true
 run: export LEADFLOW_OUTBOUND_ALLOW_HTTP ?= true
 run: install
 	$(DEVSTACK) sh -c '$(BIN)/python manage.py migrate --noinput \
 		&& $(BIN)/python manage.py demo_tenant \
-		&& exec $(BIN)/honcho start -f Procfile'
+		&& $(BIN)/python -m apps.health.flower_credentials \
+		&& FLOWER_BASIC_AUTH="$${FLOWER_BASIC_AUTH:-$$(cat var/flower_credentials)}" \
+			exec $(BIN)/honcho start -f Procfile'
 
 # Lint needs no services, so it runs (and fails fast) before any are started.
 test: lint
 	$(DEVSTACK) $(BIN)/pytest $(PYTEST_ARGS)
 
+# Django's deployment checks with production settings (no dev flag, a real-looking secret key;
+# no service is reached: Redis's durability has its own tests), as CI runs them.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	LEADFLOW_DEV=false DJANGO_DEBUG=false LEADFLOW_REDIS_CHECKS=off \
+		DJANGO_SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+		$(BIN)/python manage.py check --deploy --fail-level WARNING
 
 fmt: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# docker-compose.yml requires its secrets (no defaults): this writes the missing ones to .env,
+# random, mode 600 (deploy/compose_env.py). ENV_FILE=path writes elsewhere.
+ENV_FILE ?= .env
+compose-env:
+	$(PYTHON) deploy/compose_env.py $(ENV_FILE)
+
 # Benchmarks (bench/README.md): installs matplotlib, py-spy and wrk, starts its own processes on
 # the embedded services (or DATABASE_URL / REDIS_URL's servers, in their own leadflow_bench
 # database and Redis db 12), writes bench/results/<timestamp>/. SCENARIO=intake runs one;
-# soak runs only when named.
+# soak runs only when named. Production settings (not LEADFLOW_DEV), with a secret key made
+# for the run.
 SCENARIO ?=
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 
@@ -59,6 +77,7 @@ bench: install $(BENCH_STAMP)
 		|| { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "bench: install wrk (apt-get install wrk)"; exit 1; }
 	BENCH_COMMAND='make bench$(if $(SCENARIO), SCENARIO=$(SCENARIO))' \
+		DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))')}" \
 		$(DEVSTACK) $(BIN)/python -m bench $(if $(SCENARIO),--scenario $(SCENARIO))
 
 # Chaos (chaos/README.md): the platform as supervised processes under steady load from three
