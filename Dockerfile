@@ -24,7 +24,8 @@ RUN groupadd --system --gid 10001 leadflow \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # Only the code: no .venv, no var/ (embedded data), no tests from a developer's checkout.
-COPY manage.py pyproject.toml gunicorn.conf.py ./
+# flowerconfig.py: Flower reads it from its working directory (credentials required, read-only).
+COPY manage.py pyproject.toml gunicorn.conf.py flowerconfig.py ./
 COPY leadflow ./leadflow
 COPY apps ./apps
 COPY workers ./workers
@@ -32,10 +33,11 @@ COPY config ./config
 # The admin's static files, compressed, for WhiteNoise to serve (root-owned: read-only is fine).
 RUN python manage.py collectstatic --noinput
 USER 10001:10001
-EXPOSE 8000 5555 9100 9101 9102 9103
-# The API by default (the Procfile's api line, listening on all interfaces); the other
-# processes set their own command. --graceful-timeout: in-flight requests finish on SIGTERM.
-CMD ["gunicorn", "leadflow.wsgi", "-c", "gunicorn.conf.py", "-b", "0.0.0.0:8000", \
+EXPOSE 8000 8001 5555 9100 9101 9102 9103
+# The API by default (the Procfile's api line, listening on all interfaces: 8000 public, 8001 the
+# operator listener, never to be published beyond the host or cluster); the other processes set
+# their own command. --graceful-timeout: in-flight requests finish on SIGTERM.
+CMD ["gunicorn", "leadflow.wsgi", "-c", "gunicorn.conf.py", "-b", "0.0.0.0:8000", "-b", "0.0.0.0:8001", \
      "--no-control-socket", "-k", "sync", \
      "-w", "2", "--timeout", "30", "--graceful-timeout", "10", \
      "--max-requests", "20000", "--max-requests-jitter", "2000"]

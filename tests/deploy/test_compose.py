@@ -147,8 +147,9 @@ def test_prometheus_scrapes_the_compose_services_that_serve_metrics(compose):
         for dns in job.get("dns_sd_configs", []):
             targets |= {f"{name}:{dns['port']}" for name in dns["names"]}
     ports = settings.POOL_METRICS_PORTS
+    assert f"api:{settings.OPERATOR_PORT}" in targets  # the operator listener
+    assert "api:8000" not in targets  # the public port serves no metrics
     assert {
-        "api:8000",
         "flower:5555",
         f"control:{settings.CONTROL_METRICS_PORT}",
         *(f"pool-{pool}:{ports[pool]}" for pool in POOLS),

@@ -9,8 +9,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from django.conf import settings
-from django.urls import resolve
+from django.urls import Resolver404, resolve
 
+from apps.health.operator import PUBLIC_URLCONF
 from tests.deploy.procfile import ROOT, command_shape, procfile, procfile_env
 from workers.queues import POOLS, TIERS
 
@@ -103,7 +104,10 @@ def test_api_probes_use_the_health_endpoints(manifests):
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert resolve(api[probe]["httpGet"]["path"]).url_name in {"healthz", "readyz"}
+        # on the public listener, where the kubelet sends them (apps/health/operator.py)
+        path = api[probe]["httpGet"]["path"]
+        assert resolve(path, urlconf=PUBLIC_URLCONF).url_name in {"healthz", "readyz"}
+        assert api[probe]["httpGet"]["port"] == "http"
     # the readiness probe outlasts the checks' own timeouts (Redis, then PostgreSQL, 2 s each)
     assert api["readinessProbe"]["timeoutSeconds"] > 4
 
@@ -221,8 +225,12 @@ def test_each_pool_scales_on_the_controllers_backlog_endpoint(manifests, pool):
         assert trigger["type"] == "metrics-api"
         metadata = trigger["metadata"]
         url = urlsplit(metadata["url"])
-        assert url.hostname == "api.leadflow.svc.cluster.local" and url.port == 8000
+        # the operator listener's Service: the figures are not on the public port
+        assert url.hostname == "api-operator.leadflow.svc.cluster.local"
+        assert url.port == settings.OPERATOR_PORT
         assert resolve(url.path).url_name == "scaling-backlog"
+        with pytest.raises(Resolver404):
+            resolve(url.path, urlconf=PUBLIC_URLCONF)
         assert metadata["format"] == "json"
         assert metadata["valueLocation"] in {f"{pool}.{tier}" for tier in TIERS}
         assert float(metadata["targetValue"]) > 0
