@@ -138,7 +138,7 @@ def assert_answers_equal(answers, status: int | None = None) -> tuple:
 def sides(live_stack, make_tenant, settings):
     """A tenant for each side; this process's settings are the live API's where they differ."""
     env = live_stack.env
-    settings.TRUST_X_FORWARDED_FOR = True
+    settings.TRUSTED_PROXIES = int(env["LEADFLOW_TRUSTED_PROXIES"])
     settings.ANONYMOUS_IP_BURST = int(env["LEADFLOW_ANONYMOUS_IP_BURST"])
     settings.ANONYMOUS_IP_RATE = float(env["LEADFLOW_ANONYMOUS_IP_RATE"])
 
