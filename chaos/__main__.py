@@ -10,6 +10,7 @@ when an experiment misses a target, 2 when the harness itself failed.
 import argparse
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import sys
@@ -143,6 +144,8 @@ class Harness:
         database = DATABASE_NAME if self.mode == "private" else proxy_database_name()
         redis_db = 0 if self.mode == "private" else proxy_redis_db()
         base = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+        # Production settings (not LEADFLOW_DEV) need a secret key: one for the run.
+        base.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
         base.update(
             PYTHONUNBUFFERED="1",
             LEADFLOW_AI_URL=self.ai.url,

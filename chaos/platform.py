@@ -10,6 +10,7 @@ start, and keeps every exit (time, code) so each experiment can say what died an
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -95,6 +96,11 @@ class Platform:
         tag = f"chaos{id(self) % 100000}"
         api_env, api = procfile_command("api")
         api = _option(_python(api), "-b", f"127.0.0.1:{self.api_port}")
+        # The operator listener (the api line's second -b) on a port of its own too.
+        operator_port = free_port()
+        second_bind = api.index("-b", api.index("-b") + 1) + 1
+        api[second_bind] = f"127.0.0.1:{operator_port}"
+        api_env = {**api_env, "LEADFLOW_OPERATOR_PORT": str(operator_port)}
         found = [Managed("api", api, api_env, "Booting worker", gunicorn_workers(), self.api_port)]
         for pool in ("a", "b", "c"):
             env, argv = procfile_command(f"pool-{pool}")
@@ -107,6 +113,8 @@ class Platform:
         control_env, control = procfile_command("control")
         found.append(Managed("control", _python(control), control_env, "control: active"))
         flower_env, flower = procfile_command("flower")
+        # Flower refuses to start without credentials (flowerconfig.py): ones for this run.
+        flower_env = {**flower_env, "FLOWER_BASIC_AUTH": f"chaos:{secrets.token_urlsafe(18)}"}
         flower_port = free_port()
         flower = _option(_python(flower), "--port", str(flower_port))
         found.append(Managed("flower", flower, flower_env, None, http_port=flower_port))
