@@ -157,3 +157,14 @@ def _task_log_context(task_id=None, task=None, args=None, kwargs=None, **extra) 
 @signals.task_postrun.connect
 def _task_log_context_clear(**kwargs) -> None:
     structlog.contextvars.clear_contextvars()
+
+
+@signals.before_task_publish.connect
+def _args_summarized(body=None, headers=None, **kwargs) -> None:
+    """A batch's arguments, as logs and Flower show them: its size, not its 500 trace ids or
+    inbox entries (which hold e-mails and names Flower's users need not read)."""
+    if headers is None or not isinstance(body, tuple | list) or not body:
+        return
+    args = body[0]
+    if args and isinstance(args[0], list):
+        headers["argsrepr"] = repr([f"<{len(args[0])} leads>", *args[1:]])
