@@ -2,12 +2,14 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 
 import workers.checks  # noqa: F401 - pool A checks its scoring rules when it starts
 from leadflow import (
+    broker,  # noqa: F401 - redis:// is kombu's transport made to ride out outages
     logs,  # noqa: F401 - connects the worker's logging and task-context signals
     redis_checks,  # noqa: F401 - the Redis durability check, run as a worker starts
 )
@@ -20,7 +22,22 @@ from workers.queues import TASK_QUEUES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadflow.settings")
 
-app = Celery("leadflow")
+
+class LeadflowTask(Task):
+    """Every task's base: a retry that cannot be published never drops its message."""
+
+    def retry(self, *args, **kwargs):
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as reject:
+            # Celery rejects the message for good when the retry cannot be sent (Redis down or
+            # full), leaving the batch to the stalled-lead sweeper minutes later. Requeued
+            # instead; when Redis refuses that too, the message stays recorded as unacked and
+            # is handed out again when its lease lapses (workers/lease.py, leadflow/broker.py).
+            raise Reject(reject.reason, requeue=True) from reject
+
+
+app = Celery("leadflow", task_cls=LeadflowTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = TASK_QUEUES
 app.conf.task_create_missing_queues = False

@@ -392,6 +392,10 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_WORKER_SEND_TASK_EVENTS = True  # for Flower
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# An error Redis answers (OOM when full) makes a worker reconnect, as a lost connection does,
+# instead of exiting; redis:// itself is kombu's transport made to ride out a Redis killed or
+# full (leadflow/broker.py).
+CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 # How often each worker renews the leases of the messages it holds (workers/lease.py).
 LEASE_RENEW_SECONDS = env_float("LEADFLOW_LEASE_RENEW_SECONDS", 5.0)
 CELERY_BROKER_TRANSPORT_OPTIONS = {

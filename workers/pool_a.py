@@ -1,24 +1,19 @@
 """Pool A: qualification (prefork: the work is CPU — parsing, normalizing, scoring)."""
 
-from django.db import InterfaceError, OperationalError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from apps.control.routing import leads_route
 from apps.control.state import shedding_current
 from apps.intake.inbox import entries_decode, release_batch
 from apps.leads.services import leads_qualify
 from leadflow import handoff
 from leadflow.celery import app
-
-# A dependency that is down (not a lead's fault): the batch is retried until it is back. Leads
-# that fail for a reason of their own are quarantined inside leads_qualify instead.
-DEPENDENCY_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+from leadflow.outbound import DEPENDENCY_DOWN_ERRORS
 
 
 @app.task(
     name="pool_a.qualify_leads",
-    autoretry_for=DEPENDENCY_ERRORS,
+    # A dependency down or full (not a lead's fault): retried until it is back. Leads that fail
+    # for a reason of their own are quarantined inside leads_qualify instead.
+    autoretry_for=DEPENDENCY_DOWN_ERRORS,
     max_retries=None,  # an outage is waited out; the in-flight copy is the safety net
     retry_backoff=1,
     retry_backoff_max=30,

@@ -5,7 +5,10 @@ a replay) never sends the CRM leads it is receiving already.
 Before delivering a tenant's group, a run leases its leads (SET NX PX per lead, one Lua call for
 the group) and then re-reads which are still unsynced. Leads another run holds are looked at
 again once that lease ends: synced by then, nothing is left to do; if the run died, they are
-delivered.
+delivered. A lease is short (one CRM call's deadline plus a margin), so a killed run's leads are
+free again within seconds; the run keeps it just before each CRM call (extended if still its
+own; a lead whose lease lapsed meanwhile is not sent by this run), so a call always ends, by its
+deadline, inside the lease.
 Once the CRM accepted a delivery, its leads stay marked "sent" (with what the CRM answered)
 until they are recorded in PostgreSQL: a run that could not record them (PostgreSQL down)
 leaves the marks, and the next run records them without sending them again.
@@ -16,11 +19,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
+
 from leadflow.redis_conn import get_redis, lua_script
 
 LUA_DIR = Path(__file__).parent / "lua"
-# A lease outlives the run's deadline by this much: the run is over by then, killed or not.
-LEASE_MARGIN_SECONDS = 30.0
+# A lease outlives the CRM call it covers by this much (the call has a total deadline).
+LEASE_MARGIN_SECONDS = 5.0
 # Sent marks wait this long for the run that records them (PostgreSQL back within the hour).
 SENT_MARK_SECONDS = 3600
 
@@ -46,15 +51,21 @@ class Lease:
     held: dict[str, float] = field(default_factory=dict)  # another run's: seconds it has left
 
 
-def delivery_lease_take(tenant_id: int, trace_ids: list[str], token: str, seconds: float) -> Lease:
-    """Lease the tenant's leads for `seconds` (plus a margin) under `token`."""
+def delivery_lease_seconds() -> float:
+    return settings.CRM_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS
+
+
+def delivery_lease_take(
+    tenant_id: int, trace_ids: list[str], token: str, seconds: float | None = None
+) -> Lease:
+    """Lease the tenant's leads under `token`, for one CRM call's length unless `seconds`."""
     lease = Lease(tenant_id, token)
     if not trace_ids:
         return lease
     keys = [_lease_key(tenant_id, t) for t in trace_ids] + [
         _sent_key(tenant_id, t) for t in trace_ids
     ]
-    milliseconds = int((seconds + LEASE_MARGIN_SECONDS) * 1000)
+    milliseconds = int((seconds or delivery_lease_seconds()) * 1000)
     answers = lua_script(LUA_DIR / "delivery_lease_take.lua")(keys=keys, args=[token, milliseconds])
     for trace_id, answer in zip(trace_ids, answers, strict=True):
         if isinstance(answer, int):
@@ -64,6 +75,18 @@ def delivery_lease_take(tenant_id: int, trace_ids: list[str], token: str, second
         else:
             lease.sent[trace_id] = answer.decode()
     return lease
+
+
+def delivery_lease_keep(lease: Lease, trace_ids: list[str]) -> list[str]:
+    """Just before a CRM call: the leads whose lease is still this run's, now extended by one
+    call's length; the others lapsed (this process stalled) and are left to whoever holds them."""
+    if not trace_ids:
+        return []
+    held = lua_script(LUA_DIR / "delivery_lease_keep.lua")(
+        keys=[_lease_key(lease.tenant_id, t) for t in trace_ids],
+        args=[lease.token, int(delivery_lease_seconds() * 1000)],
+    )
+    return [trace_id for trace_id, kept in zip(trace_ids, held, strict=True) if kept]
 
 
 def delivery_lease_release(lease: Lease, recorded: list[str]) -> None:

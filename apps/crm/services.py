@@ -35,7 +35,9 @@ from apps.crm.leases import (
     Lease,
     deliveries_mark_sent,
     deliveries_sent_replies,
+    delivery_lease_keep,
     delivery_lease_release,
+    delivery_lease_seconds,
     delivery_lease_take,
 )
 from apps.crm.models import CrmSync, DeadLetter
@@ -176,7 +178,8 @@ def _tenant_sync(
     if not adapter.remote:  # the local adapter only records: nothing to deliver twice
         delivery.run(leads)
         return
-    lease = delivery_lease_take(tenant.id, trace_ids, uuid.uuid4().hex, deadline.left())
+    lease = delivery_lease_take(tenant.id, trace_ids, uuid.uuid4().hex)
+    delivery.lease = lease
     if lease.held:
         log.info("%d leads are being delivered by another run: looked at later", len(lease.held))
         outcome.waiting.append((list(lease.held), max(lease.held.values())))
@@ -232,6 +235,7 @@ class _Delivery:
         self.outcome = outcome
         self.splits_left = settings.CRM_REFUSAL_SPLIT_CALLS
         self.recorded: list[str] = []
+        self.lease: Lease | None = None  # a remote CRM's: kept before each call
 
     def run(self, leads: list[Lead]) -> None:
         if not leads:
@@ -240,6 +244,10 @@ class _Delivery:
         if not self.deadline.allows(self.adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
             self.outcome.later += ids
             return
+        if self.lease is not None:
+            leads, ids = self._still_leased(leads, ids)
+            if not leads:
+                return
         try:
             payloads = [lead_crm_payload(lead) for lead in leads]
             response = self.adapter.deliver(self.tenant, payloads)
@@ -261,6 +269,16 @@ class _Delivery:
         if self.adapter.remote:  # the CRM has them now: never send them again
             deliveries_mark_sent(self.tenant.id, ids, delivery_id(payloads), response)
         self.recorded += _record_isolated(ids, self.adapter.name, response)
+
+    def _still_leased(self, leads: list[Lead], ids: list[str]) -> tuple[list[Lead], list[str]]:
+        kept = set(delivery_lease_keep(self.lease, ids))
+        lapsed = [trace_id for trace_id in ids if trace_id not in kept]
+        if lapsed:
+            # This run stalled past its lease: another may be delivering them now. Looked at
+            # again once such a lease would have ended (synced by then: nothing to do).
+            log.warning("%d leads' delivery leases lapsed: left to another run", len(lapsed))
+            self.outcome.waiting.append((lapsed, delivery_lease_seconds()))
+        return [lead for lead in leads if str(lead.trace_id) in kept], [i for i in ids if i in kept]
 
     def _split(self, leads: list[Lead]) -> bool:
         if len(leads) < 2 or self.splits_left < 2:

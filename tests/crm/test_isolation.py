@@ -13,11 +13,17 @@ import pytest
 from django.conf import settings
 
 from apps.crm.adapters import reply_stored
-from apps.crm.leases import deliveries_mark_sent, delivery_lease_take
+from apps.crm.leases import (
+    deliveries_mark_sent,
+    delivery_lease_keep,
+    delivery_lease_seconds,
+    delivery_lease_take,
+)
 from apps.crm.models import CrmSync, DeadLetter
 from apps.crm.services import crm_retry_countdown, leads_sync
 from apps.leads.models import Lead
 from leadflow.outbound import DEADLINE_HITS, RESPONSE_TRUNCATED, Deadline, OutboundReply
+from leadflow.redis_conn import get_redis
 from tests.crm.factories import ids, make_lead, postgres_refusing
 
 pytestmark = pytest.mark.django_db
@@ -162,8 +168,30 @@ def test_leads_another_run_is_delivering_are_left_to_it(crm, tenants):
     assert outcome.retry == [] and outcome.later == []
     # Looked at again when the other run's lease ends (it may have died meanwhile).
     [(trace_ids, wait)] = outcome.waiting
-    assert trace_ids == ids(lead) and 50 < wait <= 60
+    assert trace_ids == ids(lead) and 25 < wait <= 30
     assert statuses(lead) == ["enriched"]
+
+
+def test_a_killed_runs_leases_lapse_within_one_calls_length(tenants):
+    x, _, _ = tenants
+    lead = make_lead(x)
+    delivery_lease_take(x.id, ids(lead), "killed-run")  # and never released
+
+    ttl = get_redis().pttl(f"lf:crm:{{{x.id}}}:lease:{ids(lead)[0]}") / 1000
+    assert 0 < ttl <= delivery_lease_seconds() == settings.CRM_TIMEOUT_SECONDS + 5
+
+
+def test_a_run_sends_only_the_leads_whose_lease_is_still_its_own(tenants):
+    x, _, _ = tenants
+    kept, lapsed = make_lead(x), make_lead(x)
+    mine = delivery_lease_take(x.id, ids(kept, lapsed), "stalled-run", seconds=1)
+    # The stalled run's lease on one lead lapsed and another run took it.
+    get_redis().delete(f"lf:crm:{{{x.id}}}:lease:{ids(lapsed)[0]}")
+    assert delivery_lease_take(x.id, ids(lapsed), "other-run").to_deliver == ids(lapsed)
+
+    assert delivery_lease_keep(mine, ids(kept, lapsed)) == ids(kept)
+    ttl = get_redis().pttl(f"lf:crm:{{{x.id}}}:lease:{ids(kept)[0]}") / 1000
+    assert 1 < ttl <= delivery_lease_seconds()  # extended for one more call
 
 
 def test_leads_delivered_but_not_recorded_are_recorded_without_a_second_delivery(crm, tenants):

@@ -6,6 +6,7 @@ a queue of the test's own (LEADFLOW_TEST_QUEUE), so no pool of a running live st
 import os
 import time
 
+import redis
 from kombu import Queue
 
 from leadflow.celery import app
@@ -22,3 +23,16 @@ def slow_batch(key: str, seconds: float) -> None:
     client.rpush(f"{key}:started", os.getpid())
     time.sleep(seconds)
     client.rpush(f"{key}:done", os.getpid())
+
+
+@app.task(name="tests.slow_batch_retried_on_refusal", bind=True, max_retries=None)
+def slow_batch_retried_on_refusal(self, key: str, seconds: float) -> None:
+    """As slow_batch, but a Redis that refuses the end record (full, down) retries the batch,
+    as the pools' tasks retry what a dependency refused."""
+    client = get_redis()
+    client.rpush(f"{key}:started", os.getpid())
+    time.sleep(seconds)
+    try:
+        client.rpush(f"{key}:done", os.getpid())
+    except redis.RedisError as error:
+        raise self.retry(exc=error, countdown=1) from error
