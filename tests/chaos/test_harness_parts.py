@@ -8,6 +8,7 @@ import threading
 import uuid
 
 import pytest
+from kombu import Queue
 
 from chaos.seams import trace_ids_in_redis
 from chaos.services import Proxy
@@ -79,13 +80,14 @@ def test_trace_ids_waiting_in_redis_are_found_lost_ones_are_not():
     client.rpush("inbox:normal:chaos-test", f'{{"trace_id":"{in_inbox}"}}')
     # What admission keeps of every lead it accepts is not a place a lead waits for work.
     client.set(f"lf:trace:{lost}", b"{}", ex=60)
-    # A Celery message keeps its arguments base64-encoded inside its JSON.
-    app.send_task("pool_c.sync_leads", args=[[in_queue], "normal"], queue="c.low")
+    # A Celery message keeps its arguments base64-encoded inside its JSON. On a queue of the
+    # test's own: the live stack's pool C would take one sent to c.low before it is looked for.
+    app.send_task("pool_c.sync_leads", args=[[in_queue], "normal"], queue=Queue("chaos-test.c"))
     try:
         found = trace_ids_in_redis(client, [in_inbox, in_queue, lost])
     finally:
-        client.delete("inbox:normal:chaos-test", "c.low", f"lf:trace:{lost}")
-    assert found == {in_inbox: "inbox:normal:chaos-test", in_queue: "c.low"}
+        client.delete("inbox:normal:chaos-test", "chaos-test.c", f"lf:trace:{lost}")
+    assert found == {in_inbox: "inbox:normal:chaos-test", in_queue: "chaos-test.c"}
 
 
 def test_proxy_exits_when_the_harness_goes(echo_server, tmp_path):
