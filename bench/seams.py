@@ -154,7 +154,7 @@ def inbox_take(limit: int) -> list[list[bytes]]:
     from django.conf import settings
 
     from apps.intake import inbox
-    from workers.queues import TIERS
+    from leadflow.queues import TIERS
 
     batches: list[list[bytes]] = []
     taken = 0

@@ -13,12 +13,12 @@ from leadflow import (
     logs,  # noqa: F401 - connects the worker's logging and task-context signals
     redis_checks,  # noqa: F401 - the Redis durability check, run as a worker starts
 )
+from leadflow.queues import TASK_QUEUES
 from workers import (
     lease,  # noqa: F401 - renews the leases of the messages a worker holds
     metrics,  # noqa: F401 - connects the pools' metrics, heartbeats, sent-at stamp
     recycle,  # noqa: F401 - restarts a thread-pool worker after N tasks or M KB
 )
-from workers.queues import TASK_QUEUES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadflow.settings")
 

@@ -18,7 +18,7 @@ when a hand-off needs them.
 from datetime import datetime
 
 from leadflow.celery import app
-from workers.queues import LEADS_PER_MESSAGE_MAX, queue_name
+from leadflow.queues import LEADS_PER_MESSAGE_MAX, queue_name
 
 QUALIFY_TASK = "pool_a.qualify_leads"
 ENRICH_TASK = "pool_b.enrich_leads"

@@ -355,7 +355,7 @@ SPECTACULAR_SETTINGS = {
         "apps.intake.schema.schema_finish",
     ],
     "ENUM_NAME_OVERRIDES": {
-        "Tier": "workers.queues.TIERS",
+        "Tier": "leadflow.queues.TIERS",
         "Limit": "apps.intake.contract.LIMITS",
         "QueuedStatus": ["queued"],
         "RateLimitedError": ["rate_limited"],

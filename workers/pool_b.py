@@ -17,7 +17,7 @@ from apps.enrichment.services import (
 from leadflow import handoff
 from leadflow.celery import app
 from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline
-from workers.queues import queue_name
+from leadflow.queues import queue_name
 
 _RETRY_ON_OUTAGE = {
     "autoretry_for": DEPENDENCY_DOWN_ERRORS,

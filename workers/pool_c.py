@@ -20,7 +20,7 @@ from apps.crm.services import (
 from apps.reports.services import report_build
 from leadflow.celery import app
 from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline
-from workers.queues import queue_name
+from leadflow.queues import queue_name
 
 WAIT_COUNTDOWN_MAX_SECONDS = 60.0
 

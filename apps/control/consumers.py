@@ -13,7 +13,7 @@ a resume, every 10 s while paused).
 import logging
 
 from leadflow.celery import app
-from workers.queues import POOLS, queue_name
+from leadflow.queues import POOLS, queue_name
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
 from apps.control.state import SCALING_KEY, shedding_write
 from apps.intake import inbox
+from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
-from workers.queues import TIERS
 
 log = logging.getLogger(__name__)
 

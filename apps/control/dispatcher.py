@@ -25,8 +25,8 @@ from django.conf import settings
 
 from apps.intake import inbox
 from leadflow import handoff
+from leadflow.queues import POOLS, TIERS, pool_queues, queue_name
 from leadflow.redis_conn import get_redis
-from workers.queues import POOLS, TIERS, pool_queues, queue_name
 
 log = logging.getLogger(__name__)
 

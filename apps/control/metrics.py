@@ -28,8 +28,8 @@ from apps.control.outages import DEPENDENCY_ERRORS
 from apps.intake.selectors import admission_state
 from apps.tenants.models import Tenant
 from leadflow.metrics import OTHER_TENANT, TENANT_RANKING_KEY, metrics_serve, tenant_label
+from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
-from workers.queues import TIERS
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from apps.control.models import DeferredWork
 from apps.crm.models import DeadLetter
 from apps.intake import inbox
 from apps.tenants.models import Tenant
+from leadflow.queues import POOLS, TIERS, pool_queues
 from leadflow.redis_conn import get_redis
 from workers.metrics import SENT_AT_HEADER, pool_workers_alive
-from workers.queues import POOLS, TIERS, pool_queues
 
 BREAKER_STATES = (pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN)
 

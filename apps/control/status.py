@@ -21,8 +21,8 @@ from apps.crm.models import DeadLetter
 from apps.intake.selectors import admission_state
 from apps.tenants.models import Tenant
 from leadflow.metrics import TENANT_RANKING_KEY
+from leadflow.queues import POOLS, TIERS
 from leadflow.redis_conn import get_redis
-from workers.queues import POOLS, TIERS
 
 # The lag each tier should stay under, drawn on its chart (the alert rules use the same).
 LAG_SLO_SECONDS = {"critical": 5.0, "normal": 30.0}

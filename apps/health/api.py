@@ -11,8 +11,8 @@ from django.views.decorators.http import require_GET
 
 from apps.control.state import SCALING_KEY, STATE_KEY
 from apps.health.checks import UNAVAILABLE, readiness
+from leadflow.queues import POOLS, TIERS
 from leadflow.redis_conn import get_redis
-from workers.queues import POOLS, TIERS
 
 
 @require_GET

@@ -19,7 +19,7 @@ import sys
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from workers.queues import POOLS
+from leadflow.queues import POOLS
 
 EXIT_ALIVE, EXIT_DEAD = 0, 1
 

@@ -19,9 +19,9 @@ from django.conf import settings
 
 from apps.intake import inbox
 from apps.tenants.cache import TenantAuth
+from leadflow.queues import TIERS
 from leadflow.ratelimit import TOKEN_BUCKET_LUA
 from leadflow.redis_conn import get_redis, lua_script, script_run_hot
-from workers.queues import TIERS
 
 _SCRIPT_PATH = Path(__file__).parent / "lua" / "admit.lua"
 _TIER_INDEX = {tier: index for index, tier in enumerate(TIERS, start=1)}

@@ -33,7 +33,7 @@ from apps.intake.validation import (
     payload_flaw,
 )
 from apps.leads.models import LeadStatus
-from workers.queues import TIERS
+from leadflow.queues import TIERS
 
 ECHO_MAX = 50  # characters of a refused priority repeated in its error message
 LIMITS = tuple(LIMIT_DETAILS)  # what a 429 names: ip_rate, tenant_rate, hourly_budget, backpressure

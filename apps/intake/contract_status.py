@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.leads.models import LeadStatus
-from workers.queues import TIERS
+from leadflow.queues import TIERS
 
 # A lead's status once pool A wrote it ("queued" is only in Redis).
 STORED_STATUSES = tuple(status for status in LeadStatus.values if status != LeadStatus.QUEUED)

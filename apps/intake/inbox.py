@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis, lua_script
-from workers.queues import TIERS
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from apps.intake.errors import ApiError, outage, rate_limited
 from apps.intake.json_body import body_decode
 from apps.intake.validation import lead_validate
 from leadflow.metrics import intake_decisions_count, intake_errors_count
-from workers.queues import TIERS
+from leadflow.queues import TIERS
 
 log = logging.getLogger(__name__)
 

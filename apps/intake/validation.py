@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.validators import validate_email
 
 from apps.intake.json_body import Unrepresentable
-from workers.queues import TIERS
+from leadflow.queues import TIERS
 
 # Optional text fields and their maximum length (the columns of apps/leads/models.py).
 TEXT_FIELDS = {

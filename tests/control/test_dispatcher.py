@@ -11,9 +11,9 @@ import pytest
 from apps.control.dispatcher import Dispatcher
 from apps.intake import inbox
 from apps.leads.models import Lead
+from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
 from tests.live.api import auth, wait_until
-from workers.queues import TIERS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,8 +17,8 @@ from apps.control.metrics import ControlCollector
 from apps.control.status import status_context
 from apps.intake import inbox
 from leadflow.celery import app
+from leadflow.queues import TIERS, pool_queues
 from leadflow.redis_conn import get_redis
-from workers.queues import TIERS, pool_queues
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from django.conf import settings
 
+from leadflow.queues import POOLS
 from tests.deploy.procfile import ROOT, command_shape, procfile, procfile_env
-from workers.queues import POOLS
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 

@@ -14,9 +14,9 @@ import time
 import httpx
 import pytest
 
+from leadflow.queues import POOLS, TIERS
 from leadflow.redis_conn import get_redis
 from tests.live.stack import ROOT, free_port
-from workers.queues import POOLS, TIERS
 
 
 @pytest.fixture

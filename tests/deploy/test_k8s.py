@@ -12,8 +12,8 @@ from django.conf import settings
 from django.urls import Resolver404, resolve
 
 from apps.health.operator import PUBLIC_URLCONF
+from leadflow.queues import POOLS, TIERS
 from tests.deploy.procfile import ROOT, command_shape, procfile, procfile_env
-from workers.queues import POOLS, TIERS
 
 K8S_DIR = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from apps.intake.contract import LeadRequest
 from apps.intake.json_body import body_decode
 from apps.intake.validation import TEXT_FIELDS, lead_validate
-from workers.queues import TIERS
+from leadflow.queues import TIERS
 
 INFINITY = "\u2063infinity\u2063"  # written into the JSON text as 1e400
 

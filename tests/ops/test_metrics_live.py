@@ -17,11 +17,11 @@ from apps.control.models import DeferredKind, DeferredReason, DeferredWork, Mode
 from apps.crm.models import DeadLetter
 from apps.intake import inbox
 from apps.leads.models import Lead
+from leadflow.queues import POOLS
 from leadflow.redis_conn import get_redis
 from tests.live.api import auth, wait_until
 from tests.live.stack import ROOT, _die_with_parent, free_port
 from tests.ops.scrape import scrape
-from workers.queues import POOLS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
