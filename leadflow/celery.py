@@ -1,24 +1,19 @@
 """The one Celery app. Settings live in Django settings under the CELERY_ namespace."""
 
 import os
+import time
 
 from celery import Celery, Task
 from celery.exceptions import Reject
-from celery.signals import task_postrun, task_prerun
+from celery.signals import before_task_publish, task_postrun, task_prerun
 from django.db import close_old_connections
 
-import workers.checks  # noqa: F401 - pool A checks its scoring rules when it starts
 from leadflow import (
     broker,  # noqa: F401 - redis:// is kombu's transport made to ride out outages
     logs,  # noqa: F401 - connects the worker's logging and task-context signals
     redis_checks,  # noqa: F401 - the Redis durability check, run as a worker starts
 )
 from leadflow.queues import TASK_QUEUES
-from workers import (
-    lease,  # noqa: F401 - renews the leases of the messages a worker holds
-    metrics,  # noqa: F401 - connects the pools' metrics, heartbeats, sent-at stamp
-    recycle,  # noqa: F401 - restarts a thread-pool worker after N tasks or M KB
-)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadflow.settings")
 
@@ -42,7 +37,21 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = TASK_QUEUES
 app.conf.task_create_missing_queues = False
 # The pools' task modules; each worker imports all three so any of them can publish the next stage.
+# Importing them imports the package `workers`, which connects the workers' own signals (leases,
+# metrics and heartbeats, recycling, pool A's scoring check): only worker processes load them,
+# and this module never imports workers/ (dependencies point one way: workers → apps → leadflow).
 app.conf.imports = ("workers.pool_a", "workers.pool_b", "workers.pool_c")
+
+# Every message carries the time it was published, from which the control process measures
+# each queue's lag (apps/control/selectors.py). Here, as every process that publishes (the
+# control process, the API's replays, the pools) loads this app.
+SENT_AT_HEADER = "lf_sent_at"
+
+
+@before_task_publish.connect
+def _stamp_sent_at(headers=None, **kwargs) -> None:
+    if headers is not None:
+        headers[SENT_AT_HEADER] = time.time()
 
 
 @task_prerun.connect

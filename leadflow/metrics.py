@@ -24,6 +24,7 @@ from django.conf import settings
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 TENANT_RANKING_KEY = "lf:metrics:tenants"
 OTHER_TENANT = "other"
 
-TIERS = ("critical", "normal", "low")
 INTAKE_OUTCOMES = ("accepted", "demoted", "duplicate", "rate_limited", "invalid")
 INTAKE_LIMITS = ("ip_rate", "tenant_rate", "hourly_budget", "backpressure")
 _REASON_OK = re.compile(r"^[a-z0-9_]{1,40}$")

@@ -1,13 +1,25 @@
-"""Queue names, one place. Import-light: used by the API, the dispatcher and the workers.
+"""The pipeline's tiers and its queue names, one place. Import-light (Django's enum and kombu's
+Queue only): the API, the dispatcher, the Celery app and the pools all read them here.
 
-Each pool consumes its three queues in this order, and the broker's "priority" strategy
-makes that order strict.
+A lead's tier is defined once, as `Tier` (the lead's model field takes its choices from it), and
+every queue name is derived from it: pool × tier. Each pool consumes its three queues in the
+order of `TIERS`, and the broker's "priority" strategy makes that order strict.
 """
 
+from django.db.models import TextChoices
 from kombu import Queue
 
-TIERS = ("critical", "normal", "low")
-POOLS = ("a", "b", "c")
+
+class Tier(TextChoices):
+    """A lead's priority: its inbox, its queues and its place in the dispatcher's order."""
+
+    CRITICAL = "critical"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+TIERS: tuple[str, ...] = tuple(Tier.values)  # most urgent first
+POOLS = ("a", "b", "c")  # a: qualification (apps.leads), b: enrichment, c: crm + reports
 
 
 def queue_name(pool: str, tier: str) -> str:
@@ -25,10 +37,3 @@ TASK_QUEUES = [Queue(queue_name(pool, tier)) for pool in POOLS for tier in TIERS
 
 # A stage message carries at most this many trace ids (the size of a pool A batch).
 LEADS_PER_MESSAGE_MAX = 500
-
-
-def send_in_batches(task, pool: str, tier: str, trace_ids: list[str]) -> None:
-    """Enqueue `task` for the leads on the pool's queue of their tier, a bounded batch a message."""
-    for start in range(0, len(trace_ids), LEADS_PER_MESSAGE_MAX):
-        batch = trace_ids[start : start + LEADS_PER_MESSAGE_MAX]
-        task.apply_async(args=[batch, tier], queue=queue_name(pool, tier))

@@ -7,9 +7,9 @@ PROMETHEUS_MULTIPROC_DIR (set in the environment by the Procfile, compose and k8
 when the worker starts) and the main process's server adds them up. Pools B and C run threads in
 one process: their values are that process's own.
 
-Also here, because every process that publishes a task imports this module (leadflow/celery.py):
-a header stamping each message with the time it was sent, from which the control process
-measures each queue's lag, and the workers' heartbeats, from which it counts each pool's workers.
+Also here, the workers' heartbeats, from which the control process counts each pool's workers
+(apps/control/selectors.py). The header stamping each message with the time it was sent is
+the Celery app's (leadflow/celery.py): every process that publishes needs it, not only workers.
 """
 
 import logging
@@ -22,11 +22,10 @@ from celery import signals
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-log = logging.getLogger(__name__)
+from leadflow.keys import pool_workers_key
+from leadflow.queues import POOLS, TIERS
 
-SENT_AT_HEADER = "lf_sent_at"
-# A worker alive sends a heartbeat every 2 s (Celery's default); missing this long, it is gone.
-WORKER_STALE_SECONDS = 10.0
+log = logging.getLogger(__name__)
 
 # What each task does, for the `stage` label. A task missing here is labelled by its name.
 STAGES = {
@@ -36,8 +35,8 @@ STAGES = {
     "pool_c.sync_leads": "crm_sync",
     "pool_c.build_report": "report",
 }
-_QUEUE = re.compile(r"^([abc])\.(critical|normal|low)$")
-_NODE = re.compile(r"^pool-([abc])\b")
+_QUEUE = re.compile(rf"^([{''.join(POOLS)}])\.({'|'.join(TIERS)})$")
+_NODE = re.compile(rf"^pool-([{''.join(POOLS)}])\b")
 
 STAGE_DURATION = Histogram(
     "leadflow_stage_duration_seconds",
@@ -81,21 +80,6 @@ _started: dict[tuple[str, int], tuple[float, str, str, str]] = {}
 _worker: dict[str, str] = {}  # this worker's pool and node name, once ready
 
 
-def workers_key(pool: str) -> str:
-    """A sorted set: node name -> time of its last heartbeat."""
-    return f"lf:workers:{pool}"
-
-
-def pool_workers_alive(pool: str) -> int:
-    """Workers of the pool that sent a heartbeat lately (read by the control process)."""
-    from leadflow.redis_conn import get_redis
-
-    pipe = get_redis().pipeline(transaction=False)
-    pipe.zremrangebyscore(workers_key(pool), "-inf", time.time() - 3600)
-    pipe.zcount(workers_key(pool), time.time() - WORKER_STALE_SECONDS, "+inf")
-    return int(pipe.execute()[1])
-
-
 def _where(task) -> tuple[str, str, str]:
     """(pool, stage, tier) of the running task: pool and tier from the queue it came from."""
     request = task.request
@@ -116,15 +100,6 @@ def _batch(args, kwargs) -> list | None:
     if args and isinstance(args[0], list):
         return args[0]
     return None
-
-
-# --- every process that publishes ---
-
-
-@signals.before_task_publish.connect
-def _stamp_sent_at(headers=None, **kwargs) -> None:
-    if headers is not None:
-        headers[SENT_AT_HEADER] = time.time()
 
 
 # --- the worker's main process ---
@@ -172,7 +147,7 @@ def _heartbeat_record(**kwargs) -> None:
     from leadflow.redis_conn import get_redis
 
     try:
-        get_redis().zadd(workers_key(_worker["pool"]), {_worker["hostname"]: time.time()})
+        get_redis().zadd(pool_workers_key(_worker["pool"]), {_worker["hostname"]: time.time()})
     except Exception:  # Redis away: the heartbeat is a measure, never a reason to stop
         log.debug("metrics: heartbeat not recorded", exc_info=True)
 
@@ -184,7 +159,7 @@ def _heartbeat_forget(**kwargs) -> None:
     from leadflow.redis_conn import get_redis
 
     try:
-        get_redis().zrem(workers_key(_worker["pool"]), _worker["hostname"])
+        get_redis().zrem(pool_workers_key(_worker["pool"]), _worker["hostname"])
     except Exception:
         log.debug("metrics: worker not removed from the heartbeats", exc_info=True)
 

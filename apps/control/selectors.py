@@ -12,9 +12,13 @@ from apps.control.models import DeferredWork
 from apps.crm.models import DeadLetter
 from apps.intake import inbox
 from apps.tenants.models import Tenant
+from leadflow.celery import SENT_AT_HEADER
+from leadflow.keys import pool_workers_key
 from leadflow.queues import POOLS, TIERS, pool_queues
 from leadflow.redis_conn import get_redis
-from workers.metrics import SENT_AT_HEADER, pool_workers_alive
+
+# A worker alive sends a heartbeat every 2 s (Celery's default); missing this long, it is gone.
+WORKER_STALE_SECONDS = 10.0
 
 BREAKER_STATES = (pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN)
 
@@ -28,7 +32,7 @@ class QueueFigure:
 def queue_figures() -> dict[str, QueueFigure]:
     """Each Celery queue's length and the age of its oldest message (kombu's Redis transport
     pushes on the left and pops on the right: the oldest is the last element). The age comes
-    from the header workers/metrics.py stamps on every message it sees published."""
+    from the header the Celery app stamps on every message it publishes (leadflow/celery.py)."""
     names = [name for pool in POOLS for name in pool_queues(pool)]
     pipe = get_redis().pipeline(transaction=False)
     for name in names:
@@ -126,5 +130,11 @@ def dead_letter_counts() -> dict[str, int]:
 
 
 def pool_workers() -> dict[str, int]:
-    """Workers alive per pool (their heartbeats, workers/metrics.py)."""
-    return {pool: pool_workers_alive(pool) for pool in POOLS}
+    """Workers alive per pool: those that sent a heartbeat lately (workers/metrics.py)."""
+    now = time.time()
+    pipe = get_redis().pipeline(transaction=False)
+    for pool in POOLS:
+        pipe.zremrangebyscore(pool_workers_key(pool), "-inf", now - 3600)
+        pipe.zcount(pool_workers_key(pool), now - WORKER_STALE_SECONDS, "+inf")
+    replies = pipe.execute()
+    return {pool: int(replies[2 * index + 1]) for index, pool in enumerate(POOLS)}

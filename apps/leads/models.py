@@ -2,11 +2,7 @@
 
 from django.db import models
 
-
-class Tier(models.TextChoices):
-    CRITICAL = "critical"
-    NORMAL = "normal"
-    LOW = "low"
+from leadflow.queues import Tier  # noqa: F401 - the pipeline's tiers, defined once, there
 
 
 class LeadStatus(models.TextChoices):
