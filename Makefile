@@ -41,11 +41,13 @@ run: install
 test: lint
 	$(DEVSTACK) $(BIN)/pytest $(PYTEST_ARGS)
 
+# lint-imports: the import contracts in pyproject.toml (which layer may import which).
 # Django's deployment checks with production settings (no dev flag, a real-looking secret key;
 # no service is reached: Redis's durability has its own tests), as CI runs them.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	LEADFLOW_DEV=false DJANGO_DEBUG=false LEADFLOW_REDIS_CHECKS=off \
 		DJANGO_SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
