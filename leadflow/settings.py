@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files: the docs need no CDN
     "django_prometheus",
+    "leadflow",  # the project core: no models, its system checks (leadflow/checks.py)
     "apps.intake",  # no models: its templates (the API docs' Redoc page without web fonts)
     "apps.tenants",
     "apps.leads",
@@ -214,7 +215,7 @@ DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
 
 # ---------------------------------------------------------------------------
 # Overload control: admission limits, backpressure, the controller's modes, shedding.
-# Defaults are ARCHITECTURE.md's; every one can be set small for tests.
+# Every one can be set small for tests.
 # ---------------------------------------------------------------------------
 # Requests without a valid API key, per IP address (a token bucket): bots guessing keys.
 ANONYMOUS_IP_RATE = env_float("LEADFLOW_ANONYMOUS_IP_RATE", 100.0)
@@ -310,17 +311,9 @@ CRM_TASK_DEADLINE_SECONDS = env_float("LEADFLOW_POOL_C_TASK_DEADLINE_SECONDS", 6
 # Pools B and C: a task that met PostgreSQL or Redis down runs again after 1, 2, 4 ... s, at
 # most this long apart, for as long as it takes (never quarantined or dead-lettered for it).
 DEPENDENCY_RETRY_MAX_SECONDS = env_int("LEADFLOW_DEPENDENCY_RETRY_MAX_SECONDS", 30)
-# A task starts a call only while one (and its recording, ~2 s) fits before its deadline: a
-# deadline under that would send its work round the queue without ever doing any.
-for _deadline, _call, _deadline_name, _call_name in (
-    (AI_TASK_DEADLINE_SECONDS, AI_PROVIDER_TIMEOUT_SECONDS, "POOL_B_TASK_DEADLINE", "AI_TIMEOUT"),
-    (CRM_TASK_DEADLINE_SECONDS, CRM_TIMEOUT_SECONDS, "POOL_C_TASK_DEADLINE", "CRM_TIMEOUT"),
-):
-    if _deadline < 2 * _call + 2:
-        raise ImproperlyConfigured(
-            f"LEADFLOW_{_deadline_name}_SECONDS ({_deadline:g}) must be at least twice "
-            f"LEADFLOW_{_call_name}_SECONDS ({_call:g}) + 2"
-        )
+# The timing invariants between these settings (deadlines against call timeouts, republish and
+# stalled-lead periods against time limits and retry schedules, the visibility timeout against
+# lease renewals) are system checks, run by every process as it starts (leadflow/checks.py).
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -405,7 +398,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # An unacked message is handed out again once it has not been renewed for this long.
     # Workers renew the messages they hold every LEASE_RENEW_SECONDS (workers/lease.py), so a
     # batch however long is never doubled while it runs, and a killed worker's batch comes
-    # back within this plus the restore interval. Keep it at least 3 x LEASE_RENEW_SECONDS.
+    # back within this plus the restore interval. At least 3 x LEASE_RENEW_SECONDS (a check).
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 25),
     # How soon a message of a dead worker comes back once its visibility timeout passed:
     # kombu's default sweeps only every 10 s x 10 calls (~100 s); one cheap ZRANGE every 5 s

@@ -8,7 +8,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadflow.settings")
 
 django_application = get_wsgi_application()
 
+from leadflow.checks import timing_checks_run  # noqa: E402 - needs the settings configured
 from leadflow.redis_checks import redis_checks_run  # noqa: E402 - needs the settings configured
+
+# Settings whose timings contradict each other stop the worker's boot (leadflow/checks.py).
+timing_checks_run("api")
 
 # Once per gunicorn worker, before it serves: in strict mode a Redis that would lose accepted
 # leads stops the worker's boot, and gunicorn then stops ("Worker failed to boot").

@@ -83,6 +83,10 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         # Leases renewed every second, so a test's own worker with a short visibility timeout
         # (tests/deploy/test_leases.py) never hands out a batch this stack is still running.
         "LEADFLOW_LEASE_RENEW_SECONDS": "1",
+        # A dispatched batch not stored within 20 s is published again: over the task time
+        # limit, as the system checks require (leadflow/checks.py).
+        "CELERY_TASK_SOFT_TIME_LIMIT": "12",
+        "CELERY_TASK_TIME_LIMIT": "15",
         "LEADFLOW_INFLIGHT_REPUBLISH_SECONDS": "20",
         "LEADFLOW_STALLED_LEAD_SECONDS": "30",
         # Degraded enrichments are retried from the ledger after this long.

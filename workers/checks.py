@@ -1,5 +1,8 @@
 """What a worker checks when it starts, before it takes a task.
 
+Every worker: the timing invariants between settings (leadflow/checks.py). Celery's Django
+fixup runs Django's system checks but ignores their errors, so they are run again here.
+
 Pool A scores every lead with config/scoring.yaml. A worker that consumes pool A's queues reads
 and validates the rules here, in its main process, before the pool forks its children: broken
 rules stop it at once with the error naming the rule (in `make run`'s output, in a pod's log and
@@ -9,6 +12,19 @@ do not check.
 """
 
 from celery import signals
+
+
+@signals.worker_init.connect
+def _timing_check(**kwargs) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from leadflow.checks import timing_checks_run
+
+    try:
+        timing_checks_run("worker")
+    except ImproperlyConfigured as error:
+        # As below: SystemExit, printed to stderr, as logging is not set up yet.
+        raise SystemExit(str(error)) from None
 
 
 @signals.worker_init.connect
