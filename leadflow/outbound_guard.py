@@ -15,7 +15,8 @@ leadflow/outbound.py applies them at send time, where the name is resolved once 
 connection made to the address checked (so a name that re-resolves elsewhere, DNS rebinding,
 reaches nothing new), and refuses redirects. Tenants' URLs are also checked when saved.
 
-Import-light (no Django models, no httpx): settings.py checks the AI provider URL with it.
+Import-light (no Django models, no httpx): the settings (leadflow/settings/pipeline.py) check
+the AI provider URL with it.
 """
 
 import ipaddress
