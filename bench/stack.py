@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from bench.launch import die_with_parent, group_members
-from leadflow.devstack import free_port  # noqa: F401 - scenarios import it from here
+from leadflow.embedded import free_port  # noqa: F401 - scenarios import it from here
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "Procfile"

@@ -22,7 +22,7 @@ import httpx
 
 from bench.stack import gunicorn_workers, procfile_command
 from chaos.proc import ROOT, children, spawn, stop, wait_until
-from leadflow.devstack import free_port
+from leadflow.embedded import free_port
 
 log = logging.getLogger("chaos")
 

@@ -30,7 +30,7 @@ import psycopg
 import redis
 
 from chaos.proc import spawn, stop, wait_until
-from leadflow.devstack import free_port
+from leadflow.embedded import free_port
 
 DATABASE_NAME = "leadflow_chaos"
 # A unix socket path is at most 107 bytes; PostgreSQL's socket name adds 15.

@@ -18,7 +18,7 @@ import redis
 from bench import load
 from bench.scenarios import INTAKE_ONLY_ENV, Context, api_url, app_api, probe, ratio
 from bench.stack import free_port
-from leadflow.devstack import EmbeddedRedis
+from leadflow.embedded import EmbeddedRedis
 
 VARIANTS = ("everysec", "always")
 

@@ -24,7 +24,7 @@ from django.core import checks
 from prometheus_client import REGISTRY
 
 from leadflow import redis_conn
-from leadflow.devstack import EmbeddedRedis
+from leadflow.embedded import EmbeddedRedis
 from leadflow.redis_checks import TAG, RedisNotDurable, redis_checks_run
 from tests.deploy.processes import worker_argv, worker_env
 from tests.deploy.procfile import argv_with_defaults, procfile, with_option

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from leadflow.devstack import free_port  # noqa: F401 - the tests import it from here
+from leadflow.embedded import free_port  # noqa: F401 - the tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 _PR_SET_PDEATHSIG = 1
