@@ -14,6 +14,8 @@ from datetime import datetime
 
 import redis
 
+from leadflow import redis_keys
+
 
 def django_setup() -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "leadflow.settings"
@@ -205,11 +207,10 @@ def new_trace_id() -> str:
 
 def platform_mode() -> str:
     """The mode the controller last published (what the intake reads)."""
-    from apps.intake import inbox
     from leadflow.redis_conn import get_redis
 
     try:
-        raw = get_redis().get(inbox.MODE_KEY)
+        raw = get_redis().get(redis_keys.MODE_KEY)
     except Exception as exc:  # noqa: BLE001 - the key's type may change with the controller
         return f"unreadable ({exc})"
     return raw.decode() if raw else "normal"

@@ -10,6 +10,8 @@ import pybreaker
 import redis
 from django.conf import settings
 
+from leadflow.redis_keys import breaker_namespace
+
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _pid: int | None = None
 
@@ -32,7 +34,7 @@ def breaker(name: str) -> pybreaker.CircuitBreaker:
     found = _breakers.get(name)
     if found is None:
         storage = pybreaker.CircuitRedisStorage(
-            pybreaker.STATE_CLOSED, _storage_client(), namespace=f"lf:{name}"
+            pybreaker.STATE_CLOSED, _storage_client(), namespace=breaker_namespace(name)
         )
         found = pybreaker.CircuitBreaker(
             fail_max=settings.BREAKER_FAIL_MAX,

@@ -26,12 +26,12 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import METRICS_TENANT_RANKING_KEY
 
 log = logging.getLogger(__name__)
 
 # The tenants that get a label of their own, best first (a Redis list of ids), ranked by the
 # control process (apps/control/metrics.py); everybody else is "other".
-TENANT_RANKING_KEY = "lf:metrics:tenants"
 OTHER_TENANT = "other"
 
 INTAKE_OUTCOMES = ("accepted", "demoted", "duplicate", "rate_limited", "invalid")
@@ -87,7 +87,9 @@ class TenantLabels:
     once at first use, then refreshed by a daemon thread: requests never wait on it.
     """
 
-    def __init__(self, top_n: int, refresh_seconds: float, key: str = TENANT_RANKING_KEY) -> None:
+    def __init__(
+        self, top_n: int, refresh_seconds: float, key: str = METRICS_TENANT_RANKING_KEY
+    ) -> None:
         self.key = key
         self.top_n = top_n
         self.refresh_seconds = refresh_seconds

@@ -3,7 +3,6 @@
 import os
 import random
 import time
-import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -129,13 +128,10 @@ def control_stopped(live_stack):
 
 @pytest.fixture
 def make_tenant(transactional_db):
-    """Create a tenant with an API key; returns (tenant, key)."""
-    from apps.tenants.services import tenant_create
+    """make(prefix, **fields): a tenant with an API key, (tenant, key) (tests/factories.py)."""
+    from tests.factories import tenant_make
 
-    def make(prefix: str = "tenant", **fields):
-        return tenant_create(f"{prefix}-{uuid.uuid4().hex[:8]}", **fields)
-
-    return make
+    return tenant_make
 
 
 def operator_client():

@@ -22,8 +22,8 @@ from celery import signals
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from leadflow.keys import pool_workers_key
 from leadflow.queues import POOLS, TIERS
+from leadflow.redis_keys import pool_workers_key
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ import threading
 from celery import signals
 from prometheus_client.core import REGISTRY, CounterMetricFamily
 
+from leadflow.redis_keys import WORKERS_RECYCLES_KEY
+
 log = logging.getLogger(__name__)
 
-RECYCLES_KEY = "lf:workers:recycles"  # hash: "<pool>:<reason>" -> recycles so far
 REASONS = ("tasks", "memory")
 JITTER_SHARE = 0.1
 _QUEUE = re.compile(r"^([abc])\.(critical|normal|low)$")
@@ -122,7 +123,7 @@ def _recycle_count(pool: str, reason: str) -> None:
     from leadflow.redis_conn import get_redis
 
     try:
-        get_redis().hincrby(RECYCLES_KEY, f"{pool}:{reason}", 1)
+        get_redis().hincrby(WORKERS_RECYCLES_KEY, f"{pool}:{reason}", 1)
     except Exception:  # Redis away: a lost count is not worth keeping a leaking worker for
         log.warning("recycle: the recycle of a pool %s worker was not counted", pool)
 
@@ -149,7 +150,7 @@ class RecyclesCollector:
         from leadflow.redis_conn import get_redis
 
         try:
-            counts = get_redis().hgetall(RECYCLES_KEY)
+            counts = get_redis().hgetall(WORKERS_RECYCLES_KEY)
         except Exception:
             log.debug("recycle: counts not read", exc_info=True)
             return

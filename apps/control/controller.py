@@ -18,16 +18,17 @@ from apps.control.dispatcher import queue_lengths
 from apps.control.history import history_write
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
-from apps.control.state import SCALING_KEY, shedding_write
+from apps.control.state import shedding_write
 from apps.intake import inbox
+from leadflow import redis_keys
 from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_MACHINE_KEY, CONTROL_SCALING_KEY
 
 log = logging.getLogger(__name__)
 
 # Weight of the newest sample in the drain-rate average: smooth, yet current within seconds.
 DRAIN_EWMA_ALPHA = 0.3
-MACHINE_KEY = "lf:control:machine"  # the mode machine's state, for the next active controller
 # While LOW is paused, the cancel is sent again this often, for workers started since.
 LOW_PAUSE_REASSERT_SECONDS = 10.0
 
@@ -163,13 +164,13 @@ class Controller:
 
         def write(pipe) -> None:
             if rates:
-                pipe.hset(inbox.DRAIN_KEY, mapping=rates)
-            pipe.delete(inbox.CLOSED_KEY)
+                pipe.hset(redis_keys.DRAIN_KEY, mapping=rates)
+            pipe.delete(redis_keys.CLOSED_KEY)
             if closed:
-                pipe.hset(inbox.CLOSED_KEY, mapping=closed)
+                pipe.hset(redis_keys.CLOSED_KEY, mapping=closed)
             if figures is not None:
-                pipe.hset(SCALING_KEY, mapping=figures)
-            pipe.hset(MACHINE_KEY, mapping=machine)
+                pipe.hset(CONTROL_SCALING_KEY, mapping=figures)
+            pipe.hset(CONTROL_MACHINE_KEY, mapping=machine)
             shedding_write(pipe, shedding)
             history_write(pipe, now, measures, shedding.mode)  # the status page's chart
 
@@ -228,7 +229,7 @@ def control_event_create(event: dict) -> None:
 
 
 def _machine_restore() -> ModeMachine:
-    saved = get_redis().hgetall(MACHINE_KEY)
+    saved = get_redis().hgetall(CONTROL_MACHINE_KEY)
     if not saved:
         return ModeMachine()
     return ModeMachine(

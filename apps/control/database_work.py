@@ -30,6 +30,7 @@ from apps.control.outages import POSTGRESQL, REDIS, Step, broker_name
 from apps.control.sweeper import stalled_leads_resend
 from apps.reports.services import reports_schedule
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_POLICY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ PASS_SECONDS = 1.0  # once a tick
 SWEEP_SECONDS = 10.0
 AUDIT_QUEUE_MAX = 10_000  # mode changes are rare: this is hours of flapping
 # The last policy read, for a control process that starts while PostgreSQL is away.
-POLICY_COPY_KEY = "lf:control:policy"
 _POLICY_FIELDS = [
     field.name for field in Policy._meta.concrete_fields if field.name not in ("id", "updated_at")
 ]
@@ -55,14 +55,14 @@ class PolicyCache:
         self._policy = policy
         fields = model_to_dict(policy, fields=_POLICY_FIELDS)
         if fields != self._copied:
-            get_redis().set(POLICY_COPY_KEY, orjson.dumps(fields))
+            get_redis().set(CONTROL_POLICY_KEY, orjson.dumps(fields))
             self._copied = fields
 
     def current(self) -> Policy:
         if self._policy is not None:
             return self._policy
         try:
-            raw = get_redis().get(POLICY_COPY_KEY)
+            raw = get_redis().get(CONTROL_POLICY_KEY)
         except redis.RedisError:
             raw = None
         return Policy(**orjson.loads(raw)) if raw else Policy()

@@ -27,10 +27,9 @@ from apps.intake import inbox
 from leadflow import handoff
 from leadflow.queues import POOLS, TIERS, pool_queues, queue_name
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import INFLIGHT_REPUBLISHED_KEY
 
 log = logging.getLogger(__name__)
-
-INFLIGHT_REPUBLISHED_KEY = "lf:inflight-republished"  # hash tier -> batches republished, ever
 
 
 def queue_lengths() -> dict[str, int]:

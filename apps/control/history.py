@@ -7,8 +7,8 @@ import time
 import orjson
 
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_HISTORY_KEY
 
-HISTORY_KEY = "lf:control:history"
 HISTORY_SECONDS = 15 * 60
 # One sample a tick (1 s); a little more than the window, so a slow tick never shortens it.
 HISTORY_SAMPLES = HISTORY_SECONDS + 60
@@ -37,12 +37,14 @@ def history_write(pipe, now: float, measures: dict, mode: str) -> None:
             for tier, m in measures.items()
         },
     }
-    pipe.lpush(HISTORY_KEY, orjson.dumps(sample))
-    pipe.ltrim(HISTORY_KEY, 0, HISTORY_SAMPLES - 1)
+    pipe.lpush(CONTROL_HISTORY_KEY, orjson.dumps(sample))
+    pipe.ltrim(CONTROL_HISTORY_KEY, 0, HISTORY_SAMPLES - 1)
 
 
 def history_read(seconds: float = HISTORY_SECONDS) -> list[dict]:
     """The samples of the last `seconds`, oldest first."""
     since = time.time() - seconds
-    samples = [orjson.loads(raw) for raw in get_redis().lrange(HISTORY_KEY, 0, HISTORY_SAMPLES)]
+    samples = [
+        orjson.loads(raw) for raw in get_redis().lrange(CONTROL_HISTORY_KEY, 0, HISTORY_SAMPLES)
+    ]
     return [sample for sample in reversed(samples) if sample["at"] >= since]

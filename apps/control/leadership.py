@@ -36,10 +36,10 @@ from redis.lock import Lock
 from apps.intake.inbox import Fence
 from leadflow.env import env_float
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_LEADER_KEY
 
 log = logging.getLogger(__name__)
 
-LEADER_KEY = "lf:control:leader"
 LEASE_SECONDS = env_float("LEADFLOW_CONTROL_LEASE_SECONDS", 5.0)
 STALL_SECONDS = env_float("LEADFLOW_CONTROL_STALL_SECONDS", 30.0)
 # Renewed three times a lease: two renewals can fail (a Redis blink) before it lapses.
@@ -148,7 +148,7 @@ class Leadership:
 
     def __init__(
         self,
-        key: str = LEADER_KEY,
+        key: str = CONTROL_LEADER_KEY,
         seconds: float = LEASE_SECONDS,
         stall_seconds: float = STALL_SECONDS,
     ) -> None:

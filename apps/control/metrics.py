@@ -27,9 +27,10 @@ from apps.control.models import DeferredKind, DeferredReason, Mode, Policy
 from apps.control.outages import DEPENDENCY_ERRORS
 from apps.intake.selectors import admission_state
 from apps.tenants.models import Tenant
-from leadflow.metrics import OTHER_TENANT, TENANT_RANKING_KEY, metrics_serve, tenant_label
+from leadflow.metrics import OTHER_TENANT, metrics_serve, tenant_label
 from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import METRICS_TENANT_RANKING_KEY
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ class ControlCollector:
 
 
 def _ranked_tenant_ids() -> list[int]:
-    raw = get_redis().lrange(TENANT_RANKING_KEY, 0, settings.METRICS_TENANT_LABELS - 1)
+    raw = get_redis().lrange(METRICS_TENANT_RANKING_KEY, 0, settings.METRICS_TENANT_LABELS - 1)
     return [int(value) for value in raw]
 
 
@@ -282,9 +283,9 @@ def tenant_ranking_publish() -> list[int]:
     """Publish the ranking, whose ids every process uses as metric labels."""
     ranked = tenant_ranking(settings.METRICS_TENANT_LABELS)
     pipe = get_redis().pipeline(transaction=True)
-    pipe.delete(TENANT_RANKING_KEY)
+    pipe.delete(METRICS_TENANT_RANKING_KEY)
     if ranked:
-        pipe.rpush(TENANT_RANKING_KEY, *ranked)
+        pipe.rpush(METRICS_TENANT_RANKING_KEY, *ranked)
     pipe.execute()
     return ranked
 

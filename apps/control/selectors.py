@@ -10,12 +10,12 @@ from django.db.models import Count, Q
 
 from apps.control.models import DeferredWork
 from apps.crm.models import DeadLetter
-from apps.intake import inbox
 from apps.tenants.models import Tenant
+from leadflow import redis_keys
 from leadflow.celery import SENT_AT_HEADER
-from leadflow.keys import pool_workers_key
 from leadflow.queues import POOLS, TIERS, pool_queues
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import breaker_namespace, pool_workers_key
 
 # A worker alive sends a heartbeat every 2 s (Celery's default); missing this long, it is gone.
 WORKER_STALE_SECONDS = 10.0
@@ -60,12 +60,12 @@ def tenant_backlogs() -> dict[int, dict[str, int]]:
     client = get_redis()
     pipe = client.pipeline(transaction=False)
     for tier in TIERS:
-        pipe.smembers(inbox.active_tenants_key(tier))
+        pipe.smembers(redis_keys.active_tenants_key(tier))
     active = pipe.execute()
     keys = [(tier, int(t)) for tier, members in zip(TIERS, active, strict=True) for t in members]
     pipe = client.pipeline(transaction=False)
     for tier, tenant_id in keys:
-        pipe.llen(inbox.inbox_key(tier, tenant_id))
+        pipe.llen(redis_keys.inbox_key(tier, tenant_id))
     backlogs: dict[int, dict[str, int]] = {}
     for (tier, tenant_id), length in zip(keys, pipe.execute(), strict=True):
         if length:
@@ -79,9 +79,9 @@ def tenant_volumes(tenant_ids: list[int]) -> dict[int, int]:
     pipe = get_redis().pipeline(transaction=False)
     pipe.time()
     for tenant_id in tenant_ids:
-        pipe.hmget(inbox.budget_key(tenant_id), ["hour", "used"])
+        pipe.hmget(redis_keys.budget_key(tenant_id), ["hour", "used"])
         for tier in TIERS:
-            pipe.llen(inbox.inbox_key(tier, tenant_id))
+            pipe.llen(redis_keys.inbox_key(tier, tenant_id))
     replies = pipe.execute()
     hour = int(replies[0][0]) // 3600
     volumes = {}
@@ -103,7 +103,10 @@ def breaker_states(names: list[str]) -> dict[str, str]:
     breaker never used has no state yet and is closed."""
     if not names:
         return {}
-    keys = [f"lf:{name}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:state" for name in names]
+    keys = [
+        f"{breaker_namespace(name)}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:state"
+        for name in names
+    ]
     raw = get_redis().mget(keys)
     return {
         name: (value.decode() if value else pybreaker.STATE_CLOSED)

@@ -4,14 +4,13 @@ answers), the Shedding (for the dispatcher and the pools), and the autoscalers' 
 import time
 
 from apps.control.modes import Shedding
-from apps.intake import inbox
+from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_STATE_KEY
 
-STATE_KEY = "lf:state"
 # What autoscalers read (GET /scaling/backlog, KEDA's metrics-api scaler), "<pool>.<tier>" ->
 # leads for pool A waiting in the inboxes or in flight, or messages in b.* / c.*. Frozen by
 # stop-scaling.
-SCALING_KEY = "lf:scaling"
 # A worker reads the state at most this often: a change reaches every process within about
 # a second of the controller's tick (the policy page promises 2 s).
 _READ_EVERY_SECONDS = 0.5
@@ -28,8 +27,8 @@ def shedding_publish(shedding: Shedding) -> None:
 
 def shedding_write(pipe, shedding: Shedding) -> None:
     """Queue the Shedding's publication on `pipe` (the controller's one transaction a tick)."""
-    pipe.hset(STATE_KEY, mapping=shedding.as_redis())
-    pipe.set(inbox.MODE_KEY, shedding.mode)
+    pipe.hset(CONTROL_STATE_KEY, mapping=shedding.as_redis())
+    pipe.set(redis_keys.MODE_KEY, shedding.mode)
 
 
 def shedding_current() -> Shedding:
@@ -37,5 +36,5 @@ def shedding_current() -> Shedding:
     global _cached
     now = time.monotonic()
     if _cached is None or now - _cached[0] > _READ_EVERY_SECONDS:
-        _cached = (now, Shedding.from_redis(get_redis().hgetall(STATE_KEY)))
+        _cached = (now, Shedding.from_redis(get_redis().hgetall(CONTROL_STATE_KEY)))
     return _cached[1]

@@ -16,13 +16,12 @@ from apps.control import selectors
 from apps.control.history import HISTORY_SECONDS, history_read
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Shedding
-from apps.control.state import STATE_KEY
 from apps.crm.models import DeadLetter
 from apps.intake.selectors import admission_state
 from apps.tenants.models import Tenant
-from leadflow.metrics import TENANT_RANKING_KEY
 from leadflow.queues import POOLS, TIERS
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_STATE_KEY, METRICS_TENANT_RANKING_KEY
 
 # The lag each tier should stay under, drawn on its chart (the alert rules use the same).
 LAG_SLO_SECONDS = {"critical": 5.0, "normal": 30.0}
@@ -60,7 +59,7 @@ def _tenant_rows() -> tuple[list[dict], int]:
     """The tenants with leads waiting, then the busiest (the metrics' ranking), at most
     TENANT_ROWS: backlog per tier, credits left, budget used this hour."""
     backlogs = selectors.tenant_backlogs()
-    ranked = [int(t) for t in get_redis().lrange(TENANT_RANKING_KEY, 0, TENANT_ROWS - 1)]
+    ranked = [int(t) for t in get_redis().lrange(METRICS_TENANT_RANKING_KEY, 0, TENANT_ROWS - 1)]
     waiting = sorted(backlogs, key=lambda t: (-sum(backlogs[t].values()), t))
     ids = list(dict.fromkeys(waiting + ranked))
     if not ids:
@@ -104,7 +103,7 @@ def _breaker_rows() -> list[dict]:
 
 def status_context() -> dict:
     now = time.time()
-    shedding = Shedding.from_redis(get_redis().hgetall(STATE_KEY))
+    shedding = Shedding.from_redis(get_redis().hgetall(CONTROL_STATE_KEY))
     samples = history_read()
     latest = samples[-1] if samples else None
     tiers = []

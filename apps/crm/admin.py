@@ -4,8 +4,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.crm.dead_letters import dead_letters_replay
 from apps.crm.models import CrmSync, DeadLetter
-from apps.crm.services import dead_letters_replay
 
 
 class DeadLetterStateFilter(admin.SimpleListFilter):

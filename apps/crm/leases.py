@@ -22,24 +22,13 @@ from pathlib import Path
 from django.conf import settings
 
 from leadflow.redis_conn import get_redis, lua_script
+from leadflow.redis_keys import crm_lease_key, crm_reply_key, crm_sent_key
 
 LUA_DIR = Path(__file__).parent / "lua"
 # A lease outlives the CRM call it covers by this much (the call has a total deadline).
 LEASE_MARGIN_SECONDS = 5.0
 # Sent marks wait this long for the run that records them (PostgreSQL back within the hour).
 SENT_MARK_SECONDS = 3600
-
-
-def _lease_key(tenant_id: int, trace_id: str) -> str:
-    return f"lf:crm:{{{tenant_id}}}:lease:{trace_id}"
-
-
-def _sent_key(tenant_id: int, trace_id: str) -> str:
-    return f"lf:crm:{{{tenant_id}}}:sent:{trace_id}"
-
-
-def _reply_key(tenant_id: int, delivery: str) -> str:
-    return f"lf:crm:{{{tenant_id}}}:reply:{delivery}"
 
 
 @dataclass
@@ -62,8 +51,8 @@ def delivery_lease_take(
     lease = Lease(tenant_id, token)
     if not trace_ids:
         return lease
-    keys = [_lease_key(tenant_id, t) for t in trace_ids] + [
-        _sent_key(tenant_id, t) for t in trace_ids
+    keys = [crm_lease_key(tenant_id, t) for t in trace_ids] + [
+        crm_sent_key(tenant_id, t) for t in trace_ids
     ]
     milliseconds = int((seconds or delivery_lease_seconds()) * 1000)
     answers = lua_script(LUA_DIR / "delivery_lease_take.lua")(keys=keys, args=[token, milliseconds])
@@ -83,7 +72,7 @@ def delivery_lease_keep(lease: Lease, trace_ids: list[str]) -> list[str]:
     if not trace_ids:
         return []
     held = lua_script(LUA_DIR / "delivery_lease_keep.lua")(
-        keys=[_lease_key(lease.tenant_id, t) for t in trace_ids],
+        keys=[crm_lease_key(lease.tenant_id, t) for t in trace_ids],
         args=[lease.token, int(delivery_lease_seconds() * 1000)],
     )
     return [trace_id for trace_id, kept in zip(trace_ids, held, strict=True) if kept]
@@ -96,26 +85,28 @@ def delivery_lease_release(lease: Lease, recorded: list[str]) -> None:
         return
     with get_redis().pipeline(transaction=False) as pipe:
         lua_script(LUA_DIR / "delivery_lease_release.lua")(
-            keys=[_lease_key(lease.tenant_id, t) for t in leased], args=[lease.token], client=pipe
+            keys=[crm_lease_key(lease.tenant_id, t) for t in leased],
+            args=[lease.token],
+            client=pipe,
         )
         if recorded:
-            pipe.delete(*[_sent_key(lease.tenant_id, t) for t in recorded])
+            pipe.delete(*[crm_sent_key(lease.tenant_id, t) for t in recorded])
         pipe.execute()
 
 
 def deliveries_mark_sent(tenant_id: int, trace_ids: list[str], delivery: str, stored: dict) -> None:
     """The CRM accepted `delivery` of these leads; `stored` is what their rows will keep."""
     with get_redis().pipeline(transaction=False) as pipe:
-        pipe.set(_reply_key(tenant_id, delivery), json.dumps(stored), ex=SENT_MARK_SECONDS)
+        pipe.set(crm_reply_key(tenant_id, delivery), json.dumps(stored), ex=SENT_MARK_SECONDS)
         for trace_id in trace_ids:
-            pipe.set(_sent_key(tenant_id, trace_id), delivery, ex=SENT_MARK_SECONDS)
+            pipe.set(crm_sent_key(tenant_id, trace_id), delivery, ex=SENT_MARK_SECONDS)
         pipe.execute()
 
 
 def deliveries_sent_replies(tenant_id: int, deliveries: set[str]) -> dict[str, dict]:
     """What the CRM answered to these earlier deliveries (a reply gone reads as a stub)."""
     ordered = sorted(deliveries)
-    raw = get_redis().mget([_reply_key(tenant_id, d) for d in ordered]) if ordered else []
+    raw = get_redis().mget([crm_reply_key(tenant_id, d) for d in ordered]) if ordered else []
     return {
         delivery: json.loads(value) if value else {"delivery_id": delivery}
         for delivery, value in zip(ordered, raw, strict=True)

@@ -9,14 +9,11 @@ from django.conf import settings
 from apps.control.state import shedding_current
 from leadflow.outbound import Deadline
 from leadflow.ratelimit import bucket_take
+from leadflow.redis_keys import crm_pace_key
 
 # A pool C thread naps for its tenant's turn at most this long; a longer wait is handed back
 # (the leads are re-enqueued to run when their turn comes) so a throttled tenant holds no thread.
 PACE_NAP_MAX_SECONDS = 5.0
-
-
-def crm_pace_key(tenant_id: int) -> str:
-    return f"lf:crm:pace:{tenant_id}"
 
 
 def crm_pace_wait(tenant_id: int, leads: int, deadline: Deadline, reserve: float = 0.0) -> float:

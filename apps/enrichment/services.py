@@ -38,10 +38,10 @@ from apps.leads.quarantine import leads_quarantine
 from leadflow.breakers import breaker
 from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline, text_storable
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import ENRICH_DOMAIN_CACHE_PREFIX
 
 logger = logging.getLogger(__name__)
 
-CACHE_KEY_PREFIX = "lf:enrich:domain:"
 CACHE_TTL_SECONDS = 7 * 24 * 3600
 
 
@@ -180,7 +180,7 @@ def domain_profiles_cached(domains: list[str]) -> dict[str, dict]:
     if not domains:
         return {}
     try:
-        raw_values = get_redis().mget([CACHE_KEY_PREFIX + domain for domain in domains])
+        raw_values = get_redis().mget([ENRICH_DOMAIN_CACHE_PREFIX + domain for domain in domains])
     except redis.RedisError as error:
         logger.warning("enrichment cache unreadable, asking the provider instead: %r", error)
         return {}
@@ -212,7 +212,9 @@ def _domain_profiles_cache(profiles: dict[str, dict]) -> None:
     try:
         with get_redis().pipeline(transaction=False) as pipe:
             for domain, profile in profiles.items():
-                pipe.set(CACHE_KEY_PREFIX + domain, json.dumps(profile), ex=CACHE_TTL_SECONDS)
+                pipe.set(
+                    ENRICH_DOMAIN_CACHE_PREFIX + domain, json.dumps(profile), ex=CACHE_TTL_SECONDS
+                )
             pipe.execute()
     except redis.RedisError as error:
         # The answers are still used for this batch; only later batches lose the shortcut.

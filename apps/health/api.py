@@ -9,10 +9,10 @@ operator.py) serves /readyz with each check's error and /scaling/backlog.
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from apps.control.state import SCALING_KEY, STATE_KEY
 from apps.health.checks import UNAVAILABLE, readiness
 from leadflow.queues import POOLS, TIERS
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_SCALING_KEY, CONTROL_STATE_KEY
 
 
 @require_GET
@@ -60,8 +60,8 @@ def backlog(request):
     were, and so do the pools' sizes.
     """
     pipe = get_redis().pipeline(transaction=False)
-    pipe.hgetall(SCALING_KEY)
-    pipe.hget(STATE_KEY, "stop_scaling")
+    pipe.hgetall(CONTROL_SCALING_KEY)
+    pipe.hget(CONTROL_STATE_KEY, "stop_scaling")
     figures, frozen = pipe.execute()
     body: dict = {
         pool: {tier: int(figures.get(f"{pool}.{tier}".encode(), 0)) for tier in TIERS}

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from apps.intake import inbox
 from apps.tenants.cache import TenantAuth
+from leadflow import redis_keys
 from leadflow.queues import TIERS
 from leadflow.ratelimit import TOKEN_BUCKET_LUA
 from leadflow.redis_conn import get_redis, lua_script, script_run_hot
@@ -122,16 +123,16 @@ def trace_ids_new(count: int) -> list[str]:
 def _tenant_keys(tenant_id: int) -> tuple[str, ...]:
     """The script's fixed keys for a tenant but the per-IP bucket (KEYS[1..11, 13..15])."""
     return (
-        *(inbox.inbox_key(tier, tenant_id) for tier in TIERS),
-        *(inbox.active_tenants_key(tier) for tier in TIERS),
-        inbox.BACKLOG_KEY,
-        inbox.DRAIN_KEY,
-        inbox.MODE_KEY,
-        inbox.CLOSED_KEY,
-        inbox.request_window_key(tenant_id),
-        inbox.credits_key(tenant_id),
-        inbox.budget_key(tenant_id),
-        inbox.CLAIMED_KEY,
+        *(redis_keys.inbox_key(tier, tenant_id) for tier in TIERS),
+        *(redis_keys.active_tenants_key(tier) for tier in TIERS),
+        redis_keys.BACKLOG_KEY,
+        redis_keys.DRAIN_KEY,
+        redis_keys.MODE_KEY,
+        redis_keys.CLOSED_KEY,
+        redis_keys.request_window_key(tenant_id),
+        redis_keys.credits_key(tenant_id),
+        redis_keys.budget_key(tenant_id),
+        redis_keys.CLAIMED_KEY,
     )
 
 
@@ -140,7 +141,7 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
     tenant_id = tenant.tenant_id
     received_at = time.time()
     fixed = _tenant_keys(tenant_id)
-    keys = [*fixed[:11], inbox.ip_bucket_key(tenant_id, client_ip), *fixed[11:]]
+    keys = [*fixed[:11], redis_keys.ip_bucket_key(tenant_id, client_ip), *fixed[11:]]
     trace_ids = trace_ids_new(len(candidates))
     args: list = [
         tenant_id,
@@ -157,7 +158,10 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
         received_at,
     ]
     for trace_id, candidate in zip(trace_ids, candidates, strict=True):
-        keys += [inbox.dedup_key(tenant_id, candidate.dedup_digest), inbox.trace_key(trace_id)]
+        keys += [
+            redis_keys.dedup_key(tenant_id, candidate.dedup_digest),
+            redis_keys.trace_key(trace_id),
+        ]
         fields = {
             "trace_id": trace_id,
             "tenant_id": tenant_id,
@@ -222,10 +226,10 @@ def queued_lead(trace_id: str) -> QueuedLead | None:
     before it that the dispatcher has taken since, and never more than what waits there now.
     """
     pipe = get_redis().pipeline(transaction=False)
-    pipe.get(inbox.trace_key(trace_id))
-    pipe.hmget(inbox.CLAIMED_KEY, list(TIERS))
-    pipe.hmget(inbox.BACKLOG_KEY, list(TIERS))
-    pipe.hget(inbox.DRAIN_KEY, "total")
+    pipe.get(redis_keys.trace_key(trace_id))
+    pipe.hmget(redis_keys.CLAIMED_KEY, list(TIERS))
+    pipe.hmget(redis_keys.BACKLOG_KEY, list(TIERS))
+    pipe.hget(redis_keys.DRAIN_KEY, "total")
     record, claimed, waiting, drain = pipe.execute()
     if record is None:
         return None

@@ -19,12 +19,12 @@ from rest_framework import authentication, permissions
 
 from apps.intake.admission import retry_after_seconds
 from apps.intake.errors import DATABASE_RETRY_AFTER_SECONDS, ApiError, rate_limited
-from apps.intake.inbox import ip_bucket_key
 from apps.tenants import usage
 from apps.tenants.cache import TenantAuth, TenantsUnavailable, tenant_for_key
 from apps.tenants.keys import api_key_well_formed
 from leadflow.logs import bind_log_context
 from leadflow.ratelimit import bucket_take
+from leadflow.redis_keys import ip_bucket_key
 
 WWW_AUTHENTICATE = 'Bearer realm="leadflow"'
 

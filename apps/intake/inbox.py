@@ -17,61 +17,20 @@ import orjson
 
 from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis, lua_script
+from leadflow.redis_keys import (
+    BACKLOG_KEY,
+    CLAIMED_KEY,
+    INFLIGHT_KEY,
+    INFLIGHT_LEADS_KEY,
+    active_tenants_key,
+    inbox_key,
+    inflight_batch_key,
+    inflight_since_key,
+)
 
 log = logging.getLogger(__name__)
 
 _LUA = Path(__file__).parent / "lua"
-
-BACKLOG_KEY = "lf:backlog"  # hash tier -> leads waiting in inboxes
-CLAIMED_KEY = "lf:claimed"  # hash tier -> leads ever claimed (positions of queued leads)
-DRAIN_KEY = "lf:drain"  # hash tier|"total" -> leads/s, written by the controller
-MODE_KEY = "lf:mode"  # the platform mode, written by the controller
-CLOSED_KEY = "lf:closed"  # hash tier -> Retry-After (s) while the controller closes a tier
-INFLIGHT_KEY = "lf:inflight"  # zset batch id -> when last published (claimed or republished)
-INFLIGHT_LEADS_KEY = "lf:inflight-leads"  # hash tier -> leads in flight
-
-
-def inbox_key(tier: str, tenant_id: int | str) -> str:
-    return f"lf:inbox:{tier}:{tenant_id}"
-
-
-def active_tenants_key(tier: str) -> str:
-    return f"lf:active:{tier}"
-
-
-def inflight_batch_key(batch_id: str) -> str:
-    return f"lf:inflight:{batch_id}"
-
-
-def inflight_since_key(tier: str) -> str:
-    """zset batch id -> received_at of the batch's oldest lead: the tier's in-flight lag."""
-    return f"lf:inflight-since:{tier}"
-
-
-def dedup_key(tenant_id: int, digest: str) -> str:
-    return f"lf:dedup:{tenant_id}:{digest}"
-
-
-def trace_key(trace_id: str) -> str:
-    return f"lf:trace:{trace_id}"
-
-
-# A tenant's admission state (apps/intake/lua/admit.lua keeps it).
-def request_window_key(tenant_id: int) -> str:
-    return f"lf:rate:{tenant_id}"
-
-
-def ip_bucket_key(tenant_id: int | None, ip: str) -> str:
-    """Requests from one IP address: inside a tenant, or without a valid key (tenant None)."""
-    return f"lf:ip:{tenant_id if tenant_id is not None else 'anonymous'}:{ip}"
-
-
-def credits_key(tenant_id: int) -> str:
-    return f"lf:credits:{tenant_id}"
-
-
-def budget_key(tenant_id: int) -> str:
-    return f"lf:budget:{tenant_id}"
 
 
 def entry_open(fields: dict) -> bytes:

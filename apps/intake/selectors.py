@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from apps.intake import inbox
+from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 
 
@@ -15,8 +15,8 @@ class AdmissionState:
 def admission_state(tenant) -> AdmissionState:
     pipe = get_redis().pipeline(transaction=False)
     pipe.time()
-    pipe.hmget(inbox.credits_key(tenant.id), ["tokens", "at"])
-    pipe.hmget(inbox.budget_key(tenant.id), ["hour", "used"])
+    pipe.hmget(redis_keys.credits_key(tenant.id), ["tokens", "at"])
+    pipe.hmget(redis_keys.budget_key(tenant.id), ["hour", "used"])
     (seconds, micros), (tokens, at), (hour, used) = pipe.execute()
     now = seconds + micros / 1_000_000
     credits = float(tenant.critical_capacity)

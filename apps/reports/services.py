@@ -14,9 +14,7 @@ from apps.control.modes import Shedding
 from apps.leads.models import Lead, LeadStatus
 from apps.reports.models import Report, ReportKind
 from leadflow.redis_conn import get_redis
-
-# Epoch seconds of the last period scheduled, per period length (a change starts afresh).
-LAST_SCHEDULED_KEY = "lf:reports:last_period:{period}"
+from leadflow.redis_keys import REPORTS_LAST_PERIOD_KEY
 
 
 def report_build(tenant_id: int, kind: str, period_start: datetime) -> Report:
@@ -62,7 +60,7 @@ def reports_schedule(shedding: Shedding, send) -> int:
     now = datetime.now(tz=UTC).timestamp()
     last_ended = int(now // period) * period - period  # start of the last complete period
     client = get_redis()
-    previous = client.get(LAST_SCHEDULED_KEY.format(period=period))
+    previous = client.get(REPORTS_LAST_PERIOD_KEY.format(period=period))
     # The first controller ever starts with the last period; a restart picks up where it was.
     start = int(previous) + period if previous is not None else last_ended
     start = max(start, last_ended - 24 * period)  # after a long outage: the last 24 periods
@@ -87,5 +85,5 @@ def reports_schedule(shedding: Shedding, send) -> int:
                 else:
                     period_defer(kind, tenant_id, period_start, shedding.mode)
                 done += 1
-        client.set(LAST_SCHEDULED_KEY.format(period=period), period_start_s)
+        client.set(REPORTS_LAST_PERIOD_KEY.format(period=period), period_start_s)
     return done

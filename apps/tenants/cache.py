@@ -32,11 +32,10 @@ from django.db.models import F
 from apps.tenants import usage
 from apps.tenants.models import ApiKey, api_key_digest
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import TENANTS_AUTH_KEY, TENANTS_CHANGED_CHANNEL
 
 log = logging.getLogger(__name__)
 
-INVALIDATION_CHANNEL = "lf:tenants:changed"
-SHARED_KEY = "lf:tenants:auth"  # hash: key digest -> TenantAuth and when it was loaded (JSON)
 # Unknown keys are remembered too, so a client hammering a wrong key cannot turn into SQL load.
 _NEGATIVE_TTL_SECONDS = 5.0
 _MAX_ENTRIES = 100_000
@@ -178,14 +177,14 @@ def _shared_flush() -> None:
         records[digest] = record
     if records:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.hset(SHARED_KEY, mapping=records)
-        pipe.expire(SHARED_KEY, int(settings.TENANT_CACHE_STALE_SECONDS) + 60)
+        pipe.hset(TENANTS_AUTH_KEY, mapping=records)
+        pipe.expire(TENANTS_AUTH_KEY, int(settings.TENANT_CACHE_STALE_SECONDS) + 60)
         pipe.execute()
 
 
 def _shared_read(digest: str) -> tuple[TenantAuth, float] | None:
     try:
-        record = get_redis().hget(SHARED_KEY, digest)
+        record = get_redis().hget(TENANTS_AUTH_KEY, digest)
     except redis.RedisError:
         return None
     if record is None:
@@ -230,7 +229,7 @@ def keys_servable_without_database() -> bool:
     if any(auth is not None and loaded_at >= oldest for auth, _, loaded_at in _entries.values()):
         return True
     try:
-        return bool(get_redis().hlen(SHARED_KEY))
+        return bool(get_redis().hlen(TENANTS_AUTH_KEY))
     except redis.RedisError:
         return False
 
@@ -254,7 +253,7 @@ def invalidate_everywhere() -> None:
 def _publish() -> None:
     clear()
     pipe = get_redis().pipeline(transaction=False)
-    pipe.delete(SHARED_KEY)  # a revoked key must not be served from the outage copy either
+    pipe.delete(TENANTS_AUTH_KEY)  # a revoked key must not be served from the outage copy either
     pipe.publish(_channel(), b"1")
     pipe.execute()
 
@@ -262,7 +261,7 @@ def _publish() -> None:
 def _channel() -> str:
     # Pub/sub ignores Redis's numbered databases: two deployments (or test runs) sharing one
     # server on different databases would otherwise drop each other's caches.
-    return f"{INVALIDATION_CHANNEL}:{get_redis().connection_pool.connection_kwargs.get('db', 0)}"
+    return f"{TENANTS_CHANGED_CHANNEL}:{get_redis().connection_pool.connection_kwargs.get('db', 0)}"
 
 
 def _ensure_listener() -> None:

@@ -21,11 +21,10 @@ from django.conf import settings
 from django.db import connection
 
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import KEYS_LAST_USED_KEY, KEYS_LAST_USED_WRITER_KEY
 
 log = logging.getLogger(__name__)
 
-USED_KEY = "lf:keys:last_used"  # hash: key id -> epoch seconds of its last use
-WRITE_LOCK_KEY = "lf:keys:last_used:writer"
 
 _noted: dict[int, float] = {}  # key id -> epoch seconds, since the last flush
 _next_write = 0.0  # monotonic: when this process next tries to write PostgreSQL
@@ -58,7 +57,7 @@ def _notes_to_redis() -> None:
         notes = dict(_noted)
         _noted.clear()
     try:
-        get_redis().hset(USED_KEY, mapping=notes)
+        get_redis().hset(KEYS_LAST_USED_KEY, mapping=notes)
     except redis.RedisError:
         with _lock:  # kept for the next round, unless a newer note came meanwhile
             for key_id, at in notes.items():
@@ -73,11 +72,11 @@ def last_used_write() -> int:
 
     client = get_redis()
     interval = max(int(settings.API_KEY_LAST_USED_WRITE_SECONDS), 1)
-    if not client.set(WRITE_LOCK_KEY, os.getpid(), nx=True, ex=interval):
+    if not client.set(KEYS_LAST_USED_WRITER_KEY, os.getpid(), nx=True, ex=interval):
         return 0
     pipe = client.pipeline(transaction=True)
-    pipe.hgetall(USED_KEY)
-    pipe.delete(USED_KEY)
+    pipe.hgetall(KEYS_LAST_USED_KEY)
+    pipe.delete(KEYS_LAST_USED_KEY)
     raw, _ = pipe.execute()
     times = {int(key_id): float(at) for key_id, at in raw.items()}
     if not times:
@@ -89,7 +88,7 @@ def last_used_write() -> int:
         # Back for the next round, unless a request noted a newer time meanwhile.
         pipe = client.pipeline(transaction=False)
         for key_id, at in times.items():
-            pipe.hsetnx(USED_KEY, key_id, at)
+            pipe.hsetnx(KEYS_LAST_USED_KEY, key_id, at)
         pipe.execute()
         raise
     finally:

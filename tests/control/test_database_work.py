@@ -4,22 +4,23 @@ overrides instead of the defaults."""
 
 import pytest
 
-from apps.control.database_work import POLICY_COPY_KEY, PolicyCache
+from apps.control.database_work import PolicyCache
 from apps.control.models import Mode, Policy
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_POLICY_KEY
 
 
 @pytest.fixture
 def policy_copy():
     """The live stack's control keeps the same copy: put it back after the test."""
     client = get_redis()
-    saved = client.get(POLICY_COPY_KEY)
-    client.delete(POLICY_COPY_KEY)
+    saved = client.get(CONTROL_POLICY_KEY)
+    client.delete(CONTROL_POLICY_KEY)
     yield
     if saved is None:
-        client.delete(POLICY_COPY_KEY)
+        client.delete(CONTROL_POLICY_KEY)
     else:
-        client.set(POLICY_COPY_KEY, saved)
+        client.set(CONTROL_POLICY_KEY, saved)
 
 
 def test_a_process_that_never_read_the_policy_uses_the_copy_then_the_defaults(policy_copy):

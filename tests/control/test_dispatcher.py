@@ -11,6 +11,7 @@ import pytest
 from apps.control.dispatcher import Dispatcher
 from apps.intake import inbox
 from apps.leads.models import Lead
+from leadflow import redis_keys
 from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
 from tests.live.api import auth, wait_until
@@ -29,7 +30,7 @@ def post_leads(api, key: str, count: int, priority: str = "normal") -> list[str]
 
 
 def in_flight(batch: inbox.ClaimedBatch) -> list[bytes]:
-    return get_redis().lrange(inbox.inflight_batch_key(batch.batch_id), 0, -1)
+    return get_redis().lrange(redis_keys.inflight_batch_key(batch.batch_id), 0, -1)
 
 
 def test_tenants_with_few_leads_share_one_batch_in_turn(api, make_tenant, control_stopped):

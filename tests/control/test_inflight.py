@@ -16,6 +16,7 @@ from apps.control.dispatcher import Dispatcher
 from apps.control.metrics import ControlCollector
 from apps.control.status import status_context
 from apps.intake import inbox
+from leadflow import redis_keys
 from leadflow.celery import app
 from leadflow.queues import TIERS, pool_queues
 from leadflow.redis_conn import get_redis
@@ -65,9 +66,9 @@ def inbox_push(tenant_id: int, tier: str, count: int, received_at: float | None 
     ]
     client = get_redis()
     for start in range(0, count, 1000):
-        client.rpush(inbox.inbox_key(tier, tenant_id), *entries[start : start + 1000])
-    client.sadd(inbox.active_tenants_key(tier), tenant_id)
-    client.hincrby(inbox.BACKLOG_KEY, tier, count)
+        client.rpush(redis_keys.inbox_key(tier, tenant_id), *entries[start : start + 1000])
+    client.sadd(redis_keys.active_tenants_key(tier), tenant_id)
+    client.hincrby(redis_keys.BACKLOG_KEY, tier, count)
 
 
 def inbox_drop(tenant_id: int, tier: str) -> None:
@@ -135,7 +136,7 @@ def test_stale_batches_go_out_oldest_first_only_while_pool_a_has_room(
         client.delete("a.normal")  # pool A took them
         assert dispatcher.republish_stale(frozenset({"low"})) == 2  # the two still waiting
         assert [batch_id for batch_id, _ in queued_batches("a.normal")] == ids[4:]
-        assert client.exists(inbox.inflight_batch_key(low.batch_id))
+        assert client.exists(redis_keys.inflight_batch_key(low.batch_id))
         republished = metric(collector, "leadflow_inflight_republished_batches_total", "normal")
         assert republished - republished_before == 6
         # Resumed, the LOW batch goes too.

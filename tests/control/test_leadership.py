@@ -17,6 +17,7 @@ from apps.control.leadership import Leadership, LeadershipLost
 from apps.control.models import Policy
 from apps.control.outages import Outages, Step
 from apps.intake import inbox
+from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 from tests.live.api import wait_until
 
@@ -65,9 +66,9 @@ def test_a_former_leaders_claims_republishes_and_state_are_refused(lease_key):
     # Another instance took over while `former` was frozen: the key holds its token now.
     client.set(lease_key, b"the-new-leaders-token", px=5000)
     tenant_id = 10**9 + int(uuid.uuid4().int % 10**6)  # an inbox of this test's own
-    key = inbox.inbox_key("normal", tenant_id)
+    key = redis_keys.inbox_key("normal", tenant_id)
     client.rpush(key, *fake_entries(3))
-    client.hincrby(inbox.BACKLOG_KEY, "normal", 3)  # as admission counts them
+    client.hincrby(redis_keys.BACKLOG_KEY, "normal", 3)  # as admission counts them
     batch = None
     try:
         with pytest.raises(inbox.FenceRefused):
@@ -78,10 +79,10 @@ def test_a_former_leaders_claims_republishes_and_state_are_refused(lease_key):
             "normal", [tenant_id], 10, fence=inbox.Fence(lease_key, b"the-new-leaders-token")
         )
         assert batch is not None and len(batch.entries) == 3
-        published_at = client.zscore(inbox.INFLIGHT_KEY, batch.batch_id)
+        published_at = client.zscore(redis_keys.INFLIGHT_KEY, batch.batch_id)
         with pytest.raises(inbox.FenceRefused):
             inbox.batch_for_republish(batch.batch_id, "normal", fence=former.fence)
-        assert client.zscore(inbox.INFLIGHT_KEY, batch.batch_id) == published_at
+        assert client.zscore(redis_keys.INFLIGHT_KEY, batch.batch_id) == published_at
 
         probe = f"{lease_key}:probe"
         with pytest.raises(LeadershipLost):

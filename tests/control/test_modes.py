@@ -10,9 +10,10 @@ import pytest
 from apps.control.controller import Controller, TierMeasure, tiers_closed
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import FEATURE_SHED_ORDER, ModeMachine, shedding_for
-from apps.control.state import STATE_KEY
 from apps.intake import inbox
+from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_STATE_KEY
 
 
 @pytest.fixture
@@ -128,18 +129,18 @@ def inbox_fill(tier: str, count: int, age_seconds: float) -> None:
         for i in range(count)
     ]
     inbox_empty()
-    client.rpush(inbox.inbox_key(tier, TEST_TENANT), *entries)
-    client.sadd(inbox.active_tenants_key(tier), TEST_TENANT)
-    client.hincrby(inbox.BACKLOG_KEY, tier, count)
+    client.rpush(redis_keys.inbox_key(tier, TEST_TENANT), *entries)
+    client.sadd(redis_keys.active_tenants_key(tier), TEST_TENANT)
+    client.hincrby(redis_keys.BACKLOG_KEY, tier, count)
 
 
 def inbox_empty() -> None:
     client = get_redis()
     for tier in ("critical", "normal", "low"):
-        waiting = client.llen(inbox.inbox_key(tier, TEST_TENANT))
-        client.delete(inbox.inbox_key(tier, TEST_TENANT))
-        client.srem(inbox.active_tenants_key(tier), TEST_TENANT)
-        client.hincrby(inbox.BACKLOG_KEY, tier, -waiting)
+        waiting = client.llen(redis_keys.inbox_key(tier, TEST_TENANT))
+        client.delete(redis_keys.inbox_key(tier, TEST_TENANT))
+        client.srem(redis_keys.active_tenants_key(tier), TEST_TENANT)
+        client.hincrby(redis_keys.BACKLOG_KEY, tier, -waiting)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -158,9 +159,9 @@ def test_the_controller_turns_thin_on_from_a_backlog_in_redis_and_audits_why(
         event = ControlEvent.objects.get(kind="transition", to_mode=Mode.THIN)
         assert (event.from_mode, event.actor) == (Mode.NORMAL, "controller")
         assert event.measures["normal"]["lag_seconds"] >= 40
-        state = get_redis().hgetall(STATE_KEY)
+        state = get_redis().hgetall(CONTROL_STATE_KEY)
         assert state[b"mode"] == b"thin" and state[b"low_paused"] == b"True"
-        assert get_redis().get(inbox.MODE_KEY) == b"thin"
+        assert get_redis().get(redis_keys.MODE_KEY) == b"thin"
 
         inbox_fill("normal", 50, age_seconds=20)  # under the upper bound, over the lower
         controller.tick({})

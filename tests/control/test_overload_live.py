@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 
 from apps.control.models import ControlEvent, DeferredKind, DeferredWork, Mode, Policy
-from apps.control.state import SCALING_KEY, STATE_KEY
 from apps.leads.models import Lead, LeadStatus
 from leadflow.celery import app
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_SCALING_KEY, CONTROL_STATE_KEY
 from tests.live.api import auth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,7 +53,7 @@ def post_all(api, key: str, batch: list[dict]) -> list[dict]:
 
 
 def published_mode() -> str:
-    return (get_redis().hget(STATE_KEY, "mode") or b"").decode()
+    return (get_redis().hget(CONTROL_STATE_KEY, "mode") or b"").decode()
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def policy(live_stack):
     )
     wait_until(
         lambda: (
-            get_redis().hget(STATE_KEY, "low_paused") == b"False"
+            get_redis().hget(CONTROL_STATE_KEY, "low_paused") == b"False"
             and published_mode() == Mode.NORMAL
         ),
         timeout=10,
@@ -93,7 +93,7 @@ def test_an_admin_override_beats_the_controller_reaches_the_api_and_is_audited(
 
     wait_until(lambda: api_mode() == "thin", timeout=POLICY_REACH_SECONDS, message="API mode")
     assert time.monotonic() - saved_at <= POLICY_REACH_SECONDS
-    assert get_redis().hget(STATE_KEY, "low_paused") == b"True"  # the pools' view
+    assert get_redis().hget(CONTROL_STATE_KEY, "low_paused") == b"True"  # the pools' view
     # The controller's own measure says NORMAL (nothing lags): the override still wins.
     time.sleep(1.5)
     assert api_mode() == "thin"
@@ -258,7 +258,7 @@ def test_stop_scaling_freezes_what_the_autoscalers_read(operator, policy):
     wait_until(
         lambda: operator.get("/scaling/backlog").json()["frozen"], timeout=POLICY_REACH_SECONDS
     )
-    client.hset(SCALING_KEY, "a.normal", 12345)  # a figure the controller would correct
+    client.hset(CONTROL_SCALING_KEY, "a.normal", 12345)  # a figure the controller would correct
     time.sleep(2.0)
     frozen = operator.get("/scaling/backlog").json()
     assert frozen["a"]["normal"] == 12345 and frozen["frozen"] is True

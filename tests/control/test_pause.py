@@ -14,14 +14,17 @@ from apps.control.backfill import report_sender
 from apps.control.models import DeferredKind, DeferredReason, DeferredWork, Mode, Policy
 from apps.control.modes import Shedding
 from apps.control.routing import leads_route
-from apps.control.state import STATE_KEY, shedding_current
+from apps.control.state import shedding_current
+from apps.crm.dead_letters import dead_letters_replay
 from apps.crm.models import DeadLetter
-from apps.crm.services import dead_letters_replay
 from apps.intake import inbox
 from apps.leads.models import Lead, LeadStatus
-from apps.reports.services import LAST_SCHEDULED_KEY, reports_schedule
+from apps.reports.services import reports_schedule
+from leadflow import redis_keys
 from leadflow.celery import app
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import CONTROL_STATE_KEY, REPORTS_LAST_PERIOD_KEY
+from tests.factories import lead_make
 from tests.live.api import auth, wait_until
 from tests.ops.scrape import scrape
 
@@ -38,9 +41,8 @@ def low_queue_lengths() -> dict[str, int]:
 def stored_lead(tenant, tier: str, *, qualified: bool, age: timedelta, **fields) -> str:
     """A lead as pool A stores it, `age` ago; its trace id."""
     at = timezone.now() - age
-    lead = Lead.objects.create(
-        trace_id=uuid.uuid4(),
-        tenant=tenant,
+    lead = lead_make(
+        tenant,
         tier=tier,
         email=f"{uuid.uuid4().hex[:10]}@{'acme.com' if qualified else 'gmail.com'}",
         status=fields.pop("status", LeadStatus.QUALIFIED),
@@ -73,7 +75,7 @@ def low_consumers() -> dict[str, bool]:
 
 
 def low_published(paused: bool) -> bool:
-    return get_redis().hget(STATE_KEY, "low_paused") == str(paused).encode()
+    return get_redis().hget(CONTROL_STATE_KEY, "low_paused") == str(paused).encode()
 
 
 @pytest.fixture
@@ -186,7 +188,7 @@ def test_a_paused_low_tier_receives_nothing_blocks_nothing_and_resumes(
     assert not DeadLetter.objects.filter(lead_id__in=dead, replayed_at__isnull=True).exists()
     assert Lead.objects.get(trace_id=handed[0]).enriched_at is not None
     for batch in claimed:  # republished after the pause, stored, released
-        assert not get_redis().exists(inbox.inflight_batch_key(batch.batch_id))
+        assert not get_redis().exists(redis_keys.inflight_batch_key(batch.batch_id))
 
 
 def test_pool_a_hands_leads_bound_for_a_paused_tier_to_the_ledger(make_tenant):
@@ -220,7 +222,7 @@ def test_reports_due_while_low_is_paused_wait_in_the_ledger(make_tenant, setting
     stored_lead(tenant, "normal", qualified=True, age=timezone.now() - period_start)
     client = get_redis()
     client.set(
-        LAST_SCHEDULED_KEY.format(period=60), int(period_start.timestamp()) - 60
+        REPORTS_LAST_PERIOD_KEY.format(period=60), int(period_start.timestamp()) - 60
     )  # the period before was the last one scheduled
     # NORMAL mode, reports on, LOW paused by the operators: reports go to c.low, which is paused.
     paused = Shedding(mode=Mode.NORMAL, low_paused=True)
@@ -228,7 +230,7 @@ def test_reports_due_while_low_is_paused_wait_in_the_ledger(make_tenant, setting
     try:
         reports_schedule(paused, report_sender(paused))
     finally:
-        client.delete(LAST_SCHEDULED_KEY.format(period=60))
+        client.delete(REPORTS_LAST_PERIOD_KEY.format(period=60))
     assert client.llen("c.low") == before
     rows = DeferredWork.objects.filter(tenant=tenant, done_at__isnull=True)
     assert sorted((r.kind, r.reason) for r in rows) == [

@@ -1,17 +1,18 @@
 """Reports and analytics: scheduled per tenant for each ended period, deferred to the ledger
 while the mode sheds them, and built (idempotently) when their turn comes."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from apps.control.models import DeferredKind, DeferredWork, Mode
 from apps.control.modes import Shedding
-from apps.leads.models import Lead, LeadStatus
+from apps.leads.models import LeadStatus
 from apps.reports.models import Report
-from apps.reports.services import LAST_SCHEDULED_KEY, report_build, reports_schedule
+from apps.reports.services import report_build, reports_schedule
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import REPORTS_LAST_PERIOD_KEY
+from tests.factories import lead_make, tenant_make
 
 PERIOD = 60
 
@@ -22,15 +23,14 @@ def ended_period(settings, make_tenant_in_db):
     settings.REPORT_PERIOD_SECONDS = PERIOD
     now = datetime.now(tz=UTC).timestamp()
     start = int(now // PERIOD) * PERIOD - PERIOD
-    get_redis().set(LAST_SCHEDULED_KEY.format(period=PERIOD), start - PERIOD)
+    get_redis().set(REPORTS_LAST_PERIOD_KEY.format(period=PERIOD), start - PERIOD)
     tenant = make_tenant_in_db()
     period_start = datetime.fromtimestamp(start, tz=UTC)
     for i, (tier, qualified, source) in enumerate(
         [("critical", True, "ads"), ("normal", False, "ads"), ("normal", True, "form")]
     ):
-        Lead.objects.create(
-            trace_id=uuid.uuid4(),
-            tenant=tenant,
+        lead_make(
+            tenant,
             tier=tier,
             status=LeadStatus.SYNCED,
             email=f"r{i}@example.com",
@@ -40,14 +40,12 @@ def ended_period(settings, make_tenant_in_db):
             received_at=period_start + timedelta(seconds=5 + i),
         )
     yield tenant, period_start
-    get_redis().delete(LAST_SCHEDULED_KEY.format(period=PERIOD))
+    get_redis().delete(REPORTS_LAST_PERIOD_KEY.format(period=PERIOD))
 
 
 @pytest.fixture
 def make_tenant_in_db(db):
-    from apps.tenants.services import tenant_create
-
-    return lambda: tenant_create(f"reports-{uuid.uuid4().hex[:8]}")[0]
+    return lambda: tenant_make("reports")[0]
 
 
 def test_a_shed_report_goes_to_the_ledger_and_a_running_one_is_sent(ended_period):

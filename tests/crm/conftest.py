@@ -1,12 +1,10 @@
 """Pool C's fixtures: tenants whose CRM is the HTTP double (one for the module)."""
 
-import uuid
-
 import pytest
 
-from apps.tenants.services import tenant_create
 from leadflow.redis_conn import get_redis
 from tests.doubles.client import http_double
+from tests.factories import tenant_make
 
 
 def breaker_forget(tenant_id: int) -> None:
@@ -36,7 +34,7 @@ def crm_tenant():
     created: list[int] = []
 
     def make(**fields):
-        tenant, _ = tenant_create(f"crm-{uuid.uuid4().hex[:8]}", **fields)
+        tenant, _ = tenant_make("crm", **fields)
         created.append(tenant.id)
         breaker_forget(tenant.id)
         return tenant

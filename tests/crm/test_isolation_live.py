@@ -19,13 +19,13 @@ from apps.control.state import shedding_publish
 from apps.crm.models import DeadLetter
 from apps.leads.models import Lead
 from leadflow.celery import app
-from tests.crm.factories import (
-    make_lead,
+from tests.doubles.postgres_faults import (
     postgres_cancel,
     postgres_refusing,
     postgres_table_locked,
     postgres_waiting_on,
 )
+from tests.factories import lead_for_crm_make
 from tests.live.api import auth, wait_until
 from tests.ops.scrape import scrape
 
@@ -178,7 +178,7 @@ def test_a_huge_crm_reply_is_read_up_to_the_cap_and_shown_cut(api, double, xyz, 
 def test_a_redelivered_message_while_the_first_run_works_makes_one_delivery(double, xyz):
     (x, _, x_path), _, _ = xyz
     double.configure("crm", path=x_path, latency_ms=1500)  # under the CRM's 2 s deadline
-    trace_ids = [str(make_lead(x).trace_id) for _ in range(3)]
+    trace_ids = [str(lead_for_crm_make(x).trace_id) for _ in range(3)]
     task_id = str(uuid.uuid4())
 
     # What the broker does when a visibility timeout passes while the first run still works:
@@ -200,7 +200,7 @@ def test_a_database_error_after_delivery_is_retried_without_a_second_delivery(do
     connection is): the task retries, the CRM is not sent the leads again, nothing is
     dead-lettered or quarantined."""
     (x, _, x_path), _, _ = xyz
-    trace_ids = [str(make_lead(x).trace_id) for _ in range(2)]
+    trace_ids = [str(lead_for_crm_make(x).trace_id) for _ in range(2)]
 
     with postgres_table_locked("crm_crmsync"):
         app.send_task("pool_c.sync_leads", args=[trace_ids, "normal"], queue="c.normal")
@@ -237,7 +237,7 @@ def test_a_retry_for_a_paused_tier_waits_in_the_ledger_not_in_its_queue(double, 
     ledger (sent when LOW resumes), not in c.low."""
     (x, _, x_path), _, _ = xyz
     double.configure("crm", path=x_path, failure_rate=1.0, failure_status=503)
-    trace_ids = [str(make_lead(x, tier="low").trace_id) for _ in range(2)]
+    trace_ids = [str(lead_for_crm_make(x, tier="low").trace_id) for _ in range(2)]
     shedding_publish(Shedding(low_paused=True))  # as the controller does (it is stopped here)
     try:
         time.sleep(1)  # every process reads the state at most every 0.5 s

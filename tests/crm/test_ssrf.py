@@ -10,7 +10,7 @@ from apps.crm.models import DeadLetter
 from apps.crm.services import leads_sync
 from leadflow.outbound import OutboundError, outbound_post
 from leadflow.outbound_guard import OutboundPolicy, OutboundRefused, url_check
-from tests.crm.factories import ids, make_lead
+from tests.factories import lead_for_crm_make, lead_ids
 
 DEV = OutboundPolicy(allow_http=True, allowed_hosts=frozenset({"127.0.0.1"}))
 PRODUCTION = OutboundPolicy(allow_http=False, allowed_hosts=frozenset())
@@ -179,9 +179,9 @@ def test_a_refused_url_dead_letters_the_tenants_leads_at_once_naming_the_rule(cr
     tenant = crm_tenant()
     tenant.crm_webhook_url = f"http://localhost:{double_port(crm)}/crm/ssrf"
     tenant.save(update_fields=["crm_webhook_url"])  # save() skips validation: an old row
-    leads = [make_lead(tenant) for _ in range(3)]
+    leads = [lead_for_crm_make(tenant) for _ in range(3)]
 
-    outcome = leads_sync(ids(*leads))
+    outcome = leads_sync(lead_ids(leads))
 
     assert not outcome.retry and not outcome.later
     letters = DeadLetter.objects.filter(lead__in=leads)

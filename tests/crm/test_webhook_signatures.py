@@ -10,7 +10,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from apps.crm.services import leads_sync
 from apps.tenants.models import webhook_signing_secrets
 from apps.tenants.services import webhook_secret_create, webhook_secret_revoke_older
-from tests.crm.factories import ids, make_lead
+from tests.factories import lead_for_crm_make, lead_ids
 
 pytestmark = pytest.mark.django_db
 
@@ -28,19 +28,19 @@ class _SixMinutesLater(datetime):
 
 
 def test_a_delivery_verifies_with_the_receivers_library_and_the_tenants_secret(crm, webhook_tenant):
-    leads = [make_lead(webhook_tenant) for _ in range(2)]
-    leads_sync(ids(*leads))
+    leads = [lead_for_crm_make(webhook_tenant) for _ in range(2)]
+    leads_sync(lead_ids(leads))
 
     raw, headers = delivered(crm)
     [secret] = webhook_signing_secrets(webhook_tenant)
     assert secret.startswith("whsec_")
     payload = Webhook(secret).verify(raw, headers)
-    assert {lead["trace_id"] for lead in payload["leads"]} == set(ids(*leads))
+    assert {lead["trace_id"] for lead in payload["leads"]} == set(lead_ids(leads))
     assert headers["webhook-signature"].startswith("v1,")
 
 
 def test_a_tampered_body_or_another_secret_fails_verification(crm, webhook_tenant):
-    leads_sync(ids(make_lead(webhook_tenant)))
+    leads_sync(lead_ids([lead_for_crm_make(webhook_tenant)]))
     raw, headers = delivered(crm)
     [secret] = webhook_signing_secrets(webhook_tenant)
 
@@ -54,7 +54,7 @@ def test_a_tampered_body_or_another_secret_fails_verification(crm, webhook_tenan
 def test_a_replayed_delivery_older_than_the_tolerance_fails_verification(
     crm, webhook_tenant, monkeypatch
 ):
-    leads_sync(ids(make_lead(webhook_tenant)))
+    leads_sync(lead_ids([lead_for_crm_make(webhook_tenant)]))
     raw, headers = delivered(crm)
     [secret] = webhook_signing_secrets(webhook_tenant)
     Webhook(secret).verify(raw, headers)  # fresh: accepted
@@ -71,17 +71,17 @@ def test_a_replayed_delivery_older_than_the_tolerance_fails_verification(
 
 def test_webhook_id_is_the_same_for_the_same_leads_across_retries(crm, webhook_tenant):
     crm.configure("crm", fail_first=1)
-    leads = [make_lead(webhook_tenant) for _ in range(2)]
+    leads = [lead_for_crm_make(webhook_tenant) for _ in range(2)]
 
-    assert leads_sync(ids(*leads)).retry  # the 503
-    leads_sync(ids(*leads), attempt=1)  # the retry, delivered
+    assert leads_sync(lead_ids(leads)).retry  # the 503
+    leads_sync(lead_ids(leads), attempt=1)  # the retry, delivered
 
     first, second = crm.calls("crm")
     assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"]
     [secret] = webhook_signing_secrets(webhook_tenant)
     Webhook(secret).verify(second["raw"], second["headers"])
-    other = make_lead(webhook_tenant)
-    leads_sync(ids(other))
+    other = lead_for_crm_make(webhook_tenant)
+    leads_sync(lead_ids([other]))
     assert crm.calls("crm")[-1]["headers"]["webhook-id"] != first["headers"]["webhook-id"]
 
 
@@ -89,14 +89,14 @@ def test_during_a_rotation_both_secrets_verify_and_after_it_only_the_new_one(crm
     [old] = webhook_signing_secrets(webhook_tenant)
     new = webhook_secret_create(webhook_tenant)
 
-    leads_sync(ids(make_lead(webhook_tenant)))
+    leads_sync(lead_ids([lead_for_crm_make(webhook_tenant)]))
     raw, headers = delivered(crm)
     assert len(headers["webhook-signature"].split(" ")) == 2
     Webhook(old).verify(raw, headers)  # receivers not yet moved
     Webhook(new).verify(raw, headers)  # receivers moved
 
     webhook_secret_revoke_older(webhook_tenant)
-    leads_sync(ids(make_lead(webhook_tenant)))
+    leads_sync(lead_ids([lead_for_crm_make(webhook_tenant)]))
     raw, headers = delivered(crm)
     Webhook(new).verify(raw, headers)
     with pytest.raises(WebhookVerificationError):

@@ -89,7 +89,7 @@ def test_readyz_is_unavailable_without_postgres_when_no_key_could_be_served(
     client, postgres_unreachable
 ):
     postgres_unreachable.clear()
-    get_redis().delete(postgres_unreachable.SHARED_KEY)
+    get_redis().delete(postgres_unreachable.TENANTS_AUTH_KEY)
     response = client.get("/readyz")
     assert response.status_code == 503
     body = response.json()
@@ -118,20 +118,20 @@ def test_health_endpoints_refuse_other_methods(client):
 
 
 def test_backlog_endpoint_reports_the_controllers_figures_per_pool_and_tier(client):
-    from apps.control.state import SCALING_KEY, STATE_KEY
+    from leadflow.redis_keys import CONTROL_SCALING_KEY, CONTROL_STATE_KEY
 
     redis = get_redis()
-    saved = redis.hgetall(SCALING_KEY), redis.hget(STATE_KEY, "stop_scaling")
+    saved = redis.hgetall(CONTROL_SCALING_KEY), redis.hget(CONTROL_STATE_KEY, "stop_scaling")
     try:
-        redis.delete(SCALING_KEY)
-        redis.hset(SCALING_KEY, mapping={"a.critical": 3, "a.normal": 40, "b.normal": 2})
-        redis.hset(STATE_KEY, "stop_scaling", "True")
+        redis.delete(CONTROL_SCALING_KEY)
+        redis.hset(CONTROL_SCALING_KEY, mapping={"a.critical": 3, "a.normal": 40, "b.normal": 2})
+        redis.hset(CONTROL_STATE_KEY, "stop_scaling", "True")
         response = client.get("/scaling/backlog")
     finally:
-        redis.delete(SCALING_KEY)
+        redis.delete(CONTROL_SCALING_KEY)
         if saved[0]:
-            redis.hset(SCALING_KEY, mapping=saved[0])
-        redis.hset(STATE_KEY, "stop_scaling", saved[1] or "False")
+            redis.hset(CONTROL_SCALING_KEY, mapping=saved[0])
+        redis.hset(CONTROL_STATE_KEY, "stop_scaling", saved[1] or "False")
     assert response.status_code == 200
     assert response.json() == {
         "a": {"critical": 3, "normal": 40, "low": 0},

@@ -10,6 +10,7 @@ import uuid
 import httpx
 
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import WORKERS_RECYCLES_KEY
 from tests.deploy.processes import (
     SUPERVISE,
     queued_and_unacked,
@@ -22,7 +23,6 @@ from tests.deploy.processes import (
 from tests.deploy.procfile import with_option
 from tests.deploy.test_supervise import wait_until
 from tests.live.stack import free_port
-from workers.recycle import RECYCLES_KEY
 
 
 def test_thread_pool_worker_exits_cleanly_after_its_task_limit(start, test_queue):
@@ -48,7 +48,7 @@ def test_thread_pool_worker_recycles_above_its_memory_limit_and_counts_it(start,
         LEADFLOW_WORKER_MAX_MEMORY_KB="1",
         LEADFLOW_POOL_B_METRICS_PORT=str(port),
     )
-    counted_before = int(get_redis().hget(RECYCLES_KEY, "b:memory") or 0)
+    counted_before = int(get_redis().hget(WORKERS_RECYCLES_KEY, "b:memory") or 0)
     supervised = start([*SUPERVISE, "--backoff-min", "0.2", "--", *argv], env, "pool-b")
     supervised.wait_for("ready.")
     key = send_slow_batch(test_queue, seconds=0.1)

@@ -5,10 +5,10 @@ import uuid
 
 import pytest
 
-from apps.enrichment.services import CACHE_KEY_PREFIX
-from apps.tenants.services import tenant_create
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import ENRICH_DOMAIN_CACHE_PREFIX
 from tests.doubles.client import http_double
+from tests.factories import tenant_make
 
 BREAKER_KEYS = "lf:ai:pybreaker:*"  # CircuitRedisStorage puts its namespace before "pybreaker"
 
@@ -45,7 +45,7 @@ def ai(ai_double, settings):
 
 @pytest.fixture
 def tenant():
-    created, _ = tenant_create(f"enrich-{uuid.uuid4().hex[:8]}")
+    created, _ = tenant_make("enrich")
     return created
 
 
@@ -61,4 +61,4 @@ def domains():
 
     yield make
     if created:
-        get_redis().delete(*[CACHE_KEY_PREFIX + domain for domain in created])
+        get_redis().delete(*[ENRICH_DOMAIN_CACHE_PREFIX + domain for domain in created])

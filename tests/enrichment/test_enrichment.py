@@ -14,13 +14,13 @@ from apps.enrichment.providers import (
     domain_profile_local,
     provider_from_settings,
 )
-from apps.enrichment.services import CACHE_KEY_PREFIX, CACHE_TTL_SECONDS, leads_enrich
+from apps.enrichment.services import CACHE_TTL_SECONDS, leads_enrich
 from apps.leads.models import Lead
 from leadflow.breakers import breaker, breaker_state
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import ENRICH_DOMAIN_CACHE_PREFIX
 from tests.doubles.http_double import company_profile
-from tests.enrichment.factories import make_lead as _lead
-from tests.enrichment.factories import trace_ids as _ids
+from tests.factories import lead_ids, lead_make
 
 # Each test's writes roll back with its transaction: leads_enrich nests its own atomic block
 # as a savepoint, and nothing here reads from another connection, so no table flush is needed.
@@ -31,9 +31,9 @@ db = pytest.mark.django_db
 def test_local_provider_by_default_enriches_without_degrading(tenant, domains, settings):
     settings.AI_PROVIDER_URL = ""
     (domain,) = domains()
-    leads = [_lead(tenant, f"ann@{domain}"), _lead(tenant, "bob@gmail.com")]
+    leads = [lead_make(tenant, f"ann@{domain}"), lead_make(tenant, "bob@gmail.com")]
 
-    assert leads_enrich(_ids(leads)).enriched == _ids(leads)
+    assert leads_enrich(lead_ids(leads)).enriched == lead_ids(leads)
 
     for lead in leads:
         lead.refresh_from_db()
@@ -49,9 +49,13 @@ def test_local_provider_by_default_enriches_without_degrading(tenant, domains, s
 @db
 def test_http_provider_enriches_with_its_profile_and_caches_each_domain(tenant, domains, ai):
     first, second = domains(2)
-    leads = [_lead(tenant, f"a@{first}"), _lead(tenant, f"b@{first}"), _lead(tenant, f"c@{second}")]
+    leads = [
+        lead_make(tenant, f"a@{first}"),
+        lead_make(tenant, f"b@{first}"),
+        lead_make(tenant, f"c@{second}"),
+    ]
 
-    assert leads_enrich(_ids(leads)).enriched == _ids(leads)
+    assert leads_enrich(lead_ids(leads)).enriched == lead_ids(leads)
 
     calls = ai.calls("ai")
     assert len(calls) == 1  # one request for the whole batch, each domain asked once
@@ -66,18 +70,18 @@ def test_http_provider_enriches_with_its_profile_and_caches_each_domain(tenant, 
         assert lead.enrichment.provider == "http"
         assert lead.enrichment.data == {"domain": domain, **company_profile(domain)}
     redis = get_redis()
-    assert json.loads(redis.get(CACHE_KEY_PREFIX + first)) == company_profile(first)
-    assert 0 < redis.ttl(CACHE_KEY_PREFIX + second) <= CACHE_TTL_SECONDS
+    assert json.loads(redis.get(ENRICH_DOMAIN_CACHE_PREFIX + first)) == company_profile(first)
+    assert 0 < redis.ttl(ENRICH_DOMAIN_CACHE_PREFIX + second) <= CACHE_TTL_SECONDS
 
 
 @db
 def test_cached_domain_is_not_asked_again(tenant, domains, ai):
     (domain,) = domains()
-    leads_enrich(_ids([_lead(tenant, f"a@{domain}")]))
+    leads_enrich(lead_ids([lead_make(tenant, f"a@{domain}")]))
     assert len(ai.calls("ai")) == 1
 
-    later = _lead(tenant, f"z@{domain}")
-    assert leads_enrich(_ids([later])).enriched == _ids([later])
+    later = lead_make(tenant, f"z@{domain}")
+    assert leads_enrich(lead_ids([later])).enriched == lead_ids([later])
 
     assert len(ai.calls("ai")) == 1
     later.refresh_from_db()
@@ -88,9 +92,9 @@ def test_cached_domain_is_not_asked_again(tenant, domains, ai):
 
 @db
 def test_free_mail_domain_is_enriched_locally_and_never_asked_of_the_provider(tenant, ai):
-    lead = _lead(tenant, "someone@gmail.com")
+    lead = lead_make(tenant, "someone@gmail.com")
 
-    assert leads_enrich(_ids([lead])).enriched == _ids([lead])
+    assert leads_enrich(lead_ids([lead])).enriched == lead_ids([lead])
 
     assert ai.calls("ai") == []
     lead.refresh_from_db()
@@ -101,25 +105,28 @@ def test_free_mail_domain_is_enriched_locally_and_never_asked_of_the_provider(te
 
 @db
 def test_batch_of_more_than_fifty_domains_is_asked_fifty_at_a_time(tenant, domains, ai):
-    leads = [_lead(tenant, f"x@{domain}") for domain in domains(120)]
+    leads = [lead_make(tenant, f"x@{domain}") for domain in domains(120)]
 
-    assert leads_enrich(_ids(leads)).enriched == _ids(leads)
+    assert leads_enrich(lead_ids(leads)).enriched == lead_ids(leads)
 
     sizes = sorted(
         len(json.loads(call["body"]["messages"][-1]["content"])["domains"])
         for call in ai.calls("ai")
     )
     assert sizes == [20, 50, 50]
-    assert Lead.objects.filter(trace_id__in=_ids(leads), enrichment__provider="http").count() == 120
+    assert (
+        Lead.objects.filter(trace_id__in=lead_ids(leads), enrichment__provider="http").count()
+        == 120
+    )
 
 
 @db
 def test_failing_provider_still_enriches_leads_flagged_degraded(tenant, domains, ai):
     ai.configure("ai", failure_rate=1.0)
     (domain,) = domains()
-    lead = _lead(tenant, f"a@{domain}")
+    lead = lead_make(tenant, f"a@{domain}")
 
-    assert leads_enrich(_ids([lead])).enriched == _ids([lead])
+    assert leads_enrich(lead_ids([lead])).enriched == lead_ids([lead])
 
     lead.refresh_from_db()
     assert lead.status == "enriched"
@@ -127,7 +134,7 @@ def test_failing_provider_still_enriches_leads_flagged_degraded(tenant, domains,
     assert lead.enrichment.provider == "local"
     assert lead.enrichment.degraded is True
     assert lead.enrichment.data == {"domain": domain, **domain_profile_local(domain)}
-    assert get_redis().get(CACHE_KEY_PREFIX + domain) is None  # failures are not cached
+    assert get_redis().get(ENRICH_DOMAIN_CACHE_PREFIX + domain) is None  # failures are not cached
 
 
 @db
@@ -136,8 +143,8 @@ def test_breaker_opens_after_fail_max_failures_and_stops_calling_the_provider(te
     fail_max = breaker("ai").fail_max
 
     for domain in domains(fail_max + 3):
-        lead = _lead(tenant, f"a@{domain}")
-        assert leads_enrich(_ids([lead])).enriched == _ids([lead])
+        lead = lead_make(tenant, f"a@{domain}")
+        assert leads_enrich(lead_ids([lead])).enriched == lead_ids([lead])
         lead.refresh_from_db()
         assert lead.ai_degraded is True
 
@@ -148,14 +155,14 @@ def test_breaker_opens_after_fail_max_failures_and_stops_calling_the_provider(te
 @db
 def test_cached_domain_is_served_while_the_breaker_is_open(tenant, domains, ai):
     (domain,) = domains()
-    leads_enrich(_ids([_lead(tenant, f"a@{domain}")]))
+    leads_enrich(lead_ids([lead_make(tenant, f"a@{domain}")]))
     ai.configure("ai", failure_rate=1.0)
     for other in domains(breaker("ai").fail_max):
-        leads_enrich(_ids([_lead(tenant, f"b@{other}")]))
+        leads_enrich(lead_ids([lead_make(tenant, f"b@{other}")]))
     assert breaker_state("ai") == "open"
 
-    lead = _lead(tenant, f"c@{domain}")
-    assert leads_enrich(_ids([lead])).enriched == _ids([lead])
+    lead = lead_make(tenant, f"c@{domain}")
+    assert leads_enrich(lead_ids([lead])).enriched == lead_ids([lead])
 
     lead.refresh_from_db()
     assert lead.ai_degraded is False
@@ -168,9 +175,9 @@ def test_provider_slower_than_the_timeout_degrades_the_lead(tenant, domains, ai,
     settings.AI_PROVIDER_TIMEOUT_SECONDS = 0.2
     ai.configure("ai", latency_ms=1000)
     (domain,) = domains()
-    lead = _lead(tenant, f"a@{domain}")
+    lead = lead_make(tenant, f"a@{domain}")
 
-    assert leads_enrich(_ids([lead])).enriched == _ids([lead])
+    assert leads_enrich(lead_ids([lead])).enriched == lead_ids([lead])
 
     lead.refresh_from_db()
     assert lead.status == "enriched"
@@ -180,20 +187,20 @@ def test_provider_slower_than_the_timeout_degrades_the_lead(tenant, domains, ai,
 
 @db
 def test_redelivery_changes_nothing_and_returns_the_same_ids(tenant, domains, ai):
-    leads = [_lead(tenant, f"a@{domain}") for domain in domains(3)]
-    first = leads_enrich(_ids(leads)).enriched
+    leads = [lead_make(tenant, f"a@{domain}") for domain in domains(3)]
+    first = leads_enrich(lead_ids(leads)).enriched
     before = {
         row.lead_id: (row.provider, row.data, row.degraded, row.created_at)
         for row in LeadEnrichment.objects.filter(lead__in=leads)
     }
     enriched_at = dict(
-        Lead.objects.filter(trace_id__in=_ids(leads)).values_list("trace_id", "enriched_at")
+        Lead.objects.filter(trace_id__in=lead_ids(leads)).values_list("trace_id", "enriched_at")
     )
     ai.configure("ai", failure_rate=1.0)  # a different outcome would show if it ran again
 
-    second = leads_enrich(_ids(leads)).enriched
+    second = leads_enrich(lead_ids(leads)).enriched
 
-    assert second == first == _ids(leads)
+    assert second == first == lead_ids(leads)
     assert len(ai.calls("ai")) == 1
     after = {
         row.lead_id: (row.provider, row.data, row.degraded, row.created_at)
@@ -201,17 +208,19 @@ def test_redelivery_changes_nothing_and_returns_the_same_ids(tenant, domains, ai
     }
     assert after == before
     assert (
-        dict(Lead.objects.filter(trace_id__in=_ids(leads)).values_list("trace_id", "enriched_at"))
+        dict(
+            Lead.objects.filter(trace_id__in=lead_ids(leads)).values_list("trace_id", "enriched_at")
+        )
         == enriched_at
     )
-    assert not Lead.objects.filter(trace_id__in=_ids(leads), ai_degraded=True).exists()
+    assert not Lead.objects.filter(trace_id__in=lead_ids(leads), ai_degraded=True).exists()
 
 
 @db
 def test_leads_not_qualified_are_skipped_and_not_returned(tenant, domains, settings):
     settings.AI_PROVIDER_URL = ""
     qualified, synced, duplicate, failed = (
-        _lead(tenant, f"a@{domain}", status)
+        lead_make(tenant, f"a@{domain}", status)
         for domain, status in zip(
             domains(4), ("qualified", "synced", "duplicate", "failed"), strict=True
         )
@@ -219,10 +228,10 @@ def test_leads_not_qualified_are_skipped_and_not_returned(tenant, domains, setti
     unknown = str(uuid.uuid4())
 
     result = leads_enrich(
-        [unknown, *_ids([synced, qualified, duplicate, failed]), "not-a-uuid"]
+        [unknown, *lead_ids([synced, qualified, duplicate, failed]), "not-a-uuid"]
     ).enriched
 
-    assert result == _ids([qualified])
+    assert result == lead_ids([qualified])
     for lead, status in ((synced, "synced"), (duplicate, "duplicate"), (failed, "failed")):
         lead.refresh_from_db()
         assert lead.status == status
@@ -233,10 +242,10 @@ def test_leads_not_qualified_are_skipped_and_not_returned(tenant, domains, setti
 @db
 def test_mixed_batch_returns_earlier_enriched_leads_with_the_new_ones(tenant, domains, settings):
     settings.AI_PROVIDER_URL = ""
-    earlier, fresh = (_lead(tenant, f"a@{domain}") for domain in domains(2))
-    leads_enrich(_ids([earlier]))
+    earlier, fresh = (lead_make(tenant, f"a@{domain}") for domain in domains(2))
+    leads_enrich(lead_ids([earlier]))
 
-    assert leads_enrich(_ids([fresh, earlier, fresh])).enriched == _ids([fresh, earlier])
+    assert leads_enrich(lead_ids([fresh, earlier, fresh])).enriched == lead_ids([fresh, earlier])
 
 
 def test_http_provider_error_status_is_a_provider_error(ai):

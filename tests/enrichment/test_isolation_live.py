@@ -12,7 +12,7 @@ import pytest
 from apps.control.dispatcher import Dispatcher
 from apps.leads.models import Lead
 from leadflow.breakers import breaker
-from tests.crm.factories import (
+from tests.doubles.postgres_faults import (
     postgres_cancel,
     postgres_refusing,
     postgres_table_locked,

@@ -12,11 +12,11 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.intake.authentication import client_ip, tenant_authenticate
 from apps.intake.errors import ApiError
-from apps.intake.inbox import ip_bucket_key
 from apps.tenants import cache
 from apps.tenants.keys import api_key_generate
-from apps.tenants.services import tenant_create
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import ip_bucket_key
+from tests.factories import tenant_make
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +84,7 @@ def test_the_per_ip_limit_runs_before_any_lookup(settings, ip):
 def test_a_valid_keys_lookup_gives_its_token_back(settings, ip):
     settings.ANONYMOUS_IP_BURST = 2
     settings.ANONYMOUS_IP_RATE = 0.001
-    tenants = [tenant_create(f"acme-{uuid.uuid4().hex[:6]}") for _ in range(5)]
+    tenants = [tenant_make("acme") for _ in range(5)]
     for _, key in tenants:  # five lookups from one address, more than its burst
         assert tenant_authenticate(f"Bearer {key}", ip).tenant_name.startswith("acme")
     # the bucket is still full: two unknown keys are looked up and refused with 401
@@ -93,7 +93,7 @@ def test_a_valid_keys_lookup_gives_its_token_back(settings, ip):
 
 def test_a_revoked_keys_refusal_is_401_not_a_lookup_per_request(settings, ip):
     settings.ANONYMOUS_IP_BURST = 1000
-    _, key = tenant_create("acme")
+    _, key = tenant_make("acme")
     cache.clear()
     with CaptureQueriesContext(connection) as queries:
         for _ in range(20):

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from apps.intake import inbox
+from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 from tests.live.api import auth
 
@@ -26,25 +26,25 @@ def known_state(control_stopped):
     """A drain rate of 1000 leads/s and no tier closed; whatever a test adds to the backlog
     counters is taken away again."""
     client = get_redis()
-    saved_drain = client.hgetall(inbox.DRAIN_KEY)
-    client.hset(inbox.DRAIN_KEY, "total", DRAIN_RATE)
-    client.delete(inbox.CLOSED_KEY)
+    saved_drain = client.hgetall(redis_keys.DRAIN_KEY)
+    client.hset(redis_keys.DRAIN_KEY, "total", DRAIN_RATE)
+    client.delete(redis_keys.CLOSED_KEY)
     added: dict[str, int] = {}
 
     def add_backlog(tier: str, leads: int) -> None:
-        client.hincrby(inbox.BACKLOG_KEY, tier, leads)
+        client.hincrby(redis_keys.BACKLOG_KEY, tier, leads)
         added[tier] = added.get(tier, 0) + leads
 
     yield add_backlog
     for tier, leads in added.items():
-        client.hincrby(inbox.BACKLOG_KEY, tier, -leads)
-    client.delete(inbox.CLOSED_KEY, inbox.DRAIN_KEY)
+        client.hincrby(redis_keys.BACKLOG_KEY, tier, -leads)
+    client.delete(redis_keys.CLOSED_KEY, redis_keys.DRAIN_KEY)
     if saved_drain:
-        client.hset(inbox.DRAIN_KEY, mapping=saved_drain)
+        client.hset(redis_keys.DRAIN_KEY, mapping=saved_drain)
 
 
 def backlog() -> dict[str, int]:
-    counts = get_redis().hmget(inbox.BACKLOG_KEY, ["critical", "normal", "low"])
+    counts = get_redis().hmget(redis_keys.BACKLOG_KEY, ["critical", "normal", "low"])
     return dict(zip(["critical", "normal", "low"], (int(c or 0) for c in counts), strict=True))
 
 
@@ -73,7 +73,7 @@ def test_a_tier_over_its_backlog_bound_is_429_with_retry_after_from_the_drain_ra
 
 def test_retry_after_is_clamped_to_300_seconds(api, make_tenant, known_state, settings):
     _, key = make_tenant()
-    get_redis().hset(inbox.DRAIN_KEY, "total", 1.0)  # 1 lead/s: a backlog of days
+    get_redis().hset(redis_keys.DRAIN_KEY, "total", 1.0)  # 1 lead/s: a backlog of days
     known_state("low", settings.BACKPRESSURE_BACKLOG["low"])
     refused = api.post("/api/v1/leads", json=a_lead("low"), headers=auth(key))
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "300"
@@ -101,7 +101,7 @@ def test_a_demoted_critical_lead_meets_the_normal_tiers_backpressure(
 
 def test_a_tier_the_controller_closed_answers_with_its_retry_after(api, make_tenant, known_state):
     _, key = make_tenant()
-    get_redis().hset(inbox.CLOSED_KEY, mapping={"normal": 42, "low": 42})
+    get_redis().hset(redis_keys.CLOSED_KEY, mapping={"normal": 42, "low": 42})
     refused = api.post("/api/v1/leads", json=a_lead("normal"), headers=auth(key))
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "42"
     assert api.post("/api/v1/leads", json=a_lead("critical"), headers=auth(key)).status_code == 202
@@ -130,7 +130,7 @@ def test_position_and_eta_come_from_the_backlog_ahead_and_the_drain_rate(
 def test_an_overloaded_mode_adds_retry_after_for_status_polling(api, make_tenant, known_state):
     _, key = make_tenant()
     client = get_redis()
-    client.set(inbox.MODE_KEY, "thin")
+    client.set(redis_keys.MODE_KEY, "thin")
     try:
         known_state("normal", 20_000)  # 20 s at 1000 leads/s
         response = api.post("/api/v1/leads", json=a_lead("normal"), headers=auth(key))
@@ -139,4 +139,4 @@ def test_an_overloaded_mode_adds_retry_after_for_status_polling(api, make_tenant
         body = response.json()
         assert body["retry_after"] == math.ceil(body["position"] / DRAIN_RATE)
     finally:
-        client.set(inbox.MODE_KEY, "normal")
+        client.set(redis_keys.MODE_KEY, "normal")

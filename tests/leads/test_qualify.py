@@ -11,7 +11,7 @@ from django.db import connection, connections
 from apps.leads import rows, services
 from apps.leads.models import Lead, LeadStatus
 from apps.leads.services import SEMANTIC_DEDUP_WINDOW, leads_qualify
-from apps.tenants.services import tenant_create
+from tests.factories import tenant_make
 
 # Each test's writes roll back with its transaction (leads_qualify's atomic block is a
 # savepoint inside it), except the concurrency test, which needs real commits.
@@ -20,7 +20,7 @@ db = pytest.mark.django_db
 
 @pytest.fixture
 def tenant(db):
-    return tenant_create(f"qualify-{uuid.uuid4().hex[:8]}")[0]
+    return tenant_make("qualify")[0]
 
 
 def entry(tenant, **fields) -> dict:
@@ -159,7 +159,7 @@ def test_same_email_within_the_window_is_a_duplicate_of_the_first(tenant):
 
 
 def test_dedup_window_and_tenants_bound_duplicates(tenant):
-    other_tenant = tenant_create(f"qualify-{uuid.uuid4().hex[:8]}")[0]
+    other_tenant = tenant_make("qualify")[0]
     now = time.time()
     window = SEMANTIC_DEDUP_WINDOW.total_seconds()
     old = entry(tenant, email="ada@analytical.io", received_at=now - window - 60)
@@ -240,7 +240,7 @@ def _lock_waiters(tenant_id: int) -> int:
 def test_two_processes_never_both_take_the_same_email_as_new():
     """Two pool A processes with batches of one tenant holding the same e-mail: whichever
     goes second sees the first's lead, however their transactions interleave."""
-    tenant = tenant_create(f"qualify-{uuid.uuid4().hex[:8]}")[0]
+    tenant = tenant_make("qualify")[0]
     batches = [[entry(tenant, email="ada@analytical.io")] for _ in range(2)]
     errors = []
 
@@ -285,8 +285,8 @@ def test_received_at_keeps_microseconds(tenant):
 def test_leads_of_a_deleted_tenant_are_dropped_and_the_rest_of_the_batch_is_stored():
     # Committed for real (transaction=True): the foreign key to the tenant is checked at commit,
     # and the batch shares one transaction.
-    kept = tenant_create(f"kept-{uuid.uuid4().hex[:8]}")[0]
-    gone = tenant_create(f"gone-{uuid.uuid4().hex[:8]}")[0]
+    kept = tenant_make("kept")[0]
+    gone = tenant_make("gone")[0]
     orphan = entry(gone)
     gone.delete()
     survivor = entry(kept)

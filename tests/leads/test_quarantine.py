@@ -11,7 +11,7 @@ from apps.leads.models import Lead, LeadStage, LeadStatus
 from apps.leads.quarantine import entries_quarantine, failed_leads_replay
 from apps.leads.selectors import lead_status
 from apps.leads.services import leads_qualify
-from apps.tenants.services import tenant_create
+from tests.factories import tenant_make
 from tests.leads.test_qualify import entry
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def tenants(db):
-    return [tenant_create(f"quarantine-{uuid.uuid4().hex[:8]}")[0] for _ in range(2)]
+    return [tenant_make("quarantine")[0] for _ in range(2)]
 
 
 # Leads that pass an old intake (before it refused them at the door) and that PostgreSQL or

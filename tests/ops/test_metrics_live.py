@@ -15,8 +15,8 @@ import pytest
 
 from apps.control.models import DeferredKind, DeferredReason, DeferredWork, Mode, Policy
 from apps.crm.models import DeadLetter
-from apps.intake import inbox
 from apps.leads.models import Lead
+from leadflow import redis_keys
 from leadflow.queues import POOLS
 from leadflow.redis_conn import get_redis
 from tests.live.api import auth, wait_until
@@ -184,7 +184,7 @@ def test_control_metrics_show_the_platform_as_it_is(live_stack, api, make_tenant
     # The busiest tenant this hour, so it ranks among the labelled ones (as a tenant that has
     # accepted 500,000 leads would), well under its hourly budget.
     client.hset(
-        inbox.budget_key(tenant.id),
+        redis_keys.budget_key(tenant.id),
         mapping={"hour": int(client.time()[0]) // 3600, "used": 500_000},
     )
     url = control_url(live_stack)
@@ -235,7 +235,7 @@ def test_control_metrics_show_the_platform_as_it_is(live_stack, api, make_tenant
         message="LOW resumed: the tenant's leads leave the inbox",
     )
     assert scrape(url).value("leadflow_low_paused") == 0
-    client.delete(inbox.budget_key(tenant.id))
+    client.delete(redis_keys.budget_key(tenant.id))
 
 
 def test_flower_serves_its_own_metrics_with_the_pools_workers(live_stack):

@@ -12,11 +12,10 @@ from prometheus_client import REGISTRY, generate_latest
 from apps.control.history import history_append, history_read
 from apps.control.metrics import FAMILIES, ControlCollector, tenant_ranking
 from apps.control.modes import Shedding
-from apps.intake import inbox
-from apps.tenants.services import tenant_create
-from leadflow import metrics
+from leadflow import metrics, redis_keys
 from leadflow.metrics import IntakeRequestMetrics, TenantLabels
 from leadflow.redis_conn import get_redis
+from tests.factories import tenant_make
 from tests.ops.scrape import Scrape
 
 
@@ -114,21 +113,21 @@ def test_tenant_labels_are_bounded_whatever_the_ranking_does(ranking_key):
 
 @pytest.mark.django_db
 def test_tenants_rank_by_leads_accepted_this_hour_plus_waiting():
-    quiet, _ = tenant_create(f"quiet-{uuid.uuid4().hex[:6]}")
-    busy, _ = tenant_create(f"busy-{uuid.uuid4().hex[:6]}")
-    waiting, _ = tenant_create(f"waiting-{uuid.uuid4().hex[:6]}")
+    quiet, _ = tenant_make("quiet")
+    busy, _ = tenant_make("busy")
+    waiting, _ = tenant_make("waiting")
     client = get_redis()
     hour = int(client.time()[0]) // 3600
-    client.hset(inbox.budget_key(busy.id), mapping={"hour": hour, "used": 10_000_000})
-    client.hset(inbox.budget_key(quiet.id), mapping={"hour": hour - 1, "used": 20_000_000})
-    client.rpush(inbox.inbox_key("low", waiting.id), *[b"{}"] * 5_000)
+    client.hset(redis_keys.budget_key(busy.id), mapping={"hour": hour, "used": 10_000_000})
+    client.hset(redis_keys.budget_key(quiet.id), mapping={"hour": hour - 1, "used": 20_000_000})
+    client.rpush(redis_keys.inbox_key("low", waiting.id), *[b"{}"] * 5_000)
     try:
         ranked = tenant_ranking(top_n=100_000)
     finally:
         client.delete(
-            inbox.budget_key(busy.id),
-            inbox.budget_key(quiet.id),
-            inbox.inbox_key("low", waiting.id),
+            redis_keys.budget_key(busy.id),
+            redis_keys.budget_key(quiet.id),
+            redis_keys.inbox_key("low", waiting.id),
         )
     # last hour's usage does not count; a backlog does
     assert ranked.index(busy.id) < ranked.index(waiting.id) < ranked.index(quiet.id)

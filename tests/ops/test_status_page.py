@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 
 from apps.control.models import Policy
 from apps.control.status import CHART_HEIGHT, CHART_WIDTH, lag_chart
 from apps.crm.models import DeadLetter
-from apps.intake import inbox
-from apps.leads.models import Lead
+from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
+from tests.factories import lead_make
 from tests.live.api import auth, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,13 +118,12 @@ def force_mode(driver, base_url: str, mode: str) -> None:
 
 def dead_letter(tenant) -> DeadLetter:
     """A lead that gave up at the CRM stage (as pool C leaves one after its retries)."""
-    lead = Lead.objects.create(
-        trace_id=uuid.uuid4(),
-        tenant=tenant,
+    lead = lead_make(
+        tenant,
+        f"{uuid.uuid4().hex[:8]}@analytical.io",
         tier="critical",
         status="dead_lettered",
-        email=f"{uuid.uuid4().hex[:8]}@analytical.io",
-        received_at=timezone.now(),
+        is_qualified=None,
     )
     return DeadLetter.objects.create(
         tenant=tenant,
@@ -151,7 +149,7 @@ def test_status_page_shows_the_live_platform_in_a_browser(
     force_mode(browser, base, "thin")  # THIN pauses LOW: the tenant's low leads will wait
     try:
         wait_until(
-            lambda: get_redis().get(inbox.MODE_KEY) == b"thin", timeout=10, message="applied"
+            lambda: get_redis().get(redis_keys.MODE_KEY) == b"thin", timeout=10, message="applied"
         )
         for index in range(6):
             body = {"email": f"lead{index}-{uuid.uuid4().hex[:6]}@analytical.io", "priority": "low"}
@@ -207,8 +205,8 @@ def test_status_page_shows_the_live_platform_in_a_browser(
         with contextlib.suppress(AssertionError):
             wait_until(
                 lambda: (
-                    get_redis().get(inbox.MODE_KEY) == b"normal"
-                    and get_redis().llen(inbox.inbox_key("low", tenant.id)) == 0
+                    get_redis().get(redis_keys.MODE_KEY) == b"normal"
+                    and get_redis().llen(redis_keys.inbox_key("low", tenant.id)) == 0
                 ),
                 timeout=30,
                 message="back to normal, the tenant's low leads dispatched",

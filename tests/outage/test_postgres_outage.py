@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from apps.leads.models import Lead, LeadStatus
-from apps.tenants.cache import SHARED_KEY
 from apps.tenants.models import api_key_digest
 from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import TENANTS_AUTH_KEY
 from tests.doubles.tcp_proxy import tcp_proxy
 from tests.live.api import auth, wait_until
 from tests.outage.api_process import api_server
@@ -68,7 +68,7 @@ def shared_copy_written(key: str) -> None:
     """Wait until an API process has left the key's copy in Redis (for workers that never
     loaded it) and the process caches have expired."""
     digest = api_key_digest(key)
-    wait_until(lambda: get_redis().hexists(SHARED_KEY, digest), timeout=10)
+    wait_until(lambda: get_redis().hexists(TENANTS_AUTH_KEY, digest), timeout=10)
     time.sleep(CACHE_TTL_SECONDS + 0.5)
 
 

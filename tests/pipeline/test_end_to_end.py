@@ -13,10 +13,11 @@ from django.db.models import Count
 from django.utils import timezone
 
 from apps.control.models import DeferredWork
+from apps.crm.dead_letters import dead_letters_replay
 from apps.crm.models import DeadLetter
-from apps.crm.services import dead_letters_replay
 from apps.leads.models import Lead, LeadStatus
 from leadflow.redis_conn import get_redis
+from tests.factories import lead_make
 from tests.live.api import auth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -232,19 +233,14 @@ def test_a_lead_whose_next_message_was_lost_is_sent_on_by_the_sweeper(live_stack
     tenant, _ = make_tenant()
     an_hour_ago = timezone.now() - timedelta(hours=1)
     common = {
-        "tenant": tenant,
         "tier": "normal",
         "status": LeadStatus.QUALIFIED,
         "received_at": an_hour_ago,
         "qualified_at": an_hour_ago,
         "score": 70,
     }
-    for_b = Lead.objects.create(
-        trace_id=uuid.uuid4(), email="lost-b@acme.com", is_qualified=True, **common
-    )
-    for_c = Lead.objects.create(
-        trace_id=uuid.uuid4(), email="lost-c@gmail.com", is_qualified=False, **common
-    )
+    for_b = lead_make(tenant, "lost-b@acme.com", is_qualified=True, **common)
+    for_c = lead_make(tenant, "lost-c@gmail.com", is_qualified=False, **common)
     ids = [str(for_b.trace_id), str(for_c.trace_id)]
     # The control process sweeps every 10 s.
     wait_until(

@@ -16,8 +16,8 @@ from django.db import connection
 from django.urls import reverse
 
 from apps.control.dispatcher import Dispatcher
-from apps.intake import inbox
 from apps.leads.models import Lead, LeadStatus
+from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 from tests.live.api import auth, wait_until
 
@@ -49,9 +49,9 @@ def poison_push(tenant_id: int, fields: dict) -> str:
         "tier": "normal",
     }
     pipe = get_redis().pipeline(transaction=True)
-    pipe.rpush(inbox.inbox_key("normal", tenant_id), orjson.dumps(entry))
-    pipe.sadd(inbox.active_tenants_key("normal"), tenant_id)
-    pipe.hincrby(inbox.BACKLOG_KEY, "normal", 1)
+    pipe.rpush(redis_keys.inbox_key("normal", tenant_id), orjson.dumps(entry))
+    pipe.sadd(redis_keys.active_tenants_key("normal"), tenant_id)
+    pipe.hincrby(redis_keys.BACKLOG_KEY, "normal", 1)
     pipe.execute()
     return trace_id
 
@@ -77,7 +77,7 @@ def test_poison_leads_fail_alone_and_the_clean_tenant_in_their_batch_is_synced(
     failed = Lead.objects.filter(trace_id__in=poison_ids)
     assert Counter(lead.status for lead in failed) == {LeadStatus.FAILED: len(poison_ids)}
     assert {lead.failed_stage for lead in failed} == {"qualification"}
-    assert not get_redis().zcard(inbox.INFLIGHT_KEY)  # the batch was released, not republished
+    assert not get_redis().zcard(redis_keys.INFLIGHT_KEY)  # the batch was released, not republished
 
     # The tenant reads why over the API; the other tenant cannot see it.
     body = api.get(f"/api/v1/leads/{poison_ids[0]}", headers=auth(noisy_key)).json()

@@ -31,7 +31,7 @@ LIVE_KEY = re.compile(r"lf_live_[0-9A-Za-z]{38}")
 def empty_tenant_cache():
     cache.clear()
     usage._noted.clear()
-    get_redis().delete(usage.USED_KEY, usage.WRITE_LOCK_KEY)
+    get_redis().delete(usage.KEYS_LAST_USED_KEY, usage.KEYS_LAST_USED_WRITER_KEY)
     yield
     cache.clear()
 
@@ -246,15 +246,15 @@ def test_last_used_waits_while_another_process_holds_the_writers_turn():
     tenant, _ = tenant_create("acme")
     key = ApiKey.objects.get(tenant=tenant)
     client = get_redis()
-    client.set(usage.WRITE_LOCK_KEY, "another process", ex=30)
-    client.hset(usage.USED_KEY, key.pk, time.time())
+    client.set(usage.KEYS_LAST_USED_WRITER_KEY, "another process", ex=30)
+    client.hset(usage.KEYS_LAST_USED_KEY, key.pk, time.time())
 
     assert usage.last_used_write() == 0
     time.sleep(1.5)  # the cache thread's rounds meanwhile (every process's): none writes
     key.refresh_from_db()
     assert key.last_used_at is None
-    assert client.hexists(usage.USED_KEY, key.pk)  # kept for the writer
+    assert client.hexists(usage.KEYS_LAST_USED_KEY, key.pk)  # kept for the writer
 
-    client.delete(usage.WRITE_LOCK_KEY)
+    client.delete(usage.KEYS_LAST_USED_WRITER_KEY)
     wait_for_last_used(key)  # the turn is free: the next round writes it
     assert key.last_used_at is not None

@@ -1,4 +1,5 @@
-"""Pool C's test data: leads written straight to PostgreSQL as pool A or B leaves them."""
+"""PostgreSQL made to fail on purpose, without touching the code: a row refused, a table locked,
+a waiting statement cancelled (the outage and isolation tests of pools B and C)."""
 
 import contextlib
 import uuid
@@ -6,33 +7,6 @@ import uuid
 import psycopg
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
-
-from apps.leads.models import Lead
-
-
-def make_lead(tenant, status="enriched", is_qualified=True, tier="normal", **fields) -> Lead:
-    defaults = {
-        "email": f"{uuid.uuid4().hex[:8]}@example.com",
-        "name": "Ada Lovelace",
-        "company": "Analytical Engines",
-        "source": "landing",
-        "score": 80 if is_qualified else 20,
-        "received_at": timezone.now(),
-        "payload": {"utm": "spring"},
-    }
-    return Lead.objects.create(
-        trace_id=uuid.uuid4(),
-        tenant=tenant,
-        tier=tier,
-        status=status,
-        is_qualified=is_qualified,
-        **{**defaults, **fields},
-    )
-
-
-def ids(*leads: Lead) -> list[str]:
-    return [str(lead.trace_id) for lead in leads]
 
 
 @contextlib.contextmanager
