@@ -5,8 +5,8 @@ the API (the control process and the pools; the API serves /metrics through djan
 Intake, one call per decision (README "Metrics"):
     intake_decisions_count(tenant_id, tier, outcome, n=1, reason="")
     intake_errors_count(status, reason, n=1)
-and, around the intake's lean WSGI path (which Django's middleware, so django-prometheus, never
-sees), `IntakeRequestMetrics` counts its requests by status and times them.
+and, around the intake's fast POST path (plain WSGI, which Django's middleware, so
+django-prometheus, never sees), `IntakeRequestMetrics` counts its requests by status and times them.
 
 In a process tree that forks (gunicorn's workers, pool A's prefork children) the values live in
 PROMETHEUS_MULTIPROC_DIR, which must be in the environment before prometheus_client is imported
@@ -202,7 +202,7 @@ def quarantined_count(tenant_id: int | str, stage: str, reason: str, n: int = 1)
 
 
 class IntakeRequestMetrics:
-    """WSGI middleware: counts and times the POSTs to `paths` (the intake's lean path), and
+    """WSGI middleware: counts and times the POSTs to `paths` (the intake's fast POST path), and
     passes every other request on untouched (Django counts those itself)."""
 
     def __init__(self, app, paths) -> None:

@@ -1,4 +1,4 @@
-"""The WSGI application: the intake's POSTs on their lean path, everything else Django."""
+"""The WSGI application: the intake's POSTs on their fast path, everything else Django."""
 
 import os
 
@@ -18,12 +18,12 @@ timing_checks_run("api")
 # leads stops the worker's boot, and gunicorn then stops ("Worker failed to boot").
 redis_checks_run("api")
 
-from apps.intake.lean import ROUTES, LeanIntake  # noqa: E402 - needs the settings configured above
+from apps.intake.fast_post import ROUTES, FastPostIntake  # noqa: E402 - needs the settings configured above
 from leadflow.metrics import IntakeRequestMetrics  # noqa: E402
 from leadflow.redis_conn import api_timeouts_use  # noqa: E402
 
 # A process serving requests answers 503 when Redis does not answer within the API's timeouts.
 api_timeouts_use()
 
-# The lean path never reaches django-prometheus's middleware: count and time it here.
-application = IntakeRequestMetrics(LeanIntake(django_application), ROUTES)
+# The fast POST path never reaches django-prometheus's middleware: count and time it here.
+application = IntakeRequestMetrics(FastPostIntake(django_application), ROUTES)

@@ -1,5 +1,5 @@
 """The intake API's reads, in DRF: GET a lead's status. The POSTs are the hot path, served
-lean outside Django's request cycle (apps/intake/lean.py); their DRF contract is
+fast path outside Django's request cycle (apps/intake/fast_post.py); their DRF contract is
 apps/intake/contract_views.py. The answer's shapes are apps/intake/contract.py's LeadQueuedStatus
 and LeadStoredStatus (the schema, apps/intake/schema.py)."""
 

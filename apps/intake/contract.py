@@ -2,7 +2,7 @@
 
 This is the API's one description. drf-spectacular turns it into the OpenAPI schema
 (/api/schema/, apps/intake/schema.py), and the DRF views of apps/intake/contract_views.py run
-it as a complete, slower implementation of the two POSTs. The hot path (apps/intake/lean.py,
+it as a complete, slower implementation of the two POSTs. The hot path (apps/intake/fast_post.py,
 validation.py, json_body.py) is hand-written for speed and held equal to this contract by a
 differential test (tests/intake/test_contract_differential.py): the same requests, valid and
 invalid, give the same status, headers and body through both.

@@ -3,11 +3,11 @@
 These views are what the OpenAPI schema describes, and a complete implementation of the API:
 they authenticate, read, validate and admit a lead exactly as the hot path does. They are
 mounted where Django would serve POST /api/v1/leads and /api/v1/leads/batch, but under
-gunicorn those requests never reach Django: leadflow/wsgi.py hands them to apps/intake/lean.py
+gunicorn those requests never reach Django: leadflow/wsgi.py hands them to apps/intake/fast_post.py
 first. So these views cost the hot path nothing; they exist to be described (drf-spectacular)
 and to be compared with the hot path (tests/intake/test_contract_differential.py), and they
-serve the POSTs under any server that runs Django without the lean wrapper. They do not count
-the intake's metrics (lean.py does, on the path that is served).
+serve the POSTs under any server that runs Django without the fast-path wrapper. They do not count
+the intake's metrics (fast_post.py does, on the path that is served).
 
 Where DRF's defaults differ from the API (its empty-body shortcut, media-type wildcards, the
 Accept header, its messages), the classes here state the API's rule instead.

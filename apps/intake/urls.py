@@ -3,8 +3,8 @@ from django.urls import path
 from apps.intake.api import LeadDetailView
 from apps.intake.contract_views import LeadCreateContractView, LeadsBatchCreateContractView
 
-# Under gunicorn, POST leads and POST leads/batch never reach Django: apps/intake/lean.py serves
-# them. The contract views stand where Django would serve them: they are what the schema
+# Under gunicorn, POST leads and POST leads/batch never reach Django: apps/intake/fast_post.py
+# serves them. The contract views stand where Django would serve them: they are what the schema
 # describes, and what tests/intake/test_contract_differential.py holds the hot path to.
 urlpatterns = [
     path("leads", LeadCreateContractView.as_view(), name="lead-create"),

@@ -111,7 +111,7 @@ def tenant_for_key(
 
 
 def _load(digest: str) -> TenantAuth | None:
-    # Django's per-request housekeeping, which the lean intake path (a plain WSGI app) never
+    # Django's per-request housekeeping, which the fast POST path (a plain WSGI app) never
     # gets from Django's handler: a connection broken by a restart of PostgreSQL (errors seen),
     # or past CONN_MAX_AGE, is closed here, and CONN_HEALTH_CHECKS tests the one kept before
     # it is used. Not inside a transaction (a test's, or a caller's), which it would break.

@@ -1,5 +1,5 @@
 """The hot path equals its described contract: the same requests, valid and invalid, give the
-same status, headers and body through the live gunicorn (apps/intake/lean.py) and through the
+same status, headers and body through the live gunicorn (apps/intake/fast_post.py) and through the
 DRF contract views (apps/intake/contract_views.py, run here by Django's test client).
 
 Each side has its own tenant, configured alike, and its own client address, so dedup and the

@@ -1,4 +1,4 @@
-"""The lean intake's e-mail check accepts exactly what Django's validate_email accepts (the
+"""The fast POST path's e-mail check accepts exactly what Django's validate_email accepts (the
 rules DRF's EmailField applies), domain verdicts remembered or not."""
 
 import pytest

@@ -57,7 +57,7 @@ def post_leads(api, key: str, leads: list[dict]) -> None:
 
 def test_api_metrics_add_up_every_gunicorn_worker(live_stack, api, make_tenant):
     """gunicorn runs 2 workers; every scrape, whichever worker answers it, shows the requests
-    both served (multiprocess mode), for the intake's lean POSTs and Django's views alike."""
+    both served (multiprocess mode), for the intake's fast-path POSTs and Django's views alike."""
     _, key = make_tenant("api-metrics")
     url = f"{live_stack.operator_url}/metrics"
     intake = {"name": "leadflow_intake_requests_total", "path": "/api/v1/leads", "status": "202"}

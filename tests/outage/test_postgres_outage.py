@@ -4,7 +4,7 @@ everyone else); the live stack's pools and control store what it accepts.
 
 Known keys are still accepted (202), an unknown key and a status read get 503 with
 Retry-After, readiness stays 200 and says PostgreSQL is down; when the database is back both
-paths (the lean POST and Django's GET) work again with no restart, and every lead accepted
+paths (the fast POST and Django's GET) work again with no restart, and every lead accepted
 during the outage is stored.
 """
 

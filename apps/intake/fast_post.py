@@ -272,7 +272,7 @@ ROUTES: dict[str, Callable[[dict], Answer]] = {
 }
 
 
-class LeanIntake:
+class FastPostIntake:
     """WSGI: the intake's POSTs here, everything else to `django_app`."""
 
     def __init__(self, django_app: Callable) -> None:
