@@ -137,14 +137,14 @@ def leads_sent_critical() -> list[StoredLead]:
 
 def redis_critical_waiting() -> int:
     """Critical leads still waiting in the inboxes."""
-    from apps.intake import inbox
+    from apps import inbox
 
     backlog = inbox.backlog_by_tier()
     return backlog["critical"].waiting if "critical" in backlog else 0
 
 
 def inbox_waiting() -> int:
-    from apps.intake import inbox
+    from apps import inbox
 
     return sum(b.waiting for b in inbox.backlog_by_tier().values())
 
@@ -155,7 +155,7 @@ def inbox_take(limit: int) -> list[list[bytes]]:
     itself. Returns the raw entries, batch by batch."""
     from django.conf import settings
 
-    from apps.intake import inbox
+    from apps import inbox
     from leadflow.queues import TIERS
 
     batches: list[list[bytes]] = []
@@ -175,7 +175,7 @@ def inbox_take(limit: int) -> list[list[bytes]]:
 
 
 def entries_decode(raw_entries: list[bytes]) -> list[dict]:
-    from apps.intake import inbox
+    from apps import inbox
 
     return inbox.entries_decode(raw_entries)
 

@@ -15,7 +15,7 @@ from chaos.proc import ROOT
 
 TENANT_NAMES = ("chaos-crm", "chaos-local-1", "chaos-local-2")
 
-# apps/intake/inbox.py's keys, and kombu's: leads waiting in the inboxes by tier, batches the
+# apps/inbox/'s keys, and kombu's: leads waiting in the inboxes by tier, batches the
 # dispatcher claimed and pool A has not stored, messages taken by workers and not yet acked.
 BACKLOG_KEY = "lf:backlog"
 INFLIGHT_KEY = "lf:inflight"

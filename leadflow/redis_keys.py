@@ -4,7 +4,7 @@ Celery broker's own keys are kombu's). A key with `{tenant}` in braces keeps one
 in one Redis Cluster slot.
 """
 
-# --- the inboxes and admission (apps/intake; apps/intake/lua/admit.lua, claim.lua) ---
+# --- the inboxes and admission (apps/intake/lua/admit.lua; apps/inbox/, its lua/claim.lua) ---
 BACKLOG_KEY = "lf:backlog"  # hash tier -> leads waiting in inboxes
 CLAIMED_KEY = "lf:claimed"  # hash tier -> leads ever claimed (positions of queued leads)
 DRAIN_KEY = "lf:drain"  # hash tier|"total" -> leads/s, written by the controller

@@ -2,7 +2,7 @@
 
 from apps.control.routing import leads_route
 from apps.control.state import shedding_current
-from apps.intake.inbox import entries_decode, release_batch
+from apps.inbox import entries_decode, release_batch
 from apps.leads.services import leads_qualify
 from leadflow import handoff
 from leadflow.celery import app

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from apps import inbox
 from apps.control import consumers
 from apps.control.dispatcher import queue_lengths
 from apps.control.history import history_write
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
 from apps.control.state import shedding_write
-from apps.intake import inbox
 from leadflow import redis_keys
 from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis

@@ -23,7 +23,7 @@ from collections import Counter
 
 from django.conf import settings
 
-from apps.intake import inbox
+from apps import inbox
 from leadflow import handoff
 from leadflow.queues import POOLS, TIERS, pool_queues, queue_name
 from leadflow.redis_conn import get_redis

@@ -7,7 +7,7 @@ database call takes, so a slow step never makes a second leader. No thread helps
 that does not run at all (SIGSTOP, a paused VM, swap): its lease lapses, a standby takes over,
 and the frozen one wakes up in the middle of a step. So the leader's Redis writes carry the
 token and Redis refuses them once the key holds another: the dispatcher's claims and
-republishes (apps/intake/lua/claim.lua, republish.lua) and the controller's published state
+republishes (apps/inbox/lua/claim.lua, republish.lua) and the controller's published state
 (Lease.transaction, a WATCH on the key). Before each step the loop also checks the lease
 locally: it counts as held until the last renewal sent plus the lease, less a margin; a
 renewal refused, failing past that point or coming after it ends the term, and the process
@@ -33,7 +33,7 @@ from django.conf import settings
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
-from apps.intake.inbox import Fence
+from apps.inbox import Fence
 from leadflow.env import env_float
 from leadflow.redis_conn import get_redis
 from leadflow.redis_keys import CONTROL_LEADER_KEY

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 from django.conf import settings
 
-from apps.intake import inbox
+from apps import inbox
 from apps.tenants.cache import TenantAuth
 from leadflow import redis_keys
 from leadflow.queues import TIERS

@@ -8,8 +8,8 @@ import uuid
 import orjson
 import pytest
 
+from apps import inbox
 from apps.control.dispatcher import Dispatcher
-from apps.intake import inbox
 from apps.leads.models import Lead
 from leadflow import redis_keys
 from leadflow.queues import TIERS

@@ -11,11 +11,11 @@ import uuid
 import orjson
 import pytest
 
+from apps import inbox
 from apps.control.controller import Controller
 from apps.control.dispatcher import Dispatcher
 from apps.control.metrics import ControlCollector
 from apps.control.status import status_context
-from apps.intake import inbox
 from leadflow import redis_keys
 from leadflow.celery import app
 from leadflow.queues import TIERS, pool_queues

@@ -12,11 +12,11 @@ import orjson
 import pytest
 import redis
 
+from apps import inbox
 from apps.control.controller import Controller
 from apps.control.leadership import Leadership, LeadershipLost
 from apps.control.models import Policy
 from apps.control.outages import Outages, Step
-from apps.intake import inbox
 from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 from tests.live.api import wait_until

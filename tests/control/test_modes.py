@@ -7,10 +7,10 @@ import uuid
 import orjson
 import pytest
 
+from apps import inbox
 from apps.control.controller import Controller, TierMeasure, tiers_closed
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import FEATURE_SHED_ORDER, ModeMachine, shedding_for
-from apps.intake import inbox
 from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 from leadflow.redis_keys import CONTROL_STATE_KEY

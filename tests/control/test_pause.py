@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps import inbox
 from apps.control.backfill import report_sender
 from apps.control.models import DeferredKind, DeferredReason, DeferredWork, Mode, Policy
 from apps.control.modes import Shedding
@@ -17,7 +18,6 @@ from apps.control.routing import leads_route
 from apps.control.state import shedding_current
 from apps.crm.dead_letters import dead_letters_replay
 from apps.crm.models import DeadLetter
-from apps.intake import inbox
 from apps.leads.models import Lead, LeadStatus
 from apps.reports.services import reports_schedule
 from leadflow import redis_keys

@@ -30,7 +30,7 @@ from apps.control.database_work import DatabaseWork, PolicyCache
 from apps.control.dispatcher import Dispatcher
 from apps.control.leadership import Leadership, LeadershipLost
 from apps.control.outages import REDIS, Step, broker_name, outages
-from apps.intake.inbox import FenceRefused
+from apps.inbox import FenceRefused
 from leadflow.redis_checks import RedisNotDurable, redis_checks_run
 
 log = logging.getLogger(__name__)

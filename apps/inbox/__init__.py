@@ -1,7 +1,9 @@
-"""The absorber's Redis state: per (tier, tenant) inboxes, the backlog counters, in-flight batches.
+"""The inbox: the absorber's Redis state between the intake and the control loop, per (tier,
+tenant) inboxes, the backlog counters, in-flight batches, and the scripts that move leads
+through them (lua/: claim, release, republish).
 
-Key names live here and nowhere else. Admission pushes (admission.py); the dispatcher
-claims (claim_batch) into an in-flight batch, and pool A releases it once stored
+Its key names are leadflow/redis_keys.py's. Admission pushes (apps/intake/admission.py); the
+dispatcher claims (claim_batch) into an in-flight batch, and pool A releases it once stored
 (release_batch). Leads in flight are counted per tier as they are claimed and released, in
 the same scripts, so the controller reads them in O(1) each tick.
 """
