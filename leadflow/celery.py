@@ -43,7 +43,7 @@ app.conf.task_create_missing_queues = False
 app.conf.imports = ("workers.pool_a", "workers.pool_b", "workers.pool_c")
 
 # Every message carries the time it was published, from which the control process measures
-# each queue's lag (apps/control/selectors.py). Here, as every process that publishes (the
+# each queue's lag (apps/status/selectors.py). Here, as every process that publishes (the
 # control process, the API's replays, the pools) loads this app.
 SENT_AT_HEADER = "lf_sent_at"
 

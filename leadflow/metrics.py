@@ -31,7 +31,7 @@ from leadflow.redis_keys import METRICS_TENANT_RANKING_KEY
 log = logging.getLogger(__name__)
 
 # The tenants that get a label of their own, best first (a Redis list of ids), ranked by the
-# control process (apps/control/metrics.py); everybody else is "other".
+# control process (apps/status/metrics.py); everybody else is "other".
 OTHER_TENANT = "other"
 
 INTAKE_OUTCOMES = ("accepted", "demoted", "duplicate", "rate_limited", "invalid")

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from apps.control.status import status_view
+from apps.status.page import status_view
 
 # The operators' live status page, inside the admin (staff only), linked from its home page.
 admin.site.index_template = "control/admin_index.html"

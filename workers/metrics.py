@@ -8,7 +8,7 @@ when the worker starts) and the main process's server adds them up. Pools B and 
 one process: their values are that process's own.
 
 Also here, the workers' heartbeats, from which the control process counts each pool's workers
-(apps/control/selectors.py). The header stamping each message with the time it was sent is
+(apps/status/selectors.py). The header stamping each message with the time it was sent is
 the Celery app's (leadflow/celery.py): every process that publishes needs it, not only workers.
 """
 

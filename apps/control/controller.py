@@ -57,7 +57,7 @@ class Controller:
         self._low_paused_at: float | None = None  # when the cancel was last sent
         self._lease = lease
         self._audit_record = audit or control_event_create
-        # The last tick's measures, for the metrics collector (apps/control/metrics.py).
+        # The last tick's measures, for the metrics collector (apps/status/metrics.py).
         self.measures: dict[str, TierMeasure] = {}
         self.ticked_at = 0.0
 

@@ -14,8 +14,8 @@ import pytest
 from apps import inbox
 from apps.control.controller import Controller
 from apps.control.dispatcher import Dispatcher
-from apps.control.metrics import ControlCollector
-from apps.control.status import status_context
+from apps.status.metrics import ControlCollector
+from apps.status.page import status_context
 from leadflow import redis_keys
 from leadflow.celery import app
 from leadflow.queues import TIERS, pool_queues

@@ -35,7 +35,7 @@ def _exported_by_code() -> set[str]:
     import leadflow.redis_checks  # noqa: F401 - the Redis durability gauge
     import workers.metrics  # noqa: F401 - registers the pools' metrics
     import workers.recycle  # noqa: F401 - the thread pools' recycle counts
-    from apps.control import metrics as control_metrics
+    from apps.status import metrics as control_metrics
 
     Metrics.get_instance()
     get_prometheus_metrics()
@@ -48,7 +48,7 @@ def _exported_by_code() -> set[str]:
 def exported_metric_names() -> set[str]:
     """Series names (with _total, _bucket, …) registered by the API's and Flower's metrics,
     the intake's and the pools' (leadflow/metrics.py, workers/metrics.py, workers/recycle.py,
-    leadflow/redis_checks.py), the control process's collector (apps/control/metrics.py), and
+    leadflow/redis_checks.py), the control process's collector (apps/status/metrics.py), and
     the recording rules."""
     return _exported_by_code() | set(recorded_names()) | CONTRACTED_PENDING
 

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from apps.control.history import history_append, history_read
-from apps.control.metrics import FAMILIES, ControlCollector, tenant_ranking
 from apps.control.modes import Shedding
+from apps.status.metrics import FAMILIES, ControlCollector, tenant_ranking
 from leadflow import metrics, redis_keys
 from leadflow.metrics import IntakeRequestMetrics, TenantLabels
 from leadflow.redis_conn import get_redis

@@ -14,8 +14,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from apps.control.models import Policy
-from apps.control.status import CHART_HEIGHT, CHART_WIDTH, lag_chart
 from apps.crm.models import DeadLetter
+from apps.status.page import CHART_HEIGHT, CHART_WIDTH, lag_chart
 from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 from tests.factories import lead_make

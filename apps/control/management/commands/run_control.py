@@ -24,13 +24,13 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.control import metrics as control_metrics
 from apps.control.controller import Controller
 from apps.control.database_work import DatabaseWork, PolicyCache
 from apps.control.dispatcher import Dispatcher
 from apps.control.leadership import Leadership, LeadershipLost
 from apps.control.outages import REDIS, Step, broker_name, outages
 from apps.inbox import FenceRefused
+from apps.status import metrics as control_metrics
 from leadflow.redis_checks import RedisNotDurable, redis_checks_run
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from apps.control import selectors
 from apps.control.history import HISTORY_SECONDS, history_read
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Shedding
 from apps.crm.models import DeadLetter
 from apps.intake.selectors import admission_state
+from apps.status import selectors
 from apps.tenants.models import Tenant
 from leadflow.queues import POOLS, TIERS
 from leadflow.redis_conn import get_redis

@@ -21,11 +21,11 @@ from django.db import connections
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from apps.control import selectors
 from apps.control.dispatcher import inflight_republished
 from apps.control.models import DeferredKind, DeferredReason, Mode, Policy
 from apps.control.outages import DEPENDENCY_ERRORS
 from apps.intake.selectors import admission_state
+from apps.status import selectors
 from apps.tenants.models import Tenant
 from leadflow.metrics import OTHER_TENANT, metrics_serve, tenant_label
 from leadflow.queues import TIERS
