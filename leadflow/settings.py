@@ -209,6 +209,10 @@ INFLIGHT_REPUBLISH_SECONDS = env_float("LEADFLOW_INFLIGHT_REPUBLISH_SECONDS", 36
 # A stored lead still waiting for enrichment or CRM sync after this long is sent on again.
 # Above the CRM's whole retry schedule, so a lead between retries is not doubled needlessly.
 STALLED_LEAD_SECONDS = env_float("LEADFLOW_STALLED_LEAD_SECONDS", 900.0)
+# A stored lead waiting this long for B or C that no message carries (none waiting in B's or
+# C's queues, none held by a worker) lost its message (apps/control/sweeper.py): sent on again
+# at the next sweep, without waiting for STALLED_LEAD_SECONDS.
+ORPHAN_LEAD_SECONDS = env_float("LEADFLOW_ORPHAN_LEAD_SECONDS", 30.0)
 # Drain rate assumed before the controller has measured one (leads/s per tier).
 DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
 

@@ -84,7 +84,9 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         # (tests/deploy/test_leases.py) never hands out a batch this stack is still running.
         "LEADFLOW_LEASE_RENEW_SECONDS": "1",
         "LEADFLOW_INFLIGHT_REPUBLISH_SECONDS": "20",
-        "LEADFLOW_STALLED_LEAD_SECONDS": "30",
+        # A lost message's leads come back as orphans (30 s, the default); the stalled-lead
+        # backstop is left far enough out that a test can tell the two apart.
+        "LEADFLOW_STALLED_LEAD_SECONDS": "600",
         # Degraded enrichments are retried from the ledger after this long.
         "LEADFLOW_BACKFILL_RETRY_SECONDS": "5",
         # Tests act as clients from many addresses through X-Forwarded-For (see `api`), as

@@ -27,7 +27,7 @@ from apps.control.dispatcher import pools_have_room
 from apps.control.models import Mode, Policy
 from apps.control.modes import Shedding
 from apps.control.outages import POSTGRESQL, REDIS, Step, broker_name
-from apps.control.sweeper import stalled_leads_resend
+from apps.control.sweeper import orphaned_leads_resend, stalled_leads_resend
 from apps.reports.services import reports_schedule
 from leadflow.redis_conn import get_redis
 
@@ -161,7 +161,14 @@ class DatabaseWork(threading.Thread):
 
     @staticmethod
     def _sweep_pass(shedding: Shedding) -> int:
-        resent = stalled_leads_resend(shedding.paused_tiers)
+        orphans = orphaned_leads_resend(shedding.paused_tiers)
+        if orphans:
+            log.warning(
+                "control: sent %d leads on again that no message carried (e.g. %s)",
+                len(orphans),
+                ", ".join(orphans[:3]),
+            )
+        resent = stalled_leads_resend(shedding.paused_tiers, frozenset(orphans))
         if resent:
             log.warning("control: sent %d stalled leads on again", resent)
-        return resent
+        return len(orphans) + resent
