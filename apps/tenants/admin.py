@@ -95,6 +95,7 @@ class TenantAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Retention (README: Retention)", {"fields": ("retention_hours",)}),
     )
     readonly_fields = ("created_at", "critical_credits_now", "budget_used_this_hour")
     # A URL typed without a scheme is taken as https, the one scheme allowed outside dev.
