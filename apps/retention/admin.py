@@ -1,10 +1,16 @@
 """The audit of retention runs and erasures, read-only: rows are written by the job and by
-erasure requests (the API's DELETE /api/v1/leads?email=…, the tenants' admin action), never
-typed in, changed or deleted here."""
+erasure requests (the API's DELETE /api/v1/leads?email=…, the tenants' admin action below),
+never typed in, changed or deleted here."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.validators import validate_email
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
+from apps.intake.validation import EMAIL_MAX_LENGTH
+from apps.retention.erasure import leads_erase
 from apps.retention.models import Erasure, RetentionRun
 
 
@@ -40,3 +46,37 @@ class ErasureAdmin(_ReadOnly):
     date_hierarchy = "at"
     fields = ("at", "tenant", "tenant_name", "email_sha256", "actor", "leads", "counts")
     readonly_fields = fields
+
+
+class ErasureForm(forms.Form):
+    email = forms.CharField(
+        max_length=EMAIL_MAX_LENGTH,
+        validators=[validate_email],
+        help_text="As the person gave it: case and outer spaces do not matter.",
+    )
+
+
+@admin.action(description="Erase a person's leads (by e-mail address)…")
+def erase_person(modeladmin, request: HttpRequest, queryset):
+    """The tenants' admin action: asks for the address, then erases it for each tenant."""
+    form = ErasureForm(request.POST if "apply" in request.POST else None)
+    if form.is_valid():
+        actor = f"admin {request.user.get_username()}"
+        for tenant in queryset:
+            erasure, counts = leads_erase(tenant, form.cleaned_data["email"], actor, via="admin")
+            modeladmin.message_user(
+                request,
+                f"{tenant.name}: {counts.leads} lead(s) erased, {counts.redis_keys} Redis key(s) "
+                f"(audit: erasure {erasure.email_sha256[:12]}…).",
+                messages.SUCCESS,
+            )
+        return None  # back to the list
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Erase a person's leads",
+        "opts": modeladmin.model._meta,
+        "form": form,
+        "tenants": queryset,
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+    }
+    return TemplateResponse(request, "retention/erase_person.html", context)

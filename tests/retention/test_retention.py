@@ -18,7 +18,7 @@ from apps.crm.models import CrmSync, DeadLetter, DeadLetterStage
 from apps.enrichment.models import LeadEnrichment
 from apps.intake import admission, inbox
 from apps.leads.models import Lead, LeadStatus
-from apps.retention.metrics import RETENTION_LEADS, RETENTION_RUNS
+from apps.retention.metrics import retention_collector
 from apps.retention.models import RetentionRun
 from apps.retention.retention import FINAL_STATUSES, RetentionSchedule, retention_run
 from apps.tenants.cache import tenant_for_key
@@ -148,13 +148,27 @@ def test_a_run_is_counted_in_the_metrics():
     for _ in range(3):
         _lead(tenant, LeadStatus.DUPLICATE, ended_hours_ago=72)
     label = tenant_label(tenant.id)
-    before = RETENTION_LEADS.labels(label)._value.get()
-    runs_before = RETENTION_RUNS.labels("complete")._value.get()
+    before = _samples()
 
     retention_run()
 
-    assert RETENTION_LEADS.labels(label)._value.get() - before == 3
-    assert RETENTION_RUNS.labels("complete")._value.get() - runs_before == 1
+    after = _samples()
+    assert (
+        after[("leadflow_retention_anonymized_leads_total", label)]
+        - before.get(("leadflow_retention_anonymized_leads_total", label), 0)
+        == 3
+    )
+    runs = ("leadflow_retention_runs_total", "complete")
+    assert after[runs] - before[runs] == 1
+    assert after[("leadflow_retention_last_run_timestamp_seconds", "")] > time.time() - 60
+
+
+def _samples() -> dict[tuple[str, str], float]:
+    return {
+        (sample.name, next(iter(sample.labels.values()), "")): sample.value
+        for family in retention_collector.collect()
+        for sample in family.samples
+    }
 
 
 @pytest.mark.django_db(transaction=True)
