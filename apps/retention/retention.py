@@ -3,9 +3,10 @@ dead-lettered) longer ago than its tenant's retention (Tenant.retention_hours, 4
 loses its personal data and payload; the row stays, anonymized (README "Retention" says why).
 
 Run by the control process's database thread (apps/control/database_work.py) every
-LEADFLOW_RETENTION_INTERVAL_SECONDS, on the leader only. Each batch is one short transaction of
-at most LEADFLOW_RETENTION_BATCH_SIZE leads, taken with FOR UPDATE SKIP LOCKED (a lead a worker
-holds is left for the next run, nobody waits on the job), oldest first through a partial index;
+LEADFLOW_RETENTION_INTERVAL_SECONDS, on the leader only. Each batch is one SQL statement (so one
+short transaction, one round trip) over at most LEADFLOW_RETENTION_BATCH_SIZE leads, taken with
+FOR UPDATE SKIP LOCKED (a lead a worker holds is left for the next run, nobody waits on the
+job), oldest first through a partial index (lead_retention_idx);
 a run stops after LEADFLOW_RETENTION_RUN_MAX_SECONDS and the next one goes on where it stopped.
 Every run leaves an audit row (RetentionRun) and counts in the control's metrics.
 
@@ -20,14 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection
 from django.utils import timezone
 
-from apps.control.models import DeferredWork
-from apps.crm.models import CrmSync, DeadLetter
-from apps.enrichment.models import LeadEnrichment
 from apps.intake import inbox
-from apps.leads.models import Lead, LeadStatus
+from apps.leads.models import LeadStatus
 from apps.retention.metrics import retention_counted
 from apps.retention.models import RetentionRun
 from apps.tenants.models import Tenant
@@ -41,18 +39,47 @@ FINAL_STATUSES = (
     LeadStatus.DUPLICATE,
     LeadStatus.DEAD_LETTERED,
 )
-# What anonymization leaves in a lead's personal fields. Kept: tenant, tier, status, score and
-# its reasons, source, campaign, region, flags and timestamps: what accounting, reports and
-# analytics read, none of it about the person.
-ANONYMIZED = {
-    "email": "",
-    "name": "",
-    "phone": "",
-    "company": "",
-    "payload": {},
-    "failed_reason": "",  # may quote the value that failed
-    "failed_entry": "",  # the inbox entry as it came: everything above
-}
+# One batch, one statement (so one short transaction, one round trip): take up to `limit` final
+# leads of the tenants keeping `hours`, oldest first, skipping any a worker holds; clear their
+# personal fields and their stage results' copies of them. Kept: tenant, tier, status, score and
+# its reasons, source, campaign, region, flags and timestamps (updated_at still says when the
+# lead ended): what accounting, reports and analytics read, none of it about the person. A
+# failed lead's reason may quote the value that failed, and its entry is the lead as sent.
+# Their open deferred work (a degraded enrichment to redo, a CRM update) has nothing left to
+# redo it with: closed, and counted in the run's audit row.
+BATCH_SQL = (
+    """
+WITH doomed AS (
+    SELECT lead.trace_id
+    FROM leads_lead lead JOIN tenants_tenant tenant ON tenant.id = lead.tenant_id
+    WHERE tenant.retention_hours = %(hours)s
+      AND lead.status IN ({final})
+      AND lead.anonymized_at IS NULL
+      AND lead.updated_at < %(cutoff)s
+    ORDER BY lead.updated_at
+    LIMIT %(limit)s
+    FOR UPDATE OF lead SKIP LOCKED
+), anonymized AS (
+    UPDATE leads_lead SET email = '', name = '', phone = '', company = '', payload = '{}',
+        failed_reason = '', failed_entry = '', anonymized_at = %(now)s
+    FROM doomed WHERE leads_lead.trace_id = doomed.trace_id
+    RETURNING leads_lead.trace_id, leads_lead.tenant_id
+), enrichments AS (
+    UPDATE enrichment_leadenrichment SET data = '{}'
+    WHERE lead_id IN (SELECT trace_id FROM doomed)
+), syncs AS (
+    UPDATE crm_crmsync SET response = '{}' WHERE lead_id IN (SELECT trace_id FROM doomed)
+), dead_letters AS (
+    UPDATE crm_deadletter SET error = '' WHERE lead_id IN (SELECT trace_id FROM doomed)
+), deferred AS (
+    UPDATE control_deferredwork SET done_at = %(now)s
+    WHERE lead_id IN (SELECT trace_id FROM doomed) AND done_at IS NULL
+    RETURNING 1
+)
+SELECT trace_id, tenant_id, (SELECT count(*) FROM deferred) FROM anonymized
+"""
+    # Constants, as the partial index's predicate says them, so the planner can use it.
+).replace("{final}", ", ".join(f"'{status.value}'" for status in FINAL_STATUSES))
 
 
 @dataclass
@@ -103,41 +130,26 @@ def retention_run(
 
 
 def _batch_anonymize(hours: int, cutoff: datetime, limit: int, totals: RunTotals) -> int:
-    """One transaction: up to `limit` leads of the tenants keeping `hours`, final before
-    `cutoff`, anonymized with their stage results. Returns how many leads it took."""
-    now = timezone.now()
-    with transaction.atomic():
-        rows = list(
-            Lead.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(
-                tenant__retention_hours=hours,
-                status__in=FINAL_STATUSES,
-                anonymized_at__isnull=True,
-                updated_at__lt=cutoff,
-            )
-            .order_by("updated_at")
-            .values_list("trace_id", "tenant_id")[:limit]
-        )
-        if not rows:
-            return 0
-        trace_ids = [trace_id for trace_id, _ in rows]
-        # QuerySet.update leaves updated_at (auto_now) alone: it still says when the lead ended.
-        Lead.objects.filter(trace_id__in=trace_ids).update(**ANONYMIZED, anonymized_at=now)
-        LeadEnrichment.objects.filter(lead_id__in=trace_ids).update(data={})
-        CrmSync.objects.filter(lead_id__in=trace_ids).update(response={})
-        DeadLetter.objects.filter(lead_id__in=trace_ids).update(error="")
-        # A degraded enrichment waiting to be redone, or a CRM update: nothing left to redo it
-        # with. Closed, and counted in the run's audit row.
-        closed = DeferredWork.objects.filter(lead_id__in=trace_ids, done_at__isnull=True).update(
-            done_at=now
-        )
+    """One statement (BATCH_SQL); returns how many leads it took."""
+    params = {
+        "hours": hours,
+        "cutoff": cutoff,
+        "limit": limit,
+        "now": timezone.now(),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(BATCH_SQL, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return 0
     # After the commit: a Redis failure leaves the keys to their TTL, never the data in place.
-    deleted = get_redis().delete(*(inbox.trace_key(str(trace_id)) for trace_id in trace_ids))
+    trace_ids = [str(trace_id) for trace_id, _, _ in rows]
+    deleted = get_redis().delete(*(inbox.trace_key(trace_id) for trace_id in trace_ids))
     totals.leads += len(rows)
     totals.batches += 1
     totals.redis_keys += deleted
-    totals.deferred_closed += closed
-    for _, tenant_id in rows:
+    totals.deferred_closed += rows[0][2]
+    for _, tenant_id, _ in rows:
         totals.by_tenant[tenant_id] = totals.by_tenant.get(tenant_id, 0) + 1
     return len(rows)
 
