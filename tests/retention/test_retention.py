@@ -17,7 +17,8 @@ from apps.control.models import DeferredKind, DeferredWork, Mode
 from apps.crm.models import CrmSync, DeadLetter, DeadLetterStage
 from apps.enrichment.models import LeadEnrichment
 from apps.intake import admission, inbox
-from apps.leads.models import Lead, LeadStatus
+from apps.leads.models import Lead, LeadStage, LeadStatus
+from apps.leads.quarantine import failed_leads_replay
 from apps.retention.metrics import retention_collector
 from apps.retention.models import RetentionRun
 from apps.retention.retention import FINAL_STATUSES, RetentionSchedule, retention_run
@@ -246,3 +247,16 @@ def test_a_leads_redis_keys_never_outlive_its_tenants_retention():
             inbox.release_batch(batch.batch_id)
     assert all(0 < ttl <= 3600 for ttl in ttls[1]), ttls
     assert all(3600 < ttl <= settings.DEDUP_TTL_SECONDS for ttl in ttls[48]), ttls
+
+
+@pytest.mark.django_db
+def test_an_anonymized_failed_lead_is_not_replayed():
+    tenant = _tenant()
+    leads = [_lead(tenant, LeadStatus.FAILED, ended_hours_ago=hours) for hours in (49, 1)]
+    for lead in leads:
+        Lead.objects.filter(pk=lead.pk).update(failed_stage=LeadStage.CRM)
+    retention_run()
+
+    # The recent one goes back to pool C; the anonymized one stays as it is.
+    assert failed_leads_replay([str(lead.pk) for lead in leads]) == 1
+    assert Lead.objects.get(pk=leads[0].pk).status == LeadStatus.FAILED
