@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "apps.crm",
     "apps.control",
     "apps.reports",
+    "apps.retention",  # retention and erasure of personal data, and their audit
 ]
 
 MIDDLEWARE = [
@@ -186,6 +187,12 @@ LEAD_BODY_MAX_BYTES = env_int("LEADFLOW_LEAD_BODY_MAX_BYTES", 64 * 1024)
 BATCH_BODY_MAX_BYTES = env_int("LEADFLOW_BATCH_BODY_MAX_BYTES", 4 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_BODY_MAX_BYTES
 DEDUP_TTL_SECONDS = env_int("LEADFLOW_DEDUP_TTL_SECONDS", 24 * 3600)
+# Retention (apps/retention, README "Retention"): the job runs every INTERVAL in the control
+# process, anonymizing at most BATCH leads per transaction (short locks, SKIP LOCKED) ...
+RETENTION_INTERVAL_SECONDS = env_float("LEADFLOW_RETENTION_INTERVAL_SECONDS", 300.0)
+RETENTION_BATCH_SIZE = env_int("LEADFLOW_RETENTION_BATCH_SIZE", 500)
+# ... for at most this long a run, so the control's database thread (policy, audit) is not held.
+RETENTION_RUN_MAX_SECONDS = env_float("LEADFLOW_RETENTION_RUN_MAX_SECONDS", 2.0)
 # How long a tenant/API key stays in a process's cache without an invalidation message.
 TENANT_CACHE_TTL_SECONDS = env_float("LEADFLOW_TENANT_CACHE_TTL_SECONDS", 30.0)
 # While PostgreSQL is unreachable, a key loaded this recently is still served (README "Outages").

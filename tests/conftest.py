@@ -105,6 +105,9 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "LEADFLOW_POOL_B_METRICS_PORT": str(free_port()),
         "LEADFLOW_POOL_C_METRICS_PORT": str(free_port()),
         "LEADFLOW_METRICS_TENANT_REFRESH_SECONDS": "1",
+        # The retention job runs once, as the control process starts, and not again during the
+        # session: tests/retention runs it by itself, on leads it ages on purpose.
+        "LEADFLOW_RETENTION_INTERVAL_SECONDS": "86400",
     }
     stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
     try:
