@@ -37,7 +37,7 @@ def tenants_create(env: dict[str, str], crm_url: str) -> list[Tenant]:
     local adapter (so one tenant's CRM trouble can be told from the others' progress)."""
     # Settings as the platform's (the SSRF guard judges the CRM double's URL at save time).
     os.environ.update(
-        {key: value for key, value in env.items() if key.startswith("LEADFLOW_")},
+        {key: value for key, value in env.items() if key.startswith(("LEADFLOW_", "DJANGO_"))},
         DATABASE_URL=env["DATABASE_URL"],
         REDIS_URL=env["REDIS_URL"],
         DJANGO_SETTINGS_MODULE="leadflow.settings",

@@ -17,6 +17,8 @@ Redis checks). Rehearsed with `make chaos` (README "Outages"), kombu 5.7 as ship
   messages stay recorded as unacked and are handed out again once Redis has room.
 """
 
+import base64
+import json
 import logging
 import time
 
@@ -27,6 +29,7 @@ from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
 
+UNACKED_KEY = "unacked"  # kombu's Channel.unacked_key: delivery tag -> [message, exchange, queue]
 RECORD_RETRY_SECONDS = 0.5
 # Refusals that pass when Redis has room or is back; a message is held until then.
 RECORD_REFUSED = (
@@ -121,6 +124,35 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+def trace_ids_carried(client: redis.Redis, queues: list[str], tasks: frozenset[str]) -> set[str]:
+    """The trace ids (first argument) of the `tasks` messages in `queues`: waiting there, or
+    taken by a worker and not yet acked (running, held for a countdown, or left by a worker
+    that died, until restored). One round trip; only these queues' messages are decoded."""
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.lrange(queue, 0, -1)
+        pipe.hvals(UNACKED_KEY)
+        *waiting, unacked = pipe.execute()
+    wanted = {queue.encode() for queue in queues}
+    messages = [json.loads(raw) for raw_list in waiting for raw in raw_list]
+    for value in unacked:
+        # [message, exchange, routing key]: the queue is read from the tail, so the (possibly
+        # large) messages of other pools are never parsed.
+        if value[value.rfind(b",") + 1 : -1].strip().strip(b'"') in wanted:
+            messages.append(json.loads(value)[0])
+    carried: set[str] = set()
+    for message in messages:
+        if message.get("headers", {}).get("task") not in tasks:
+            continue
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        if args and isinstance(args[0], list):
+            carried.update(args[0])
+    return carried
 
 
 TRANSPORT_ALIASES["redis"] = f"{__name__}:Transport"

@@ -76,12 +76,14 @@ class Supervisor:
         self.stable_seconds = stable_seconds
         self.child: subprocess.Popen | None = None
         self.stopping = False
+        self.stop_signals: set[int] = set()  # the stop signals passed on to the child
         self.restarts = 0
 
     def _on_signal(self, signum, _frame) -> None:
         if not self.stopping:
             log(self.name, f"{signal.Signals(signum).name} received: stopping, no restart")
         self.stopping = True
+        self.stop_signals.add(signum)
         if self.child is not None and self.child.poll() is None:
             # Each signal is passed on, so a second Ctrl-C means to the child what it always
             # meant (Celery: cold shutdown).
@@ -124,6 +126,11 @@ class Supervisor:
             what, returncode = self._run_once()
             if self.stopping:
                 log(self.name, f"stopped: {what}")
+                if returncode < 0 and -returncode in self.stop_signals | {signal.SIGTERM}:
+                    # Killed by the stop it was asked for (a child still starting has no
+                    # handler yet; SIGTERM when the child was started after the signal): a
+                    # clean stop.
+                    return 0
                 return 128 - returncode if returncode < 0 else returncode
             ran = time.monotonic() - started
             quick_exits = 0 if ran >= self.stable_seconds else quick_exits + 1

@@ -87,7 +87,9 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "CELERY_TASK_SOFT_TIME_LIMIT": "12",
         "CELERY_TASK_TIME_LIMIT": "15",
         "LEADFLOW_INFLIGHT_REPUBLISH_SECONDS": "20",
-        "LEADFLOW_STALLED_LEAD_SECONDS": "30",
+        # A lost message's leads come back as orphans (30 s, the default); the stalled-lead
+        # backstop is left far enough out that a test can tell the two apart.
+        "LEADFLOW_STALLED_LEAD_SECONDS": "600",
         # Degraded enrichments are retried from the ledger after this long.
         "LEADFLOW_BACKFILL_RETRY_SECONDS": "5",
         # Tests act as clients from many addresses through X-Forwarded-For (see `api`), as
@@ -106,6 +108,9 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "LEADFLOW_POOL_B_METRICS_PORT": str(free_port()),
         "LEADFLOW_POOL_C_METRICS_PORT": str(free_port()),
         "LEADFLOW_METRICS_TENANT_REFRESH_SECONDS": "1",
+        # The retention job runs once, as the control process starts, and not again during the
+        # session: tests/retention runs it by itself, on leads it ages on purpose.
+        "LEADFLOW_RETENTION_INTERVAL_SECONDS": "86400",
     }
     stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
     try:

@@ -1,6 +1,6 @@
 """The leader's PostgreSQL work, on a thread of its own: the operators' policy (read every tick),
 the audit of mode changes (queued by the controller), the reports that are due, backfill from
-the deferred ledger, and the sweep for stalled leads.
+the deferred ledger, the sweep for stalled leads, and the retention job (apps/retention).
 
 On its own thread so that PostgreSQL down, slow or locked never holds up the dispatcher and the
 controller, which need only Redis: leads keep moving from the inboxes to pool A through a
@@ -27,8 +27,9 @@ from apps.control.dispatcher import pools_have_room
 from apps.control.models import Mode, Policy
 from apps.control.modes import Shedding
 from apps.control.outages import POSTGRESQL, REDIS, Step, broker_name
-from apps.control.sweeper import stalled_leads_resend
+from apps.control.sweeper import orphaned_leads_resend, stalled_leads_resend
 from apps.reports.services import reports_schedule
+from apps.retention.retention import RetentionSchedule
 from leadflow.redis_conn import get_redis
 from leadflow.redis_keys import CONTROL_POLICY_KEY
 
@@ -71,7 +72,7 @@ class PolicyCache:
 class DatabaseWork(threading.Thread):
     """One term's PostgreSQL work; it stops when the lease is no longer held or on stop()."""
 
-    STEPS = frozenset({"policy", "audit", "reports", "backfill", "sweep"})
+    STEPS = frozenset({"policy", "audit", "reports", "backfill", "sweep", "retention"})
 
     def __init__(self, lease, policies: PolicyCache) -> None:
         super().__init__(name="control-database", daemon=True)
@@ -90,6 +91,8 @@ class DatabaseWork(threading.Thread):
         self._backfill = Step("backfill", uses_queues)
         self._sweep = Step("sweep", uses_queues)
         self._next_sweep = 0.0
+        self._retention = Step("retention", {POSTGRESQL, REDIS})  # apps/retention/retention.py
+        self._retention_schedule = RetentionSchedule()
 
     def audit(self, event: dict) -> None:
         """Queue an audit row (the controller's audit sink)."""
@@ -141,6 +144,8 @@ class DatabaseWork(threading.Thread):
         sweep_due = time.monotonic() >= self._next_sweep and self._running()
         if sweep_due and self._sweep.run(self._sweep_pass, shedding) is not None:
             self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        if self._retention_schedule.due() and self._running():
+            self._retention.run(self._retention_schedule.run, shedding.mode == Mode.NORMAL)
 
     def _policy_read(self) -> Policy:
         policy = Policy.current()
@@ -161,7 +166,14 @@ class DatabaseWork(threading.Thread):
 
     @staticmethod
     def _sweep_pass(shedding: Shedding) -> int:
-        resent = stalled_leads_resend(shedding.paused_tiers)
+        orphans = orphaned_leads_resend(shedding.paused_tiers)
+        if orphans:
+            log.warning(
+                "control: sent %d leads on again that no message carried (e.g. %s)",
+                len(orphans),
+                ", ".join(orphans[:3]),
+            )
+        resent = stalled_leads_resend(shedding.paused_tiers, frozenset(orphans))
         if resent:
             log.warning("control: sent %d stalled leads on again", resent)
-        return resent
+        return len(orphans) + resent

@@ -145,7 +145,8 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
     trace_ids = trace_ids_new(len(candidates))
     args: list = [
         tenant_id,
-        settings.DEDUP_TTL_SECONDS,
+        # A lead's dedup and trace keys never outlive its tenant's retention (apps/retention).
+        min(settings.DEDUP_TTL_SECONDS, tenant.retention_hours * 3600),
         len(candidates),
         trace_ids[0],  # the request's member in the tenant's window: unique
         tenant.rate_limit_per_second,

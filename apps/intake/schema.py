@@ -354,6 +354,7 @@ _CLOSED = {
     "LeadTimestamps",
     "LeadFailure",
     *(serializer.__name__ for serializer in BATCH_RESULTS),
+    "LeadsErased",  # apps/intake/erasure_schema.py
 }
 _TRACE_ID_LINKS = {
     "/api/v1/leads": {"202": "$response.body#/trace_id", "200": "$response.body#/trace_id"},

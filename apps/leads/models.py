@@ -67,6 +67,8 @@ class Lead(models.Model):
     enriched_at = models.DateTimeField(null=True)
     synced_at = models.DateTimeField(null=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Retention (apps/retention): when the personal data and payload were cleared.
+    anonymized_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -84,6 +86,15 @@ class Lead(models.Model):
                 fields=["qualified_at"],
                 condition=models.Q(status__in=["qualified", "enriched"]),
                 name="lead_in_flight_idx",
+            ),
+            # The retention job's leads: final, not yet anonymized, oldest change first.
+            models.Index(
+                fields=["updated_at"],
+                condition=models.Q(
+                    status__in=["synced", "failed", "duplicate", "dead_lettered"],
+                    anonymized_at__isnull=True,
+                ),
+                name="lead_retention_idx",
             ),
         ]
 

@@ -135,7 +135,10 @@ def failed_leads_replay(trace_ids: list[str]) -> int:
 
     A replayed lead that fails again is quarantined again, with the new reason.
     """
-    failed = Lead.objects.filter(trace_id__in=trace_ids, status=LeadStatus.FAILED)
+    # An anonymized lead (apps/retention) has nothing left to replay.
+    failed = Lead.objects.filter(
+        trace_id__in=trace_ids, status=LeadStatus.FAILED, anonymized_at__isnull=True
+    )
     count = 0
     # Qualification: the entry goes back to pool A, which replaces the failed row by the lead.
     by_tier: dict[str, list[str]] = {}

@@ -55,6 +55,7 @@ BATCH_COLUMNS = (
     "failed_reason",
     "failed_at",
     "failed_entry",
+    "anonymized_at",  # retention (apps/retention): a new lead is not
 )
 COPY_COLUMNS = (*LEAD_COLUMNS, *DECIDED_COLUMNS, *BATCH_COLUMNS)
 STATUS_COLUMN = COPY_COLUMNS.index("status")

@@ -72,7 +72,7 @@ def leads_qualify(entries: list[dict]) -> QualifyOutcome:
             failures.append(EntryFailure(entry, _error_text(error), type(error).__name__))
             continue
         by_tenant.setdefault(lead.tenant_id, []).append(lead)
-    tail = ("f", "f", "f", None, None, now_text, "", "", None, "")  # BATCH_COLUMNS
+    tail = ("f", "f", "f", None, None, now_text, "", "", None, "", None)  # BATCH_COLUMNS
 
     outcome = QualifyOutcome()
     done: set[str] = set()  # a trace id twice in a batch is stored, and sent on, once

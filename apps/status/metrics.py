@@ -25,6 +25,7 @@ from apps.control.dispatcher import inflight_republished
 from apps.control.models import DeferredKind, DeferredReason, Mode, Policy
 from apps.control.outages import DEPENDENCY_ERRORS
 from apps.intake.selectors import admission_state
+from apps.retention.metrics import retention_collector
 from apps.status import selectors
 from apps.tenants.models import Tenant
 from leadflow.metrics import OTHER_TENANT, metrics_serve, tenant_label
@@ -302,6 +303,7 @@ def serve() -> None:
     """The run_control hook at start: the metrics server, and the leader's tenant ranking."""
     registry = CollectorRegistry()
     registry.register(collector)
+    registry.register(retention_collector)  # the retention job's, counted on the database thread
     ProcessCollector(registry=registry)
     metrics_serve(settings.CONTROL_METRICS_PORT, registry, "control")
     # Even with the server off: the API's and the pools' tenant labels follow the ranking.

@@ -9,6 +9,7 @@ from django.db import models, transaction
 from django.db.models import Count, Q
 
 from apps.intake.selectors import admission_state
+from apps.retention.admin import erase_person
 from apps.tenants.models import ApiKey, Tenant, WebhookSecret
 from apps.tenants.services import (
     TenantError,
@@ -95,12 +96,18 @@ class TenantAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Retention (README: Retention)", {"fields": ("retention_hours",)}),
     )
     readonly_fields = ("created_at", "critical_credits_now", "budget_used_this_hour")
     # A URL typed without a scheme is taken as https, the one scheme allowed outside dev.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     inlines = (ApiKeyInline, WebhookSecretInline)
-    actions = ("create_api_key", "create_webhook_secret", "revoke_older_webhook_secret")
+    actions = (
+        "create_api_key",
+        "create_webhook_secret",
+        "revoke_older_webhook_secret",
+        erase_person,  # apps/retention/admin.py
+    )
 
     def get_queryset(self, request):
         return (

@@ -61,6 +61,7 @@ class TenantAuth:
     hourly_budget: int
     key_id: int = 0  # the ApiKey row, for its last-used time (apps/tenants/usage.py)
     key_expires_at: float | None = None  # epoch seconds; None: never
+    retention_hours: int = 48  # Tenant.retention_hours: caps the TTL of the leads' Redis keys
 
     def key_expired(self, now: float) -> bool:
         return self.key_expires_at is not None and self.key_expires_at <= now
@@ -129,6 +130,7 @@ def _load(digest: str) -> TenantAuth | None:
             critical_capacity=F("tenant__critical_capacity"),
             critical_refill_per_second=F("tenant__critical_refill_per_second"),
             hourly_budget=F("tenant__hourly_budget"),
+            retention_hours=F("tenant__retention_hours"),
         )
         .first()
     )

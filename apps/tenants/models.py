@@ -66,6 +66,13 @@ class Tenant(models.Model):
         default=1_000_000,
         help_text="Leads accepted per clock hour (the cost cap); beyond it 429 until it ends.",
     )
+    # Retention (apps/retention): how long a finished lead keeps its personal data.
+    retention_hours = models.PositiveIntegerField(
+        default=48,
+        validators=[MinValueValidator(1)],
+        help_text="Hours a lead keeps its personal data and payload after it reaches a final "
+        "status (synced, failed, duplicate, dead-lettered); then it is anonymized.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "apps.crm",
     "apps.control",
     "apps.reports",
+    "apps.retention",  # retention and erasure of personal data, and their audit
 ]
 
 MIDDLEWARE = [

@@ -18,6 +18,12 @@ LEAD_BODY_MAX_BYTES = env_int("LEADFLOW_LEAD_BODY_MAX_BYTES", 64 * 1024)
 BATCH_BODY_MAX_BYTES = env_int("LEADFLOW_BATCH_BODY_MAX_BYTES", 4 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_BODY_MAX_BYTES
 DEDUP_TTL_SECONDS = env_int("LEADFLOW_DEDUP_TTL_SECONDS", 24 * 3600)
+# Retention (apps/retention, README "Retention"): the job runs every INTERVAL in the control
+# process, anonymizing at most BATCH leads per transaction (short locks, SKIP LOCKED) ...
+RETENTION_INTERVAL_SECONDS = env_float("LEADFLOW_RETENTION_INTERVAL_SECONDS", 300.0)
+RETENTION_BATCH_SIZE = env_int("LEADFLOW_RETENTION_BATCH_SIZE", 500)
+# ... for at most this long a run, so the control's database thread (policy, audit) is not held.
+RETENTION_RUN_MAX_SECONDS = env_float("LEADFLOW_RETENTION_RUN_MAX_SECONDS", 2.0)
 # How long a tenant/API key stays in a process's cache without an invalidation message.
 TENANT_CACHE_TTL_SECONDS = env_float("LEADFLOW_TENANT_CACHE_TTL_SECONDS", 30.0)
 # While PostgreSQL is unreachable, a key loaded this recently is still served (README "Outages").
@@ -41,6 +47,10 @@ INFLIGHT_REPUBLISH_SECONDS = env_float("LEADFLOW_INFLIGHT_REPUBLISH_SECONDS", 36
 # A stored lead still waiting for enrichment or CRM sync after this long is sent on again.
 # Above the CRM's whole retry schedule, so a lead between retries is not doubled needlessly.
 STALLED_LEAD_SECONDS = env_float("LEADFLOW_STALLED_LEAD_SECONDS", 900.0)
+# A stored lead waiting this long for B or C that no message carries (none waiting in B's or
+# C's queues, none held by a worker) lost its message (apps/control/sweeper.py): sent on again
+# at the next sweep, without waiting for STALLED_LEAD_SECONDS.
+ORPHAN_LEAD_SECONDS = env_float("LEADFLOW_ORPHAN_LEAD_SECONDS", 30.0)
 # Drain rate assumed before the controller has measured one (leads/s per tier).
 DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
 

@@ -88,6 +88,18 @@ def test_a_stop_signal_is_passed_to_the_child_which_is_not_restarted(start, sign
     assert not pid_alive(child_pid)
 
 
+def test_a_child_killed_by_the_stop_it_was_asked_for_is_a_clean_stop(start):
+    # A child still starting (a worker restarted after recycling, its signal handlers not yet
+    # installed) dies of the SIGTERM passed on: what was asked, so the supervisor exits 0.
+    child = [sys.executable, "-c", "import time; print('child', 'up', flush=True); time.sleep(60)"]
+    supervisor = start([*SUPERVISE, "--", *child], env(), "sup")
+    supervisor.wait_for("child up")
+
+    supervisor.sigterm()
+    assert supervisor.popen.wait(timeout=10) == 0
+    assert "was killed by SIGTERM" in supervisor.log()
+
+
 def test_what_an_exited_child_leaves_in_its_group_is_killed(start, tmp_path):
     """A child that exits leaving a process of its own behind: the leftover goes with it."""
     pid_file = tmp_path / "grandchild.pid"

@@ -33,7 +33,7 @@ def test_the_schema_is_valid_openapi_3_of_the_public_api_only(schema):
     validate_schema(schema)
     assert schema["openapi"].startswith("3.")
     described = {(path, method) for path, ops in schema["paths"].items() for method in ops}
-    assert described == {(POSTS[0], "post"), (POSTS[1], "post"), (GET, "get")}
+    assert described == {(POSTS[0], "post"), (POSTS[1], "post"), (GET, "get"), (POSTS[0], "delete")}
     scheme = schema["components"]["securitySchemes"]["ApiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
 
@@ -67,6 +67,20 @@ def test_each_post_has_an_example_and_its_headers_for_every_answer(schema, path)
     [idempotency_key] = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
     assert idempotency_key["in"] == "header"
     assert idempotency_key["schema"]["maxLength"] == 255
+
+
+def test_the_erasure_is_described_with_its_query_and_an_example_for_every_answer(schema):
+    operation = schema["paths"]["/api/v1/leads"]["delete"]
+    [email] = [p for p in operation["parameters"] if p["name"] == "email"]
+    assert (email["in"], email["required"], email["schema"]["format"]) == ("query", True, "email")
+    assert "requestBody" not in operation
+    responses = operation["responses"]
+    for status in ("200", "400", "401", "429", "503"):
+        assert responses[status]["content"]["application/json"]["examples"], status
+    assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+    assert responses["503"]["headers"]["Retry-After"]["required"] is True
+    erased = schema["components"]["schemas"]["LeadsErased"]
+    assert erased["additionalProperties"] is False
 
 
 def _json_schema(node):

@@ -4,6 +4,7 @@ Real gunicorn, Celery workers and control process (the live_stack fixture); lead
 over HTTP and their outcome is read from PostgreSQL.
 """
 
+import time
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -13,9 +14,11 @@ from django.db.models import Count
 from django.utils import timezone
 
 from apps.control.models import DeferredWork
+from apps.control.sweeper import orphaned_leads_resend
 from apps.crm.dead_letters import dead_letters_replay
 from apps.crm.models import DeadLetter
 from apps.leads.models import Lead, LeadStatus
+from leadflow import handoff
 from leadflow.redis_conn import get_redis
 from tests.factories import lead_make
 from tests.live.api import auth, wait_until
@@ -248,3 +251,53 @@ def test_a_lead_whose_next_message_was_lost_is_sent_on_by_the_sweeper(live_stack
     )
     assert Lead.objects.get(trace_id=for_b.trace_id).enriched_at is not None
     assert Lead.objects.get(trace_id=for_c.trace_id).enriched_at is None
+
+
+def test_a_lead_no_message_carries_is_sent_on_within_seconds(live_stack, make_tenant):
+    # Its message to pool C was lost (a worker killed between BRPOP and recording it) 45 s ago:
+    # far from the 900 s stalled-lead sweep, past the 30 s after which an uncarried lead is an
+    # orphan.
+    tenant, _ = make_tenant()
+    a_while_ago = timezone.now() - timedelta(seconds=45)
+    lead = Lead.objects.create(
+        trace_id=uuid.uuid4(),
+        email="orphan@gmail.com",
+        tenant=tenant,
+        tier="normal",
+        status=LeadStatus.ENRICHED,
+        received_at=a_while_ago,
+        qualified_at=a_while_ago,
+        enriched_at=a_while_ago,
+        score=70,
+        is_qualified=True,
+    )
+    ids = [str(lead.trace_id)]
+    # The control process sweeps every 10 s.
+    wait_until(
+        lambda: statuses(ids)[LeadStatus.SYNCED] == 1, timeout=40, message=f"{statuses(ids)}"
+    )
+
+
+def test_a_lead_a_message_carries_is_left_to_it(live_stack, make_tenant):
+    tenant, _ = make_tenant()
+    a_while_ago = timezone.now() - timedelta(seconds=45)
+    lead = Lead.objects.create(
+        trace_id=uuid.uuid4(),
+        email="carried@gmail.com",
+        tenant=tenant,
+        tier="normal",
+        status=LeadStatus.ENRICHED,
+        received_at=a_while_ago,
+        qualified_at=a_while_ago,
+        enriched_at=a_while_ago,
+        score=70,
+        is_qualified=True,
+    )
+    ids = [str(lead.trace_id)]
+    # Its message waits for a retry's countdown: held by a pool C worker, unacked.
+    handoff.send_to_sync(ids, "normal", countdown=120)
+
+    assert ids[0] not in orphaned_leads_resend()
+    time.sleep(12)  # a sweep of the control process's has run meanwhile
+    assert statuses(ids) == Counter({LeadStatus.ENRICHED: 1})
+    assert ids[0] not in orphaned_leads_resend()

@@ -50,6 +50,7 @@ def tenant_form(**fields) -> dict:
         "critical_capacity": "100",
         "critical_refill_per_second": "10",
         "hourly_budget": "1000000",
+        "retention_hours": "48",
         **{
             f"{prefix}-{count}": "0"
             for prefix in ("api_keys", "webhook_secrets")
