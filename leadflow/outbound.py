@@ -148,6 +148,8 @@ def outbound_post(
     leadflow_outbound_deadline_hits_total), permanent when the URL cannot be called at all
     (with `rule` set when the SSRF guard refused the URL, an address, or a redirect).
     """
+    # Long on purpose: every socket step of one call under the same deadline, together, so
+    # no step escapes it.
     policy = OutboundPolicy.current()
     deadline_token = _deadline_at.set(time.monotonic() + deadline_seconds)
     policy_token = _policy.set(policy)

@@ -146,6 +146,7 @@ class ModeMachine:
 
     def observe(self, now: float, normal_lag: float, critical_lag: float) -> list[Change]:
         """Feed one tick's lags; returns the changes that happened (usually none)."""
+        # Long on purpose: both axes' transitions of one tick, in the order README Overload gives.
         s = settings
         dwell = s.MODE_DWELL_SECONDS
         before = self.mode

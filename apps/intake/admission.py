@@ -138,6 +138,8 @@ def _tenant_keys(tenant_id: int) -> tuple[str, ...]:
 
 def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> AdmissionResult:
     """Admit the tenant's leads in order, in one Redis round trip (apps/intake/lua/admit.lua)."""
+    # Long on purpose: KEYS and ARGV in the order admit.lua reads them, built in one place so
+    # the script and its caller stay in step.
     tenant_id = tenant.tenant_id
     received_at = time.time()
     fixed = _tenant_keys(tenant_id)

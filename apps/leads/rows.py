@@ -111,6 +111,8 @@ def lead_prepare(
     Raises Refused for what PostgreSQL would refuse (a NUL, a value over its column's size),
     so such a lead is quarantined before the COPY rather than found by it.
     """
+    # Long on purpose: it runs once per lead in pool A's hot loop (make bench: writes), and a
+    # helper call per field would cost more than the work; the steps read top to bottom.
     trace_id = entry["trace_id"]
     if not (isinstance(trace_id, str) and _CANONICAL_UUID.fullmatch(trace_id)):
         trace_id = str(uuid.UUID(str(trace_id)))

@@ -56,6 +56,8 @@ def leads_qualify(entries: list[dict]) -> QualifyOutcome:
     and its batch-mates go on; an error that is not a lead's (the database is down) fails the
     whole batch, to be retried.
     """
+    # Long on purpose: a batch's whole way through one transaction (prepare, lock, copy,
+    # quarantine, route), so what is inside the transaction and what is not shows in one place.
     scoring = scoring_current()
     now_text = timezone.now().isoformat()
     received: dict[float, tuple[datetime, str]] = {}  # a request's leads share a timestamp
@@ -186,6 +188,8 @@ def _tenant_lock_and_read(
     rows found stored here are all those the COPY could collide with. A quarantined lead is
     nobody's original: dedup looks past it.
     """
+    # Long on purpose: one round trip under the tenant's lock, its SQL and the reading of its
+    # answers side by side, so the statement and its parameters cannot drift apart.
     trace_ids = [lead.trace_id for lead in leads]
     emails = {lead.email for lead in leads}
     since = min(lead.received_at for lead in leads) - SEMANTIC_DEDUP_WINDOW
