@@ -253,24 +253,25 @@ def test_a_lead_whose_next_message_was_lost_is_sent_on_by_the_sweeper(live_stack
     assert Lead.objects.get(trace_id=for_c.trace_id).enriched_at is None
 
 
-def test_a_lead_no_message_carries_is_sent_on_within_seconds(live_stack, make_tenant):
-    # Its message to pool C was lost (a worker killed between BRPOP and recording it) 45 s ago:
-    # far from the 900 s stalled-lead sweep, past the 30 s after which an uncarried lead is an
-    # orphan.
-    tenant, _ = make_tenant()
+def enriched_a_while_ago(tenant, email: str) -> Lead:
+    """A lead pool B enriched 45 s ago: past the 30 s orphan age, far from the stalled sweep."""
     a_while_ago = timezone.now() - timedelta(seconds=45)
-    lead = Lead.objects.create(
-        trace_id=uuid.uuid4(),
-        email="orphan@gmail.com",
-        tenant=tenant,
-        tier="normal",
-        status=LeadStatus.ENRICHED,
+    return lead_make(
+        tenant,
+        email,
+        LeadStatus.ENRICHED,
         received_at=a_while_ago,
         qualified_at=a_while_ago,
         enriched_at=a_while_ago,
         score=70,
-        is_qualified=True,
     )
+
+
+def test_a_lead_no_message_carries_is_sent_on_within_seconds(live_stack, make_tenant):
+    # Its message to pool C was lost (a worker killed between BRPOP and recording it) 45 s ago:
+    # far from the 900 s stalled-lead sweep, past the 30 s after which an uncarried lead is an
+    # orphan.
+    lead = enriched_a_while_ago(make_tenant()[0], "orphan@gmail.com")
     ids = [str(lead.trace_id)]
     # The control process sweeps every 10 s.
     wait_until(
@@ -279,20 +280,7 @@ def test_a_lead_no_message_carries_is_sent_on_within_seconds(live_stack, make_te
 
 
 def test_a_lead_a_message_carries_is_left_to_it(live_stack, make_tenant):
-    tenant, _ = make_tenant()
-    a_while_ago = timezone.now() - timedelta(seconds=45)
-    lead = Lead.objects.create(
-        trace_id=uuid.uuid4(),
-        email="carried@gmail.com",
-        tenant=tenant,
-        tier="normal",
-        status=LeadStatus.ENRICHED,
-        received_at=a_while_ago,
-        qualified_at=a_while_ago,
-        enriched_at=a_while_ago,
-        score=70,
-        is_qualified=True,
-    )
+    lead = enriched_a_while_ago(make_tenant()[0], "carried@gmail.com")
     ids = [str(lead.trace_id)]
     # Its message waits for a retry's countdown: held by a pool C worker, unacked.
     handoff.send_to_sync(ids, "normal", countdown=120)
