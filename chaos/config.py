@@ -57,6 +57,16 @@ def _faults(short: bool) -> tuple[Fault, ...]:
     # short form keeps only that one (it passes through the cached phase too): CI's time.
     pg_stops = (35.0,) if short else (30.0, 75.0)
     dependency = 10.0 if short else 60.0
+    # The short form (CI) keeps the faults only this harness can make (killed processes, stopped
+    # servers, a full Redis) and one slow dependency; the AI's and the CRM's other faults have
+    # live-stack tests of their own (tests/crm/test_isolation_live.py, tests/enrichment/).
+    full_only = () if short else (
+        Fault("ai-down", "ai_down", dependency),
+        # Slower than the provider's timeout (2 s by default): every call times out.
+        Fault("ai-slow", "ai_slow", dependency, detail={"latency_ms": 5000}),
+        Fault("crm-failing", "crm_failing", dependency, detail={"failure_status": 503}),
+        Fault("crm-huge", "crm_huge", dependency, detail={"body_bytes": 30 * 1024 * 1024}),
+    )
     return (
         Fault("workers-kill", "workers_kill", 10.0 if short else 30.0, rounds=2 if short else 3),
         Fault("control-kill", "control_kill", 0.0),
@@ -65,13 +75,9 @@ def _faults(short: bool) -> tuple[Fault, ...]:
             Fault(f"postgres-stop-{pg:.0f}s", "postgres_stop", pg, check_after=35.0)
             for pg in pg_stops
         ),
-        Fault("ai-down", "ai_down", dependency),
-        # Slower than the provider's timeout (2 s by default): every call times out.
-        Fault("ai-slow", "ai_slow", dependency, detail={"latency_ms": 5000}),
         # Slower than the CRM timeout (5 s on main, 10 s with total deadlines).
         Fault("crm-slow", "crm_slow", dependency, detail={"latency_ms": 15000}),
-        Fault("crm-failing", "crm_failing", dependency, detail={"failure_status": 503}),
-        Fault("crm-huge", "crm_huge", dependency, detail={"body_bytes": 30 * 1024 * 1024}),
+        *full_only,
         Fault("redis-maxmemory", "redis_maxmemory", 10.0 if short else 30.0, refuses_intake=True),
     )
 
