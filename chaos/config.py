@@ -60,7 +60,7 @@ def _faults(short: bool) -> tuple[Fault, ...]:
     # The short form (CI) keeps the faults only this harness can make (killed processes, stopped
     # servers, a full Redis) and one slow dependency; the AI's and the CRM's other faults have
     # live-stack tests of their own (tests/crm/test_isolation_live.py, tests/enrichment/).
-    full_only = () if short else (
+    full_only = (
         Fault("ai-down", "ai_down", dependency),
         # Slower than the provider's timeout (2 s by default): every call times out.
         Fault("ai-slow", "ai_slow", dependency, detail={"latency_ms": 5000}),
@@ -77,7 +77,7 @@ def _faults(short: bool) -> tuple[Fault, ...]:
         ),
         # Slower than the CRM timeout (5 s on main, 10 s with total deadlines).
         Fault("crm-slow", "crm_slow", dependency, detail={"latency_ms": 15000}),
-        *full_only,
+        *(() if short else full_only),
         Fault("redis-maxmemory", "redis_maxmemory", 10.0 if short else 30.0, refuses_intake=True),
     )
 
