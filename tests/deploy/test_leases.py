@@ -19,6 +19,7 @@ from tests.deploy.processes import (
 )
 
 VISIBILITY_SECONDS = 4  # kombu hands out a message not renewed for this long (restore: 5 s)
+BATCH_SECONDS = 15  # the killed worker's batch
 
 
 def lease_env(queue: str) -> dict[str, str]:
@@ -48,10 +49,13 @@ def test_a_batch_longer_than_the_visibility_timeout_runs_once(start, test_queue,
 def test_a_killed_workers_batch_runs_elsewhere_within_seconds(start, test_queue):
     doomed = start(worker_argv("b", test_queue), lease_env(test_queue), "pool-b")
     doomed.wait_for("ready.")
-    key = send_slow_batch(test_queue, seconds=3)
+    # Long enough to outlast the survivor's start on a loaded machine: the doomed worker must
+    # still hold the batch when it is killed.
+    key = send_slow_batch(test_queue, seconds=BATCH_SECONDS)
     wait_started(key, timeout=120)  # a loaded machine can take long to hand out the first
     survivor = start(worker_argv("b", test_queue), lease_env(test_queue), "pool-b")
     survivor.wait_for("ready.")
+    assert runs(key) == (1, 0), "the batch ended before its worker could be killed"
 
     doomed.stop()  # SIGKILL: no warm shutdown, the message stays unacked
     killed_at = time.monotonic()
@@ -68,7 +72,7 @@ def test_a_killed_workers_batch_runs_elsewhere_within_seconds(start, test_queue)
     # The visibility timeout plus kombu's restore interval (5 s), with room for a loaded machine;
     # without renewals it is the same, but a long batch would run twice (the test above).
     assert resumed_after < VISIBILITY_SECONDS + 5 + 10, resumed_after
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + BATCH_SECONDS + 30
     while runs(key)[1] < 1:
         assert time.monotonic() < deadline, "the batch never finished on the survivor"
         time.sleep(0.2)
