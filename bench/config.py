@@ -4,7 +4,15 @@ from dataclasses import asdict, dataclass
 
 from leadflow.env import env_bool, env_float, env_int, env_str
 
-SCENARIOS_DEFAULT = ("intake", "batch", "pipeline", "writes", "overload", "durability")
+SCENARIOS_DEFAULT = (
+    "intake",
+    "batch",
+    "pipeline",
+    "writes",
+    "overload",
+    "forecast",
+    "durability",
+)
 SCENARIOS_ALL = (*SCENARIOS_DEFAULT, "soak")
 
 
@@ -35,6 +43,10 @@ class BenchConfig:
     overload_slice_seconds: float
     overload_critical_permille: int
     overload_max_connections: int
+    forecast_base_rate: float  # leads/s before the rise to 10 ×
+    forecast_warmup_seconds: float
+    forecast_rise_seconds: float
+    forecast_hold_seconds: float
     soak_seconds: float
     soak_load: float  # share of capacity
     tenants: int
@@ -68,6 +80,11 @@ def config_from_env() -> BenchConfig:
         overload_slice_seconds=env_float("BENCH_OVERLOAD_SLICE_SECONDS", 5 if quick else 15),
         overload_critical_permille=env_int("BENCH_OVERLOAD_CRITICAL_PERMILLE", 50),
         overload_max_connections=env_int("BENCH_OVERLOAD_MAX_CONNECTIONS", 512),
+        forecast_base_rate=env_float("BENCH_FORECAST_BASE_RATE", 30),
+        forecast_warmup_seconds=env_float("BENCH_FORECAST_WARMUP_SECONDS", 30 if quick else 90),
+        forecast_rise_seconds=env_float("BENCH_FORECAST_RISE_SECONDS", 60 if quick else 180),
+        # Long enough for the forecasts of the rise to be checked 5 minutes on.
+        forecast_hold_seconds=env_float("BENCH_FORECAST_HOLD_SECONDS", 300),
         soak_seconds=env_float("BENCH_SOAK_SECONDS", 120 if quick else 1800),
         soak_load=env_float("BENCH_SOAK_LOAD", 0.7),
         tenants=env_int("BENCH_TENANTS", 4),

@@ -142,6 +142,23 @@ def plots(run_dir: Path, name: str, result: dict) -> list[str]:
                 ],
             )
         )
+    elif name == "forecast":
+        made.append(
+            _plot(
+                run_dir / "forecast.png",
+                "forecast: arrivals and the forecast made 5 minutes before each moment",
+                [
+                    {
+                        "ylabel": "leads/s",
+                        "lines": {
+                            "offered": _xy(series.get("offered", []), "rate"),
+                            "arrived (controller)": _xy(series.get("arrivals", []), "rate"),
+                            "forecast for then": _xy(series.get("forecast", []), "rate"),
+                        },
+                    }
+                ],
+            )
+        )
     elif name in ("overload", "soak"):
         capacity = (result.get("reference") or {}).get("figures", {}).get("capacity_leads_per_s")
         for phase, data in series.items():

@@ -214,3 +214,11 @@ def platform_mode() -> str:
     except Exception as exc:  # noqa: BLE001 - the key's type may change with the controller
         return f"unreadable ({exc})"
     return raw.decode() if raw else "normal"
+
+
+def control_history(seconds: float) -> list[dict]:
+    """The controller's samples of the last `seconds` (at most 15 minutes), oldest first: per
+    tier the arrival rate and the rate forecast 5 minutes ahead, among others."""
+    from apps.control.history import history_read
+
+    return history_read(seconds)

@@ -69,6 +69,7 @@ CONTROL_SCALING_KEY = "lf:scaling"
 CONTROL_LEADER_KEY = "lf:control:leader"
 CONTROL_MACHINE_KEY = "lf:control:machine"  # the mode machine's state, for the next leader
 CONTROL_HISTORY_KEY = "lf:control:history"
+CONTROL_FORECAST_KEY = "lf:control:forecast"  # hash: "<tier>.level|trend" of the forecast
 CONTROL_POLICY_KEY = "lf:control:policy"  # the policy's copy, for PostgreSQL outages
 INFLIGHT_REPUBLISHED_KEY = "lf:inflight-republished"  # hash tier -> batches republished, ever
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from apps import inbox
 from apps.control import consumers
 from apps.control.dispatcher import queue_lengths
+from apps.control.forecast import Holt, TierForecast, replicas_desired, tier_forecast
 from apps.control.history import history_write
 from apps.control.models import ControlEvent, Mode, Policy
 from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
@@ -23,7 +24,7 @@ from apps.control.state import shedding_write
 from leadflow import redis_keys
 from leadflow.queues import TIERS
 from leadflow.redis_conn import get_redis
-from leadflow.redis_keys import CONTROL_MACHINE_KEY, CONTROL_SCALING_KEY
+from leadflow.redis_keys import CONTROL_FORECAST_KEY, CONTROL_MACHINE_KEY, CONTROL_SCALING_KEY
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class TierMeasure:
     lag_seconds: float  # age of the oldest lead waiting or in flight; 0 when none
     drain_rate: float  # leads/s leaving the inboxes, averaged; 0 until measured
     inflight: int = 0  # of the backlog, the leads in flight
+    waiting: int = 0  # of the backlog, the leads in the inboxes
 
 
 class Controller:
@@ -57,6 +59,15 @@ class Controller:
         self._low_paused_at: float | None = None  # when the cancel was last sent
         self._lease = lease
         self._audit_record = audit or control_event_create
+        # The arrivals forecast (apps/control/forecast.py): a model per tier, fed a step's
+        # arrival rate every FORECAST_STEP_SECONDS; restored from Redis at the first tick.
+        self._models: dict[str, Holt] | None = None
+        self._step_started = 0.0
+        self._step_arrivals = dict.fromkeys(TIERS, 0)
+        self._last_waiting: dict[str, int] | None = None
+        self.arrival_rates: dict[str, float] = dict.fromkeys(TIERS, 0.0)  # the last step's
+        self.forecasts: dict[str, TierForecast] = {}
+        self.replicas: dict[str, int] = {}  # the last published (kept while scaling is frozen)
         # The last tick's measures, for the metrics collector (apps/status/metrics.py).
         self.measures: dict[str, TierMeasure] = {}
         self.ticked_at = 0.0
@@ -70,6 +81,7 @@ class Controller:
         if self.machine is None:
             self.machine = _machine_restore()
         measures = self._measure(now, dispatched)
+        self._forecast(now, measures)
         changes = self.machine.observe(
             now, measures["normal"].lag_seconds, measures["critical"].lag_seconds
         )
@@ -108,13 +120,37 @@ class Controller:
                 lag_seconds=max(lag, 0.0),
                 drain_rate=self._drain.get(tier, 0.0),
                 inflight=backlog.inflight,
+                waiting=backlog.waiting,
             )
+            if self._last_waiting is not None:
+                # What arrived: what the dispatcher took from the inbox, plus what it grew by.
+                arrived = backlog.waiting - self._last_waiting[tier] + moved
+                self._step_arrivals[tier] += max(arrived, 0)
         waiting = sum(backlog.waiting for backlog in backlogs.values())
         if elapsed and (waiting or moved_total):
             self._drain["total"] = self._average(self._drain.get("total"), moved_total / elapsed)
         self._last_tick = now
         self._last_dispatched = dict(dispatched)
+        self._last_waiting = {tier: backlog.waiting for tier, backlog in backlogs.items()}
         return measures
+
+    def _forecast(self, now: float, measures: dict[str, TierMeasure]) -> None:
+        """Feed each tier's model a step's arrival rate once a step has passed, and
+        forecast from the models every tick (the backlog and drain rate change each tick)."""
+        if self._models is None:
+            self._models = _models_restore()
+            self._step_started = now
+        elapsed = now - self._step_started
+        if elapsed >= settings.FORECAST_STEP_SECONDS:
+            for tier in TIERS:
+                self.arrival_rates[tier] = self._step_arrivals[tier] / elapsed
+                self._models[tier].observe(self.arrival_rates[tier])
+            self._step_arrivals = dict.fromkeys(TIERS, 0)
+            self._step_started = now
+        self.forecasts = {
+            tier: tier_forecast(self._models[tier], m.backlog, m.drain_rate)
+            for tier, m in measures.items()
+        }
 
     @staticmethod
     def _average(previous: float | None, sample: float) -> float:
@@ -157,6 +193,15 @@ class Controller:
             # messages deep); B's and C's in their queues.
             figures = {f"a.{tier}": m.backlog for tier, m in measures.items()}
             figures |= {name: n for name, n in queue_lengths().items() if name[0] in "bc"}
+            figures |= scaling_forecast_figures(self.forecasts)
+            replicas = scaling_replicas(figures)
+            figures |= {f"replicas.{pool}": n for pool, n in replicas.items()}
+            self.replicas = replicas
+        models = {
+            f"{tier}.{field}": value
+            for tier, model in (self._models or {}).items()
+            for field, value in model.as_redis().items()
+        }
         machine = {
             "load_mode": self.machine.load_mode,
             "emergency_level": self.machine.emergency_level,
@@ -171,8 +216,11 @@ class Controller:
             if figures is not None:
                 pipe.hset(CONTROL_SCALING_KEY, mapping=figures)
             pipe.hset(CONTROL_MACHINE_KEY, mapping=machine)
+            if models:
+                pipe.hset(CONTROL_FORECAST_KEY, mapping=models)
             shedding_write(pipe, shedding)
-            history_write(pipe, now, measures, shedding.mode)  # the status page's chart
+            # The status page's charts.
+            history_write(pipe, now, measures, shedding.mode, self.arrival_rates, self.forecasts)
 
         if self._lease is not None:
             self._lease.transaction(write)
@@ -193,6 +241,47 @@ class Controller:
             log.info("control: LOW runs; the *.low consumers are back")
             consumers.low_consumers_add()
             self._low_paused_at = None
+
+
+def scaling_forecast_figures(forecasts: dict[str, TierForecast]) -> dict[str, int]:
+    """The autoscalers' forecast figures, "forecast.<pool>.<tier>", in each pool's units: pool
+    A's the backlog forecast 5 minutes ahead (leads), B's and C's the same leads in messages
+    (a dispatched batch is one message of up to DISPATCH_BATCH_MAX leads for each pool)."""
+    figures = {}
+    for tier, forecast in forecasts.items():
+        leads = forecast.backlogs["5m"]
+        figures[f"forecast.a.{tier}"] = math.ceil(leads)
+        messages = math.ceil(leads / settings.DISPATCH_BATCH_MAX)
+        figures[f"forecast.b.{tier}"] = figures[f"forecast.c.{tier}"] = messages
+    return figures
+
+
+def scaling_replicas(figures: dict[str, int]) -> dict[str, int]:
+    """ "replicas.<pool>": the replicas each pool needs, from the larger of its current and its
+    forecast figure per tier and the per-replica targets KEDA is given (AUTOSCALING)."""
+    desired = {}
+    for pool, scaling in settings.AUTOSCALING.items():
+        need = max(
+            replicas_desired(
+                max(figures.get(f"{pool}.{tier}", 0), figures.get(f"forecast.{pool}.{tier}", 0)),
+                per_replica,
+                scaling["min_replicas"],
+                scaling["max_replicas"],
+            )
+            for tier, per_replica in scaling["per_replica"].items()
+        )
+        desired[pool] = need
+    return desired
+
+
+def _models_restore() -> dict[str, Holt]:
+    raw = get_redis().hgetall(CONTROL_FORECAST_KEY)
+    models = {}
+    for tier in TIERS:
+        prefix = f"{tier}.".encode()
+        fields = {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
+        models[tier] = Holt.from_redis(fields)
+    return models
 
 
 def tiers_closed(measures: dict[str, TierMeasure], drain_total: float) -> dict[str, int]:

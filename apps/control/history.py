@@ -14,16 +14,26 @@ HISTORY_SECONDS = 15 * 60
 HISTORY_SAMPLES = HISTORY_SECONDS + 60
 
 
-def history_append(now: float, measures: dict, mode: str) -> None:
-    """Record one tick: the mode, and each tier's backlog (of which in flight), lag and drain
-    rate."""
+def history_append(
+    now: float,
+    measures: dict,
+    mode: str,
+    arrivals: dict | None = None,
+    forecasts: dict | None = None,
+) -> None:
+    """Record one tick: the mode, and each tier's backlog (of which in flight), lag, drain
+    rate, arrival rate (the last forecast step's) and the arrival rate forecast 5 minutes
+    ahead."""
     pipe = get_redis().pipeline(transaction=True)
-    history_write(pipe, now, measures, mode)
+    history_write(pipe, now, measures, mode, arrivals, forecasts)
     pipe.execute()
 
 
-def history_write(pipe, now: float, measures: dict, mode: str) -> None:
+def history_write(
+    pipe, now: float, measures: dict, mode: str, arrivals: dict | None = None, forecasts=None
+) -> None:
     """Queue history_append's writes on `pipe` (the controller's one transaction a tick)."""
+    arrivals, forecasts = arrivals or {}, forecasts or {}
     sample = {
         "at": round(now, 3),
         "mode": str(mode),
@@ -33,6 +43,8 @@ def history_write(pipe, now: float, measures: dict, mode: str) -> None:
                 "inflight": m.inflight,
                 "lag": round(m.lag_seconds, 3),
                 "drain": round(m.drain_rate, 3),
+                "arrivals": round(arrivals.get(tier, 0.0), 3),
+                "forecast_5m": round(forecasts[tier].rates["5m"], 3) if tier in forecasts else 0.0,
             }
             for tier, m in measures.items()
         },

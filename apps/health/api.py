@@ -51,21 +51,31 @@ def readyz_details(request):
 @require_GET
 def backlog(request):
     """The work waiting for each pool and tier, for KEDA's metrics-api scaler (no tenant data):
-    {"a": {"critical": n, "normal": n, "low": n}, "b": {...}, "c": {...}, "frozen": bool}.
+    {"a": {"critical": n, "normal": n, "low": n}, "b": {...}, "c": {...},
+     "forecast": {"a": {...}, "b": {...}, "c": {...}}, "replicas": {"a": n, ...}, "frozen": bool}.
 
     Pool A's figures are leads in the inboxes or in flight (claimed by the dispatcher, not
     yet stored: the dispatcher keeps a.* a few messages deep whatever the backlog, so their
     length says nothing); B's and C's are messages in their queues. The controller writes them
     every second, except while an operator's stop-scaling switch is on: then they stay as they
     were, and so do the pools' sizes.
+
+    "forecast" holds the same figures 5 minutes ahead if the pools kept their size
+    (apps/control/forecast.py); KEDA has a trigger on each and scales on the larger.
+    "replicas" is the size each pool needs by the larger, as KEDA computes it.
     """
     pipe = get_redis().pipeline(transaction=False)
     pipe.hgetall(CONTROL_SCALING_KEY)
     pipe.hget(CONTROL_STATE_KEY, "stop_scaling")
     figures, frozen = pipe.execute()
-    body: dict = {
-        pool: {tier: int(figures.get(f"{pool}.{tier}".encode(), 0)) for tier in TIERS}
-        for pool in POOLS
+
+    def figure(name: str) -> int:
+        return int(figures.get(name.encode(), 0))
+
+    body: dict = {pool: {tier: figure(f"{pool}.{tier}") for tier in TIERS} for pool in POOLS}
+    body["forecast"] = {
+        pool: {tier: figure(f"forecast.{pool}.{tier}") for tier in TIERS} for pool in POOLS
     }
+    body["replicas"] = {pool: figure(f"replicas.{pool}") for pool in POOLS}
     body["frozen"] = frozen == b"True"
     return JsonResponse(body)

@@ -61,6 +61,23 @@ FAMILIES = {
         "Leads/s leaving the inboxes for pool A, per tier (EWMA, measured while leads wait).",
         ["tier"],
     ),
+    "leadflow_tier_arrival_rate": (
+        "Leads/s arriving in a tier's inboxes, over the forecast's last 10 s step.",
+        ["tier"],
+    ),
+    "leadflow_forecast_arrival_rate": (
+        "Leads/s forecast to arrive per tier, 5 and 10 minutes ahead (damped Holt's trend).",
+        ["tier", "horizon"],
+    ),
+    "leadflow_forecast_backlog": (
+        "Backlog forecast per tier 5 and 10 minutes ahead if the pools kept their size.",
+        ["tier", "horizon"],
+    ),
+    "leadflow_pool_desired_replicas": (
+        "Replicas a pool needs by the larger of its current and forecast figures (as KEDA "
+        "computes them; held while scaling is frozen).",
+        ["pool"],
+    ),
     "leadflow_queue_messages": ("Messages waiting in a pool's Celery queue.", ["pool", "tier"]),
     "leadflow_queue_lag_seconds": (
         "Age of the oldest message waiting in a pool's Celery queue.",
@@ -130,6 +147,7 @@ class ControlCollector:
             return
         reads = (
             self._tiers,
+            self._forecasts,
             self._republished,
             self._mode,
             self._queues,
@@ -175,6 +193,27 @@ class ControlCollector:
             lag.add_metric([tier], measure.lag_seconds)
             drain.add_metric([tier], measure.drain_rate)
         return [tick, backlog, inflight, lag, drain]
+
+    @staticmethod
+    def _forecasts(controller):
+        arrivals, rates, backlogs, replicas = (
+            _family(name)
+            for name in (
+                "leadflow_tier_arrival_rate",
+                "leadflow_forecast_arrival_rate",
+                "leadflow_forecast_backlog",
+                "leadflow_pool_desired_replicas",
+            )
+        )
+        for tier, rate in controller.arrival_rates.items():
+            arrivals.add_metric([tier], rate)
+        for tier, forecast in controller.forecasts.items():
+            for horizon, rate in forecast.rates.items():
+                rates.add_metric([tier, horizon], rate)
+                backlogs.add_metric([tier, horizon], forecast.backlogs[horizon])
+        for pool, count in controller.replicas.items():
+            replicas.add_metric([pool], count)
+        return [arrivals, rates, backlogs, replicas]
 
     @staticmethod
     def _republished(controller):

@@ -1,5 +1,6 @@
 """The operators' live status page in Django admin (/admin/status/): the mode and why, each tier's
-backlog (waiting and in flight) and lag with its last 15 minutes drawn in inline SVG, the
+backlog (waiting and in flight) and lag with its last 15 minutes drawn in inline SVG, its
+arrivals against what was forecast for them 5 minutes before, the replicas each pool needs, the
 queues and workers, backlog and credits per tenant, breakers, recent transitions, and dead
 letters with their replay. Reloads itself every 5 s; reads only (Redis and a few indexed
 queries), never writes.
@@ -21,7 +22,11 @@ from apps.status import selectors
 from apps.tenants.models import Tenant
 from leadflow.queues import POOLS, TIERS
 from leadflow.redis_conn import get_redis
-from leadflow.redis_keys import CONTROL_STATE_KEY, METRICS_TENANT_RANKING_KEY
+from leadflow.redis_keys import (
+    CONTROL_SCALING_KEY,
+    CONTROL_STATE_KEY,
+    METRICS_TENANT_RANKING_KEY,
+)
 
 # The lag each tier should stay under, drawn on its chart (the alert rules use the same).
 LAG_SLO_SECONDS = {"critical": 5.0, "normal": 30.0}
@@ -37,6 +42,10 @@ class Chart:
     top: float  # the value at the top of the chart (seconds)
     width: int = CHART_WIDTH
     height: int = CHART_HEIGHT
+    forecast_points: str = ""  # a second polyline: what was forecast for each moment
+
+
+FORECAST_HORIZON_SECONDS = 300  # the status page draws the 5-minute forecast
 
 
 def lag_chart(samples: list[dict], tier: str, now: float) -> Chart:
@@ -53,6 +62,37 @@ def lag_chart(samples: list[dict], tier: str, now: float) -> Chart:
         f"{round((at - start) / HISTORY_SECONDS * CHART_WIDTH, 1)},{y(lag)}" for at, lag in values
     )
     return Chart(points=points, slo_y=y(slo) if slo else None, top=top)
+
+
+def forecast_chart(samples: list[dict], tier: str, now: float) -> Chart:
+    """The tier's arrival rate over the last 15 minutes, and the rate forecast for each moment
+    5 minutes before it (each sample's forecast drawn 5 minutes later): y is leads/s."""
+    start = now - HISTORY_SECONDS
+    actual = [(s["at"], s["tiers"].get(tier, {}).get("arrivals", 0.0)) for s in samples]
+    forecast = [
+        (s["at"] + FORECAST_HORIZON_SECONDS, s["tiers"].get(tier, {}).get("forecast_5m", 0.0))
+        for s in samples
+        if s["at"] + FORECAST_HORIZON_SECONDS <= now
+    ]
+    top = max([rate for _, rate in actual + forecast] + [1.0]) * 1.1
+
+    def points(values: list[tuple[float, float]]) -> str:
+        return " ".join(
+            f"{round((at - start) / HISTORY_SECONDS * CHART_WIDTH, 1)},"
+            f"{round(CHART_HEIGHT - rate / top * CHART_HEIGHT, 1)}"
+            for at, rate in values
+        )
+
+    return Chart(points=points(actual), slo_y=None, top=top, forecast_points=points(forecast))
+
+
+def _scaling() -> dict:
+    """The forecast figures and the replicas the controller last published (or froze)."""
+    figures = {k.decode(): int(v) for k, v in get_redis().hgetall(CONTROL_SCALING_KEY).items()}
+    return {
+        "replicas": [(pool, figures.get(f"replicas.{pool}", 0)) for pool in POOLS],
+        "forecast_backlog": {tier: figures.get(f"forecast.a.{tier}", 0) for tier in TIERS},
+    }
 
 
 def _tenant_rows() -> tuple[list[dict], int]:
@@ -121,6 +161,9 @@ def status_context() -> dict:
                 "slo": slo,
                 "over_slo": slo is not None and lag > slo,
                 "chart": lag_chart(samples, tier, now),
+                "arrivals": figures.get("arrivals", 0.0),
+                "forecast_5m": figures.get("forecast_5m", 0.0),
+                "forecast_chart": forecast_chart(samples, tier, now),
             }
         )
     queues = selectors.queue_figures()
@@ -146,6 +189,7 @@ def status_context() -> dict:
         "measured_age": now - latest["at"] if latest else None,
         "tiers": tiers,
         "pools": pools,
+        "scaling": _scaling(),
         "tenant_rows": tenant_rows,
         "tenants_more": tenants_more,
         "tiers_names": TIERS,

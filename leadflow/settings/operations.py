@@ -99,3 +99,17 @@ if ADMIT_WAIT_REPLICAS and not 0 < ADMIT_WAIT_TIMEOUT_MS < API_REDIS_TIMEOUT_SEC
         "Redis timeout (LEADFLOW_API_REDIS_TIMEOUT_SECONDS), got "
         f"{ADMIT_WAIT_TIMEOUT_MS} ms"
     )
+
+# ---------------------------------------------------------------------------
+# Autoscaling (README "Forecasting"): what one replica of each pool is sized for, per tier, in
+# the units of /scaling/backlog (pool A: leads waiting or in flight; B and C: queued messages),
+# and the replica bounds. deploy/k8s gives KEDA the same figures (tests/deploy checks they
+# agree); the controller publishes the replicas these imply as replicas.<pool>.
+# ---------------------------------------------------------------------------
+# The arrivals forecast's step (apps/control/forecast.py: its smoothing constants are per step).
+FORECAST_STEP_SECONDS = env_float("LEADFLOW_FORECAST_STEP_SECONDS", 10.0)
+AUTOSCALING = {
+    "a": {"min_replicas": 1, "max_replicas": 20, "per_replica": {"critical": 500, "normal": 5000}},
+    "b": {"min_replicas": 1, "max_replicas": 10, "per_replica": {"critical": 2, "normal": 2}},
+    "c": {"min_replicas": 1, "max_replicas": 10, "per_replica": {"critical": 2, "normal": 2}},
+}

@@ -124,7 +124,16 @@ def test_backlog_endpoint_reports_the_controllers_figures_per_pool_and_tier(clie
     saved = redis.hgetall(CONTROL_SCALING_KEY), redis.hget(CONTROL_STATE_KEY, "stop_scaling")
     try:
         redis.delete(CONTROL_SCALING_KEY)
-        redis.hset(CONTROL_SCALING_KEY, mapping={"a.critical": 3, "a.normal": 40, "b.normal": 2})
+        redis.hset(
+            CONTROL_SCALING_KEY,
+            mapping={
+                "a.critical": 3,
+                "a.normal": 40,
+                "b.normal": 2,
+                "forecast.a.normal": 900,
+                "replicas.a": 1,
+            },
+        )
         redis.hset(CONTROL_STATE_KEY, "stop_scaling", "True")
         response = client.get("/scaling/backlog")
     finally:
@@ -137,6 +146,12 @@ def test_backlog_endpoint_reports_the_controllers_figures_per_pool_and_tier(clie
         "a": {"critical": 3, "normal": 40, "low": 0},
         "b": {"critical": 0, "normal": 2, "low": 0},
         "c": {"critical": 0, "normal": 0, "low": 0},
+        "forecast": {
+            "a": {"critical": 0, "normal": 900, "low": 0},
+            "b": {"critical": 0, "normal": 0, "low": 0},
+            "c": {"critical": 0, "normal": 0, "low": 0},
+        },
+        "replicas": {"a": 1, "b": 0, "c": 0},
         "frozen": True,
     }
 
@@ -167,7 +182,7 @@ def test_health_endpoints_over_http(live_stack, operator):
         }
         backlog = operator.get("/scaling/backlog")
         assert backlog.status_code == 200
-        assert set(backlog.json()) == {"a", "b", "c", "frozen"}
+        assert set(backlog.json()) == {"a", "b", "c", "forecast", "replicas", "frozen"}
         assert set(backlog.json()["a"]) == set(TIERS)
 
 

@@ -232,11 +232,35 @@ def test_each_pool_scales_on_the_controllers_backlog_endpoint(manifests, pool):
         with pytest.raises(Resolver404):
             resolve(url.path, urlconf=PUBLIC_URLCONF)
         assert metadata["format"] == "json"
-        assert metadata["valueLocation"] in {f"{pool}.{tier}" for tier in TIERS}
+        assert metadata["valueLocation"] in {
+            f"{prefix}{pool}.{tier}" for tier in TIERS for prefix in ("", "forecast.")
+        }
         assert float(metadata["targetValue"]) > 0
         # KEDA's request carries that Host: the API must accept it
         config = _by_kind(manifests, "ConfigMap")["leadflow-config"]["data"]
         assert url.hostname in config["LEADFLOW_PUBLIC_HOSTS"].split(",")
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_each_pool_scales_on_the_larger_of_its_current_and_forecast_need_as_the_controller_does(
+    manifests, pool
+):
+    """KEDA is given the per-replica targets and bounds the controller computes its published
+    replicas with (settings.AUTOSCALING), for the current figure and the forecast alike."""
+    scaled = _by_kind(manifests, "ScaledObject")[f"pool-{pool}"]["spec"]
+    expected = settings.AUTOSCALING[pool]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (
+        expected["min_replicas"],
+        expected["max_replicas"],
+    )
+    targets = {
+        t["metadata"]["valueLocation"]: float(t["metadata"]["targetValue"])
+        for t in scaled["triggers"]
+    }
+    for tier, per_replica in expected["per_replica"].items():
+        assert targets[f"{pool}.{tier}"] == per_replica
+        assert targets[f"forecast.{pool}.{tier}"] == per_replica
+    assert len(targets) == 2 * len(expected["per_replica"])
 
 
 @pytest.mark.parametrize("process", ["control", "pool-a", "pool-b", "pool-c"])

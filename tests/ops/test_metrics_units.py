@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+from apps.control.forecast import TierForecast
 from apps.control.history import history_append, history_read
 from apps.control.modes import Shedding
 from apps.status.metrics import FAMILIES, ControlCollector, tenant_ranking
@@ -174,6 +175,15 @@ def _fake_controller(**shedding) -> SimpleNamespace:
             "normal": measure(backlog=700, lag_seconds=42.0, drain_rate=120.0, inflight=200),
             "low": measure(backlog=0, lag_seconds=0.0, drain_rate=0.0, inflight=0),
         },
+        arrival_rates={"critical": 5.0, "normal": 150.0, "low": 0.0},
+        forecasts={
+            "normal": TierForecast(
+                rate_now=150.0,
+                rates={"5m": 210.0, "10m": 240.0},
+                backlogs={"5m": 9000.0, "10m": 21000.0},
+            )
+        },
+        replicas={"a": 2, "b": 1, "c": 1},
     )
 
 
@@ -192,6 +202,10 @@ def test_control_collector_exports_the_last_tick_and_the_mode():
     assert samples.value("leadflow_mode", mode="normal") == 0
     assert samples.value("leadflow_low_paused") == 1
     assert samples.value("leadflow_breaker_state", dependency="ai", state="closed") == 1
+    assert samples.value("leadflow_tier_arrival_rate", tier="normal") == 150.0
+    assert samples.value("leadflow_forecast_arrival_rate", tier="normal", horizon="10m") == 240.0
+    assert samples.value("leadflow_forecast_backlog", tier="normal", horizon="5m") == 9000.0
+    assert samples.value("leadflow_pool_desired_replicas", pool="a") == 2
 
 
 def test_a_standby_control_exports_only_that_it_does_not_lead():

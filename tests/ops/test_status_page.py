@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 
 from apps.control.models import Policy
 from apps.crm.models import DeadLetter
-from apps.status.page import CHART_HEIGHT, CHART_WIDTH, lag_chart
+from apps.status.page import CHART_HEIGHT, CHART_WIDTH, forecast_chart, lag_chart
 from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 from tests.factories import lead_make
@@ -62,6 +62,33 @@ def test_lag_chart_spans_15_minutes_with_the_slo_line():
     assert points[1][1] == pytest.approx(CHART_HEIGHT - 10 / 11 * CHART_HEIGHT, abs=0.1)
     assert chart.slo_y == pytest.approx(CHART_HEIGHT - 5 / 11 * CHART_HEIGHT, abs=0.1)
     assert lag_chart(samples, "low", now).slo_y is None  # LOW has no SLO
+
+
+def test_forecast_chart_draws_each_forecast_at_the_moment_it_was_made_for():
+    now = 1_800_000_000.0
+    samples = [
+        {"at": now - 900, "tiers": {"normal": {"arrivals": 100.0, "forecast_5m": 150.0}}},
+        {"at": now - 600, "tiers": {"normal": {"arrivals": 120.0, "forecast_5m": 180.0}}},
+        {"at": now - 300, "tiers": {"normal": {"arrivals": 150.0, "forecast_5m": 200.0}}},
+        {"at": now, "tiers": {"normal": {"arrivals": 190.0, "forecast_5m": 230.0}}},
+    ]
+    chart = forecast_chart(samples, "normal", now)
+    actual = [tuple(map(float, p.split(","))) for p in chart.points.split()]
+    forecast = [tuple(map(float, p.split(","))) for p in chart.forecast_points.split()]
+    assert [x for x, _ in actual] == [0.0, CHART_WIDTH / 3, 2 * CHART_WIDTH / 3, CHART_WIDTH]
+    # Forecasts made 15, 10 and 5 minutes ago, for 10 and 5 minutes ago and now; the one
+    # made now is for a moment still to come, off the chart.
+    assert [x for x, _ in forecast] == [CHART_WIDTH / 3, 2 * CHART_WIDTH / 3, CHART_WIDTH]
+    assert chart.top == pytest.approx(200.0 * 1.1)  # the highest drawn: 200 forecast for now
+    assert forecast[-1][1] == pytest.approx(CHART_HEIGHT - 200 / 220 * CHART_HEIGHT, abs=0.1)
+    assert actual[-1][1] == pytest.approx(CHART_HEIGHT - 190 / 220 * CHART_HEIGHT, abs=0.1)
+
+
+@pytest.mark.django_db
+def test_the_status_page_shows_the_forecast_and_the_replicas_needed(admin_client):
+    page = admin_client.get("/admin/status/").content.decode()
+    assert 'id="lf-forecast"' in page and 'id="lf-replicas"' in page
+    assert "pool A" in page
 
 
 # --- in a browser, against the live platform ---

@@ -39,7 +39,14 @@ def test_the_operator_listener_serves_metrics_scaling_admin_and_details(
     metrics = operator.get("/metrics")
     assert metrics.status_code == 200
     assert "leadflow_intake_decisions_total" in metrics.text  # the per-tenant series
-    assert set(operator.get("/scaling/backlog").json()) == {"a", "b", "c", "frozen"}
+    assert set(operator.get("/scaling/backlog").json()) == {
+        "a",
+        "b",
+        "c",
+        "forecast",
+        "replicas",
+        "frozen",
+    }
     login = operator.get("/admin/login/")
     assert login.status_code == 200 and "csrfmiddlewaretoken" in login.text
     assert operator.get("/readyz").json()["checks"] == {"redis": "ok", "postgres": "ok"}
