@@ -56,6 +56,16 @@ def rate_limited(limit: str, retry_after: int, detail: str, mode: str | None = N
     )
 
 
+def idempotency_key_reused() -> ApiError:
+    """422: an Idempotency-Key sent again with another lead (nothing was admitted)."""
+    return ApiError(
+        422,
+        "idempotency_key_reused",
+        "this Idempotency-Key was sent with another lead in the last 24 h; nothing was accepted: "
+        "a retry sends the same lead with the same key, a new lead a new key",
+    )
+
+
 # Seconds a client waits before trying again: Redis restarts in about a second (README
 # "Outages"); PostgreSQL takes longer.
 REDIS_RETRY_AFTER_SECONDS = 1
