@@ -176,7 +176,8 @@ def _common(body_limit: int) -> dict:
         503: OpenApiResponse(
             Error,
             "Redis or PostgreSQL did not answer; nothing was accepted (or send the same "
-            "request again: an accepted lead is answered as a duplicate).",
+            "request again: an accepted lead is answered with its original answer when sent "
+            "with an Idempotency-Key, else as a duplicate).",
             [_example("Redis down", 503, UNAVAILABLE)],
         ),
     }
