@@ -63,7 +63,8 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """One lead's answer: accepted, a duplicate of an accepted lead, or refused by a limit."""
+    """One lead's answer: accepted, a duplicate of an accepted lead, refused by a limit, or for
+    a lead sent with an Idempotency-Key, its original answer replayed or the key found reused."""
 
     trace_id: str | None
     duplicate: bool

@@ -346,7 +346,11 @@ class BatchResultField(serializers.Field):
 
 
 class BatchAnswer(serializers.Serializer):
-    accepted = serializers.IntegerField(min_value=0)
+    accepted = serializers.IntegerField(
+        min_value=0,
+        help_text="Leads accepted: by this request, or (`replayed`) by an earlier one with the "
+        "same Idempotency-Key.",
+    )
     duplicates = serializers.IntegerField(min_value=0)
     refused = serializers.IntegerField(min_value=0)
     invalid = serializers.IntegerField(min_value=0)

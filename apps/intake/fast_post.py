@@ -6,7 +6,7 @@ serializer and response machinery cost several times the work itself (README, Pe
 Here a request is: check the host, authenticate from the in-process tenant cache, read and
 decode the body (orjson), validate (apps/intake/validation.py), admit in one Redis round trip
 (apps/intake/admission.py), answer. The rules, answers and errors are the API's own: one
-JSON error shape, 401/413/415/400/429 as the README says, X-LeadFlow-Mode on every admission,
+JSON error shape, 401/413/415/400/422/429 as the README says, X-LeadFlow-Mode on every admission,
 and 503 with Retry-After when Redis or PostgreSQL does not answer (apps/intake/errors.py
 `outage`), never a 500. The only database use here, the tenant cache's load on a miss, does
 Django's connection housekeeping itself (apps/tenants/cache.py).
