@@ -31,11 +31,14 @@ _DUPLICATE, _REFUSED = "2", "3"  # admit.lua's outcomes ("1": accepted)
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A validated lead about to be admitted."""
+    """A validated lead about to be admitted (its dedup identity from `dedup_identity`)."""
 
-    dedup_digest: str  # SHA-256 of the Idempotency-Key, or of the canonical body
+    dedup_digest: str  # SHA-256 of the Idempotency-Key, of key + lead (batch), or of the lead
     tier: str
     fields: dict
+    # Sent with an Idempotency-Key: what a repeat must match to be answered with the original
+    # answer (a replay) rather than 422; empty without a key (a repeat is a duplicate).
+    fingerprint: str = ""
 
 
 # What a refusal says, for the client and the logs. Budget and backpressure refuse one lead;
@@ -60,7 +63,8 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """One lead's answer: accepted, a duplicate of an accepted lead, or refused by a limit."""
+    """One lead's answer: accepted, a duplicate of an accepted lead, refused by a limit, or for
+    a lead sent with an Idempotency-Key, its original answer replayed or the key found reused."""
 
     trace_id: str | None
     duplicate: bool
@@ -70,10 +74,16 @@ class Admission:
     estimated_completion: datetime | None = None
     retry_after: int | None = None  # when accepted under overload: when to poll the status
     refusal: Refusal | None = None
+    # Accepted by an earlier request with the same Idempotency-Key and lead: the original
+    # answer, rebuilt, and the mode it was admitted in.
+    replayed: bool = False
+    mode: str | None = None
+    key_reused: bool = False  # the Idempotency-Key was sent before with another lead: 422
 
     @property
     def accepted(self) -> bool:
-        return not self.duplicate and self.refusal is None
+        """Accepted by this request (not a repeat of an earlier one)."""
+        return not (self.duplicate or self.replayed or self.key_reused) and self.refusal is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,35 @@ def dedup_digest_for_body(body: object) -> str:
 
 def dedup_digest_for_key(idempotency_key: str) -> str:
     return hashlib.sha256(b"idempotency-key:" + idempotency_key.encode()).hexdigest()
+
+
+def dedup_digest_for_batch_lead(idempotency_key: str, canonical: bytes) -> str:
+    """A batch's lead sent with an Idempotency-Key: the key and the lead itself, never its
+    index (a retry that drops or reorders leads must not shift another lead's identity), under
+    a prefix of its own (never a single lead's key digest). A key is printable ASCII, so the
+    newline ends it unambiguously."""
+    return hashlib.sha256(
+        b"idempotency-batch:" + idempotency_key.encode() + b"\n" + canonical
+    ).hexdigest()
+
+
+# A batch lead's fingerprint: its dedup digest holds the lead already, so a match of the digest
+# is a match of the lead.
+BATCH_FINGERPRINT = "batch"
+
+
+def dedup_identity(raw: object, idempotency_key: str | None, in_batch: bool) -> tuple[str, str]:
+    """(dedup digest, fingerprint) of a lead as sent (README, Idempotency): without a key, its
+    canonical JSON is its identity; with one, a single lead is the key, and its fingerprint the
+    lead's digest (the same key with another lead is 422); a batch's lead is key + lead."""
+    canonical = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    if idempotency_key is None:
+        return hashlib.sha256(canonical).hexdigest(), ""
+    if in_batch:
+        return dedup_digest_for_batch_lead(idempotency_key, canonical), BATCH_FINGERPRINT
+    # 128 bits: it is kept with every keyed lead for 24 h, and it tells a client's mistake
+    # apart, it does not resist an attacker (a tenant could only confuse its own answers).
+    return dedup_digest_for_key(idempotency_key), hashlib.sha256(canonical).hexdigest()[:32]
 
 
 def trace_ids_new(count: int) -> list[str]:
@@ -171,7 +210,12 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
             "received_at": received_at,
             **candidate.fields,
         }
-        args += [trace_id, _TIER_INDEX[candidate.tier], inbox.entry_open(fields)]
+        args += [
+            trace_id,
+            _TIER_INDEX[candidate.tier],
+            inbox.entry_open(fields),
+            candidate.fingerprint,
+        ]
 
     script = lua_script(_SCRIPT_PATH, TOKEN_BUCKET_LUA)
     raw_mode, refused, wait, raw_drain, results = script_run_hot(script, keys, args)
@@ -180,37 +224,84 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
         limit = refused.decode()
         return AdmissionResult(mode, Refusal(limit, retry_after_seconds(float(wait), limit)), [])
     drain = float(raw_drain)
-    now = datetime.fromtimestamp(received_at, tz=UTC)
+    received = datetime.fromtimestamp(received_at, tz=UTC)
     admissions = []
-    for trace_id, raw in zip(trace_ids, results, strict=True):
-        outcome, tier_index, rest = raw.decode().split("|", 2)
-        tier = TIERS[int(tier_index) - 1]
+    answered: set[str] | None = None  # trace ids this request answered with, from its first repeat
+    for trace_id, candidate, raw in zip(trace_ids, candidates, results, strict=True):
+        outcome, rest = raw.decode().split("|", 1)
         if outcome == _DUPLICATE:
-            admissions.append(Admission(trace_id=rest, duplicate=True, tier=tier))
-        elif outcome == _REFUSED:
+            answered = answered or set(trace_ids)
+            repeat = _repeat(rest.split("|"), candidate, answered)
+            if repeat.replayed:
+                answered.add(repeat.trace_id)  # the lead sent again in this request: a duplicate
+            admissions.append(repeat)
+            continue
+        tier_index, rest = rest.split("|", 1)
+        tier = TIERS[int(tier_index) - 1]
+        if outcome == _REFUSED:
             demoted, limit, lead_wait = rest.split("|")
             refusal = Refusal(limit, retry_after_seconds(float(lead_wait), limit))
             admissions.append(Admission(None, False, tier, demoted == "1", refusal=refusal))
         else:
             demoted, position = rest.split("|")
-            position = int(position)
-            wait_seconds = position / drain
             admissions.append(
-                Admission(
-                    trace_id=trace_id,
-                    duplicate=False,
-                    tier=tier,
-                    demoted=demoted == "1",
-                    position=position,
-                    estimated_completion=now + timedelta(seconds=wait_seconds),
-                    retry_after=(
-                        None
-                        if mode == "normal"
-                        else retry_after_seconds(wait_seconds, "backpressure")
-                    ),
-                )
+                _queued(trace_id, tier, demoted == "1", int(position), mode, drain, received)
             )
     return AdmissionResult(mode, None, admissions)
+
+
+def _queued(
+    trace_id: str,
+    tier: str,
+    demoted: bool,
+    position: int,
+    mode: str,
+    drain: float,
+    received: datetime,
+    replayed: bool = False,
+) -> Admission:
+    """An accepted lead's answer, from what admit.lua decided and keeps in its dedup value: the
+    same numbers give the same answer, to the byte, when it is replayed."""
+    wait_seconds = position / drain
+    return Admission(
+        trace_id=trace_id,
+        duplicate=False,
+        tier=tier,
+        demoted=demoted,
+        position=position,
+        estimated_completion=received + timedelta(seconds=wait_seconds),
+        retry_after=(
+            None if mode == "normal" else retry_after_seconds(wait_seconds, "backpressure")
+        ),
+        replayed=replayed,
+        mode=mode,
+    )
+
+
+def _repeat(original: list[str], candidate: Candidate, answered: set[str]) -> Admission:
+    """A lead whose dedup key was taken: `original` is the key's value (admit.lua), "<trace
+    id>|<tier index>", and for a lead sent with an Idempotency-Key "|<fingerprint>|<demoted>|
+    <position>|<mode>|<drain rate>|<received_at>" too: what its answer was made of."""
+    trace_id, tier = original[0], TIERS[int(original[1]) - 1]
+    # A value of two fields: a lead sent without a key, or a keyed one admitted before values
+    # kept the answer. A lead this request answered already (a batch sending one lead twice)
+    # is a duplicate the second time, as on the first try.
+    if len(original) == 2 or not candidate.fingerprint or trace_id in answered:
+        return Admission(trace_id=trace_id, duplicate=True, tier=tier)
+    fingerprint, demoted, position, mode, drain, received_at = original[2:]
+    if fingerprint != candidate.fingerprint:
+        return Admission(None, False, candidate.tier, key_reused=True)
+    return _queued(
+        trace_id,
+        tier,
+        demoted == "1",
+        int(position),
+        mode,
+        float(drain),
+        # received_at as admit() sent it (redis-py writes a float's repr: exact both ways).
+        datetime.fromtimestamp(float(received_at), tz=UTC),
+        replayed=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

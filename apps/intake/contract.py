@@ -256,7 +256,7 @@ class Error(serializers.Serializer):
     error = serializers.CharField(
         help_text="A short code: invalid, parse_error, batch_too_large, invalid_header, "
         "bad_host, not_authenticated, authentication_failed, body_too_large, "
-        "unsupported_media_type, not_found, unavailable, server_error."
+        "unsupported_media_type, idempotency_key_reused, not_found, unavailable, server_error."
     )
     detail = serializers.CharField(help_text="What went wrong, for a person.")
     fields = FieldErrors(required=False, help_text="Each refused field (or header) and why.")
@@ -303,7 +303,11 @@ class _Indexed(serializers.Serializer):
 
 
 class BatchLeadAccepted(_Indexed, LeadAccepted):
-    pass
+    replayed = TrueField(
+        required=False,
+        help_text="Only on a retry of a batch with the same Idempotency-Key: this lead was "
+        "accepted by an earlier try, and this is its original result.",
+    )
 
 
 class BatchLeadDuplicate(_Indexed, LeadDuplicate):
@@ -342,7 +346,11 @@ class BatchResultField(serializers.Field):
 
 
 class BatchAnswer(serializers.Serializer):
-    accepted = serializers.IntegerField(min_value=0)
+    accepted = serializers.IntegerField(
+        min_value=0,
+        help_text="Leads accepted: by this request, or (`replayed`) by an earlier one with the "
+        "same Idempotency-Key.",
+    )
     duplicates = serializers.IntegerField(min_value=0)
     refused = serializers.IntegerField(min_value=0)
     invalid = serializers.IntegerField(min_value=0)

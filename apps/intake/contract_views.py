@@ -39,7 +39,7 @@ from apps.intake.contract import (
     LeadDuplicate,
     LeadRequest,
 )
-from apps.intake.errors import ApiError, rate_limited
+from apps.intake.errors import ApiError, idempotency_key_reused, rate_limited
 from apps.intake.json_body import body_decode
 from apps.intake.schema import batch_create_schema, lead_create_schema
 
@@ -121,11 +121,12 @@ def idempotency_key(meta: dict) -> str | None:
     return key
 
 
-def _candidate(lead: dict, raw: dict, key: str | None) -> admission.Candidate:
-    """Dedup by the Idempotency-Key when given, else by the lead as sent (canonical JSON)."""
+def _candidate(lead: dict, raw: dict, key: str | None, in_batch: bool) -> admission.Candidate:
+    """Dedup by the Idempotency-Key when given (for a batch's lead, key + lead), else by the
+    lead as sent (canonical JSON): admission.dedup_identity."""
     fields = dict(lead)
-    digest = admission.dedup_digest_for_key(key) if key else admission.dedup_digest_for_body(raw)
-    return admission.Candidate(dedup_digest=digest, tier=fields.pop("priority"), fields=fields)
+    digest, fingerprint = admission.dedup_identity(raw, key, in_batch)
+    return admission.Candidate(digest, fields.pop("priority"), fields, fingerprint)
 
 
 def _accepted(result: admission.Admission) -> dict:
@@ -185,15 +186,19 @@ class LeadCreateContractView(_IntakeContractView):
         lead = LeadRequest(data=raw)
         if not lead.is_valid():
             raise ApiError(400, "invalid", "the lead is not valid", lead.errors)
-        admitted = admission.admit(
-            request.user, client_ip(request.META), [_candidate(lead.validated_data, raw, key)]
-        )
+        candidate = _candidate(lead.validated_data, raw, key, in_batch=False)
+        admitted = admission.admit(request.user, client_ip(request.META), [candidate])
         if admitted.refusal:
             _refusal_raise(admitted.refusal, admitted.mode)
         [result] = admitted.admissions
         if result.refusal:
             _refusal_raise(result.refusal, admitted.mode)
-        headers = {"X-LeadFlow-Mode": admitted.mode}
+        if result.key_reused:
+            raise idempotency_key_reused()
+        if result.replayed:  # the original answer: its body, and the mode it was admitted in
+            headers = {"X-LeadFlow-Mode": result.mode, "Idempotent-Replayed": "true"}
+        else:
+            headers = {"X-LeadFlow-Mode": admitted.mode}
         if result.duplicate:
             return Response(LeadDuplicate(result).data, status=200, headers=headers)
         return Response(LeadAccepted(_accepted(result)).data, status=202, headers=headers)
@@ -232,14 +237,14 @@ class LeadsBatchCreateContractView(_IntakeContractView):
                 invalid = {"index": index, "error": "invalid", "fields": lead.errors}
                 results[index] = BatchLeadInvalid(invalid).data
                 continue
-            lead_key = f"{key}:{index}" if key else None
-            candidates.append(_candidate(lead.validated_data, raw, lead_key))
+            candidates.append(_candidate(lead.validated_data, raw, key, in_batch=True))
             positions.append(index)
         return self._admitted(request, leads, results, candidates, positions)
 
     def _admitted(self, request, leads, results, candidates, positions) -> Response:
         headers: dict[str, str] = {}
         counts = {"accepted": 0, "duplicates": 0, "refused": 0}
+        replayed = 0
         retry_afters = []
         if candidates:
             admitted = admission.admit(request.user, client_ip(request.META), candidates)
@@ -254,7 +259,10 @@ class LeadsBatchCreateContractView(_IntakeContractView):
                 elif result.duplicate:
                     counts["duplicates"] += 1
                 else:
-                    counts["accepted"] += 1
+                    counts["accepted"] += 1  # a replay too: accepted by an earlier try
+                    replayed += result.replayed
+        if replayed == len(leads):
+            headers["Idempotent-Replayed"] = "true"
         # 202 when any lead was accepted, else 200 when any was a duplicate, else 429 when any
         # was refused by a limit, else (all invalid) 400.
         if counts["accepted"]:
@@ -279,4 +287,6 @@ class LeadsBatchCreateContractView(_IntakeContractView):
             answer = {"trace_id": result.trace_id, "duplicate": True, "tier": result.tier}
         else:
             serializer, answer = BatchLeadAccepted, _accepted(result)
+            if result.replayed:
+                answer["replayed"] = True
         return serializer({"index": index, **answer}).data

@@ -56,6 +56,16 @@ def rate_limited(limit: str, retry_after: int, detail: str, mode: str | None = N
     )
 
 
+def idempotency_key_reused() -> ApiError:
+    """422: an Idempotency-Key sent again with another lead (nothing was admitted)."""
+    return ApiError(
+        422,
+        "idempotency_key_reused",
+        "this Idempotency-Key was sent with another lead in the last 24 h; nothing was accepted: "
+        "a retry sends the same lead with the same key, a new lead a new key",
+    )
+
+
 # Seconds a client waits before trying again: Redis restarts in about a second (README
 # "Outages"); PostgreSQL takes longer.
 REDIS_RETRY_AFTER_SECONDS = 1
@@ -75,10 +85,12 @@ _REDIS_REFUSAL_CLASSES = (
 def outage(error: Exception) -> ApiError | None:
     """The 503 for a dependency that did not answer; None when `error` is not an outage."""
     if isinstance(error, redis.TimeoutError):
-        # The command may have run: a repeat of the same lead is answered as its duplicate.
+        # The command may have run: a repeat of the same lead is answered with its original
+        # answer (an Idempotency-Key) or as its duplicate.
         detail = (
-            "Redis did not answer in time; send the same request again (the same body or "
-            "Idempotency-Key): a lead that was accepted is answered as a duplicate"
+            "Redis did not answer in time; send the same request again (the same body and "
+            "Idempotency-Key): a lead that was accepted gets its original answer, or is "
+            "answered as a duplicate without a key"
         )
     elif isinstance(error, redis.ConnectionError) or (
         isinstance(error, redis.ResponseError) and _redis_refusal(error)

@@ -6,7 +6,7 @@ serializer and response machinery cost several times the work itself (README, Pe
 Here a request is: check the host, authenticate from the in-process tenant cache, read and
 decode the body (orjson), validate (apps/intake/validation.py), admit in one Redis round trip
 (apps/intake/admission.py), answer. The rules, answers and errors are the API's own: one
-JSON error shape, 401/413/415/400/429 as the README says, X-LeadFlow-Mode on every admission,
+JSON error shape, 401/413/415/400/422/429 as the README says, X-LeadFlow-Mode on every admission,
 and 503 with Retry-After when Redis or PostgreSQL does not answer (apps/intake/errors.py
 `outage`), never a 500. The only database use here, the tenant cache's load on a miss, does
 Django's connection housekeeping itself (apps/tenants/cache.py).
@@ -25,7 +25,7 @@ from django.http.request import split_domain_port, validate_host
 
 from apps.intake import admission
 from apps.intake.authentication import client_ip, tenant_authenticate
-from apps.intake.errors import ApiError, outage, rate_limited
+from apps.intake.errors import ApiError, idempotency_key_reused, outage, rate_limited
 from apps.intake.json_body import body_decode
 from apps.intake.validation import lead_validate
 from leadflow.metrics import intake_decisions_count, intake_errors_count
@@ -41,6 +41,7 @@ _STATUS_LINES = {
     404: "404 Not Found",
     413: "413 Request Entity Too Large",
     415: "415 Unsupported Media Type",
+    422: "422 Unprocessable Entity",
     431: "431 Request Header Fields Too Large",
     429: "429 Too Many Requests",
     500: "500 Internal Server Error",
@@ -128,14 +129,12 @@ def _lead_body(result: admission.Admission) -> dict:
     return body
 
 
-def _candidate(lead: dict, raw: dict, idempotency_key: str | None) -> admission.Candidate:
-    digest = (
-        admission.dedup_digest_for_key(idempotency_key)
-        if idempotency_key
-        else admission.dedup_digest_for_body(raw)
-    )
+def _candidate(
+    lead: dict, raw: dict, idempotency_key: str | None, in_batch: bool
+) -> admission.Candidate:
+    digest, fingerprint = admission.dedup_identity(raw, idempotency_key, in_batch)
     tier = lead.pop("priority")
-    return admission.Candidate(dedup_digest=digest, tier=tier, fields=lead)
+    return admission.Candidate(digest, tier, lead, fingerprint)
 
 
 def _admit(tenant, ip: str, candidates: list) -> admission.AdmissionResult:
@@ -161,7 +160,9 @@ def _decision(result: admission.Admission) -> tuple[str, str, str]:
     """(tier, outcome, reason), as the intake's decision metric counts a lead."""
     if result.refusal:
         return result.tier, "rate_limited", result.refusal.limit
-    if result.duplicate:
+    if result.key_reused:
+        return result.tier, "invalid", "idempotency_key_reused"
+    if result.duplicate or result.replayed:  # a replay was counted when it was accepted
         return result.tier, "duplicate", ""
     return result.tier, "demoted" if result.demoted else "accepted", ""
 
@@ -185,7 +186,7 @@ def lead_create(environ: dict) -> Answer:
     if errors:
         intake_decisions_count(tenant.tenant_id, _invalid_tier(raw), "invalid", reason="invalid")
         raise _decided(ApiError(400, "invalid", "the lead is not valid", errors))
-    candidate = _candidate(lead, raw, idempotency_key)
+    candidate = _candidate(lead, raw, idempotency_key, in_batch=False)
     admitted = _admit(tenant, ip, [candidate])
     [result] = admitted.admissions
     if result.refusal:
@@ -193,10 +194,14 @@ def lead_create(environ: dict) -> Answer:
         raise _decided(
             rate_limited(refusal.limit, refusal.retry_after, refusal.detail, admitted.mode)
         )
+    if result.key_reused:
+        raise _decided(idempotency_key_reused())
     structlog.contextvars.bind_contextvars(trace_id=result.trace_id)
-    return Answer(
-        200 if result.duplicate else 202, _lead_body(result), {"X-LeadFlow-Mode": admitted.mode}
-    )
+    if result.replayed:  # the original answer: its body, and the mode it was admitted in
+        headers = {"X-LeadFlow-Mode": result.mode, "Idempotent-Replayed": "true"}
+    else:
+        headers = {"X-LeadFlow-Mode": admitted.mode}
+    return Answer(200 if result.duplicate else 202, _lead_body(result), headers)
 
 
 def leads_batch_create(environ: dict) -> Answer:
@@ -230,13 +235,12 @@ def leads_batch_create(environ: dict) -> Answer:
             results[index] = {"index": index, "error": "invalid", "fields": errors}
             invalid[(_invalid_tier(raw), "invalid", "invalid")] += 1
             continue
-        key = f"{idempotency_key}:{index}" if idempotency_key else None
-        candidates.append(_candidate(lead, raw, key))
+        candidates.append(_candidate(lead, raw, idempotency_key, in_batch=True))
         positions.append(index)
 
     _decisions_count(tenant.tenant_id, invalid)
     headers: dict[str, str] = {}
-    accepted = duplicates = 0
+    accepted = duplicates = replayed = 0
     retry_afters = []
     if candidates:
         admitted = _admit(tenant, ip, candidates)
@@ -249,6 +253,11 @@ def leads_batch_create(environ: dict) -> Answer:
                 duplicates += 1
             else:
                 accepted += 1
+                if result.replayed:  # accepted by an earlier try of this batch (its key)
+                    results[index]["replayed"] = True
+                    replayed += 1
+    if replayed == len(leads):
+        headers["Idempotent-Replayed"] = "true"
     refused = len(retry_afters)
     if accepted:
         status = 202

@@ -38,9 +38,11 @@ from apps.intake.schema_examples import (
     BATCH_DUPLICATES,
     BATCH_INVALID,
     BATCH_REFUSED,
+    BATCH_REPLAYED,
     DUPLICATE,
     HEADER_TOO_LARGE,
     INVALID,
+    KEY_REUSED,
     LEAD,
     PARSE_ERROR,
     QUEUED,
@@ -78,10 +80,28 @@ IDEMPOTENCY_KEY = OpenApiParameter(
         "pattern": "^[!-~]([ -~]*[!-~])?$",
     },
     OpenApiParameter.HEADER,
-    description="Deduplicates retries for 24 h per tenant: a repeat is answered 200 with the "
-    "original trace id. Without it, the lead's canonical JSON is the key. In a batch, each lead's "
-    "key is this key and its index.",
+    description="Makes a retry safe for 24 h per tenant (README, Idempotency). One lead: the "
+    "same key with the same lead is answered with the original answer (status and body) and "
+    "`Idempotent-Replayed: true`; the same key with another lead is 422 "
+    "`idempotency_key_reused`, and nothing is accepted. A batch (the batch key rule): each "
+    "lead's key is this key and the lead itself (its canonical JSON), never its index, and "
+    "never one lead's key; a retry of the batch with the same key answers the leads accepted "
+    "before with their original results (`replayed: true`, counted as accepted) and admits the "
+    "others, so leads dropped, added or reordered between tries change no other lead's fate. "
+    "Without a key, the lead's canonical JSON is its key: a repeat is answered 200 "
+    "`duplicate: true` with the original trace id.",
 )
+
+
+def _replayed_header(statuses) -> OpenApiParameter:
+    return OpenApiParameter(
+        "Idempotent-Replayed",
+        {"type": "string", "enum": ["true"]},
+        OpenApiParameter.HEADER,
+        description="Only on a retry with the same Idempotency-Key whose every lead was "
+        "accepted before: the answer is the original one (for a batch, every result replayed).",
+        response=statuses,
+    )
 
 
 def _mode_header(statuses, required: bool) -> OpenApiParameter:
@@ -156,7 +176,8 @@ def _common(body_limit: int) -> dict:
         503: OpenApiResponse(
             Error,
             "Redis or PostgreSQL did not answer; nothing was accepted (or send the same "
-            "request again: an accepted lead is answered as a duplicate).",
+            "request again: an accepted lead is answered with its original answer when sent "
+            "with an Idempotency-Key, else as a duplicate).",
             [_example("Redis down", 503, UNAVAILABLE)],
         ),
     }
@@ -179,11 +200,15 @@ lead_create_schema = extend_schema(
         _mode_header([202, 200], required=True),
         _mode_header([429], required=False),
         _retry_after_header([429, 503]),
+        _replayed_header([202]),
         WWW_AUTHENTICATE,
     ],
     responses={
         202: OpenApiResponse(
-            LeadAccepted, "Accepted and queued.", [_example("Accepted", 202, ACCEPTED)]
+            LeadAccepted,
+            "Accepted and queued; or, with `Idempotent-Replayed: true`, the original answer to "
+            "this Idempotency-Key and lead (its X-LeadFlow-Mode the original's too).",
+            [_example("Accepted", 202, ACCEPTED)],
         ),
         200: OpenApiResponse(
             LeadDuplicate,
@@ -198,6 +223,11 @@ lead_create_schema = extend_schema(
                 _example("Not JSON", 400, PARSE_ERROR),
                 _example("Bad Idempotency-Key", 400, BAD_KEY),
             ],
+        ),
+        422: OpenApiResponse(
+            Error,
+            "This Idempotency-Key was sent before with another lead; nothing was accepted.",
+            [_example("Key reused", 422, KEY_REUSED)],
         ),
         429: OpenApiResponse(
             RateLimited, RATE_LIMITED_DESCRIPTION, [_example("Tenant rate", 429, TENANT_RATE)]
@@ -224,13 +254,19 @@ batch_create_schema = extend_schema(
         _mode_header([202, 200], required=True),
         _mode_header([429], required=False),
         _retry_after_header([429, 503]),
+        _replayed_header([202]),
         WWW_AUTHENTICATE,
     ],
     responses={
         202: OpenApiResponse(
             BatchAnswer,
-            "At least one lead accepted; one result per lead, in order.",
-            [_example("Mixed", 202, BATCH_ACCEPTED)],
+            "At least one lead accepted; one result per lead, in order. On a retry with the "
+            "same Idempotency-Key, a lead accepted by an earlier try is answered with its "
+            "original result and `replayed: true`, and counted as accepted.",
+            [
+                _example("Mixed", 202, BATCH_ACCEPTED),
+                _example("Retried with the same key", 202, BATCH_REPLAYED),
+            ],
         ),
         200: OpenApiResponse(
             BatchAnswer,

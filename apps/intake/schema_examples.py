@@ -37,6 +37,11 @@ BAD_KEY = error(
     "the Idempotency-Key header must be 1 to 255 printable ASCII characters",
     {"Idempotency-Key": ["has 300 characters; the limit is 255"]},
 )
+KEY_REUSED = error(
+    "idempotency_key_reused",
+    "this Idempotency-Key was sent with another lead in the last 24 h; nothing was accepted: "
+    "a retry sends the same lead with the same key, a new lead a new key",
+)
 UNAUTHENTICATED = error(
     "not_authenticated", "an API key is required: 'Authorization: Bearer <api key>'"
 )
@@ -79,6 +84,16 @@ BATCH_DUPLICATES = {
     "refused": 0,
     "invalid": 0,
     "results": [{"index": 0, **DUPLICATE}],
+}
+BATCH_REPLAYED = {
+    "accepted": 2,
+    "duplicates": 0,
+    "refused": 0,
+    "invalid": 0,
+    "results": [
+        {"index": 0, **ACCEPTED, "replayed": True},
+        {"index": 1, **ACCEPTED, "trace_id": "4c8e2a71-0f3b-4d5e-8a9c-2b7d6e1f3a50", "position": 2},
+    ],
 }
 BATCH_INVALID = {
     "accepted": 0,

@@ -117,8 +117,9 @@ def _redis_forget(tenant_id: int, trace_ids: list[str]) -> int:
 
 def _dedup_keys_forget(client, tenant_id: int, trace_ids: set[str]) -> int:
     """A dedup key is named by a hash of the request, so it is found by its value ("<trace
-    id>|<tier>"): a SCAN of the tenant's keys, one round trip per DEDUP_SCAN_COUNT keys of the
-    whole keyspace (an erasure is rare; the hot path is never slowed for it)."""
+    id>|<tier>", and for a lead sent with an Idempotency-Key its kept answer after: admit.lua):
+    a SCAN of the tenant's keys, one round trip per DEDUP_SCAN_COUNT keys of the whole keyspace
+    (an erasure is rare; the hot path is never slowed for it)."""
     pattern = redis_keys.dedup_key(tenant_id, "*")
     deleted = 0
     cursor = 0

@@ -215,6 +215,7 @@ SPECTACULAR_SETTINGS = {
         "QueuedStatus": ["queued"],
         "RateLimitedError": ["rate_limited"],
         "InvalidError": ["invalid"],
+        "AlwaysTrue": [(True, True)],  # TrueField: `duplicate`, `replayed` (only when true)
         "StoredStatus": "apps.intake.contract_status.STORED_STATUSES",
     },
 }

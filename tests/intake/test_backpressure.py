@@ -6,15 +6,20 @@ import time
 import uuid
 from datetime import datetime
 
+import orjson
 import pytest
 
 from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
+from tests.intake import test_contract_differential as differential
+from tests.intake.test_contract_differential import LEAD
 from tests.live.api import auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DRAIN_RATE = 1000.0  # leads/s, as if measured by the controller
+
+sides = differential.sides  # the fixture: a tenant for each way in (fast path, contract views)
 
 
 def a_lead(priority: str) -> dict:
@@ -140,3 +145,26 @@ def test_an_overloaded_mode_adds_retry_after_for_status_polling(api, make_tenant
         assert body["retry_after"] == math.ceil(body["position"] / DRAIN_RATE)
     finally:
         client.set(redis_keys.MODE_KEY, "normal")
+
+
+def test_a_replay_is_the_answer_of_the_mode_and_backlog_it_was_admitted_in(sides, known_state):
+    """A retry with the same Idempotency-Key and lead, after the mode, the backlog and the
+    drain rate changed, still gets the original answer to the byte (its position, estimated
+    completion and retry_after; its X-LeadFlow-Mode), on the fast path and the contract views."""
+    pair = sides()
+    client = get_redis()
+    client.set(redis_keys.MODE_KEY, "thin")
+    try:
+        client.hset(redis_keys.DRAIN_KEY, "total", 1000 / 3)  # not a short decimal
+        known_state("normal", 20_000)
+        body = orjson.dumps(a_lead("normal"))
+        first = pair.post(LEAD, body, headers={"Idempotency-Key": "thin-1"}, raw=True)
+    finally:
+        client.set(redis_keys.MODE_KEY, "normal")
+    client.hset(redis_keys.DRAIN_KEY, "total", DRAIN_RATE)
+    known_state("normal", 5_000)
+    again = pair.post(LEAD, body, headers={"Idempotency-Key": "thin-1"}, raw=True)
+    for (status, headers, content), replay in zip(first, again, strict=True):
+        assert status == 202 and headers["x-leadflow-mode"] == "thin", content
+        assert orjson.loads(content)["retry_after"] >= 60  # 20,000 leads at 333/s
+        assert replay == (202, {**headers, "idempotent-replayed": "true"}, content)

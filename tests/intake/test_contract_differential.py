@@ -25,7 +25,13 @@ JSON = "application/json"
 LEAD = "/api/v1/leads"
 BATCH = "/api/v1/leads/batch"
 # The API's own headers; Django's and DRF's generic ones (Allow, X-Frame-Options...) are not.
-COMPARED_HEADERS = ("content-type", "retry-after", "x-leadflow-mode", "www-authenticate")
+COMPARED_HEADERS = (
+    "content-type",
+    "retry-after",
+    "x-leadflow-mode",
+    "www-authenticate",
+    "idempotent-replayed",
+)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00")
 
@@ -72,6 +78,7 @@ class Side:
     address: str = field(
         default_factory=lambda: f"10.{random.randrange(256)}.0.{random.randrange(1, 255)}"
     )
+    tenant: object = None  # the Tenant row, for a test that changes its settings
 
 
 @dataclass
@@ -82,28 +89,40 @@ class Sides:
     django: Client
 
     def post(
-        self, path: str, body: bytes, content_type: str | None = JSON, auth="key", headers=None
+        self,
+        path: str,
+        body: bytes,
+        content_type: str | None = JSON,
+        auth="key",
+        headers=None,
+        raw: bool = False,
     ):
-        """(fast answer, contract answer), each as (status, headers, JSON body)."""
+        """(fast answer, contract answer), each as (status, headers, JSON body); with `raw`,
+        the body's bytes as sent."""
         return (
-            self._fast(path, body, content_type, auth, headers or {}),
-            self._contract(path, body, content_type, auth, headers or {}),
+            self.fast_post(path, body, content_type, auth, headers or {}, raw),
+            self.contract_post(path, body, content_type, auth, headers or {}, raw),
         )
 
     @staticmethod
     def _authorization(side: Side, auth) -> str | None:
         return f"Bearer {side.key}" if auth == "key" else auth
 
-    def _fast(self, path, body, content_type, auth, headers):
+    def fast_post(self, path, body, content_type=JSON, auth="key", headers=None, raw=False):
+        """The fast path's answer alone (the live gunicorn)."""
+        headers = headers or {}
         sent = {"X-Forwarded-For": self.fast.address, **headers}
         if content_type is not None:
             sent["Content-Type"] = content_type
         if (authorization := self._authorization(self.fast, auth)) is not None:
             sent["Authorization"] = authorization
         response = self.http.post(path, content=body, headers=sent)
-        return response.status_code, _api_headers(response.headers), response.json()
+        content = response.content if raw else response.json()
+        return response.status_code, _api_headers(response.headers), content
 
-    def _contract(self, path, body, content_type, auth, headers):
+    def contract_post(self, path, body, content_type=JSON, auth="key", headers=None, raw=False):
+        """The contract views' answer alone (Django's test client)."""
+        headers = headers or {}
         environ = {"HTTP_X_FORWARDED_FOR": self.contract.address, "CONTENT_LENGTH": str(len(body))}
         environ["CONTENT_TYPE"] = content_type or ""
         for name, value in headers.items():
@@ -112,7 +131,8 @@ class Sides:
         if (authorization := self._authorization(self.contract, auth)) is not None:
             environ["HTTP_AUTHORIZATION"] = authorization
         response = self.django.generic("POST", path, data=body, **environ)
-        return response.status_code, _api_headers(response.headers), response.json()
+        content = response.content if raw else response.json()
+        return response.status_code, _api_headers(response.headers), content
 
 
 def _api_headers(headers) -> dict:
@@ -143,9 +163,14 @@ def sides(live_stack, make_tenant, settings):
     settings.ANONYMOUS_IP_RATE = float(env["LEADFLOW_ANONYMOUS_IP_RATE"])
 
     def make(**tenant_fields) -> Sides:
-        _, fast_key = make_tenant("fast", **tenant_fields)
-        _, contract_key = make_tenant("contract", **tenant_fields)
-        return Sides(Side(fast_key), Side(contract_key), http, Client())
+        fast_tenant, fast_key = make_tenant("fast", **tenant_fields)
+        contract_tenant, contract_key = make_tenant("contract", **tenant_fields)
+        return Sides(
+            Side(fast_key, tenant=fast_tenant),
+            Side(contract_key, tenant=contract_tenant),
+            http,
+            Client(),
+        )
 
     with httpx.Client(base_url=live_stack.api_url, timeout=30.0) as http:
         yield make
@@ -190,10 +215,15 @@ def test_a_lead_then_its_repeat_and_an_idempotency_key(sides):
     assert_answers_equal(pair.post(LEAD, full), 202)
     assert_answers_equal(pair.post(LEAD, full), 200)
     key = {"Idempotency-Key": "order-42 / retry"}
-    assert_answers_equal(pair.post(LEAD, lead_json(), headers=key), 202)
-    assert_answers_equal(pair.post(LEAD, lead_json(name="other"), headers=key), 200)
+    keyed = lead_json()
+    assert_answers_equal(pair.post(LEAD, keyed, headers=key), 202)
+    assert_answers_equal(pair.post(LEAD, keyed, headers=key), 202)  # the original, replayed
+    assert_answers_equal(pair.post(LEAD, lead_json(name="other"), headers=key), 422)
+    batch = batch_body([lead_json(), lead_json()])
+    assert_answers_equal(pair.post(BATCH, batch, headers=key), 202)
+    assert_answers_equal(pair.post(BATCH, batch, headers=key), 202)  # every result replayed
+    # Another batch with the key: other leads, admitted (the key and each lead are its key).
     assert_answers_equal(pair.post(BATCH, batch_body([lead_json(), lead_json()]), headers=key), 202)
-    assert_answers_equal(pair.post(BATCH, batch_body([lead_json(), lead_json()]), headers=key), 200)
 
 
 @pytest.mark.parametrize(
@@ -281,8 +311,8 @@ def test_each_authorization_gets_the_contracts_answer(sides, path, authorization
     body = lead_json() if path == LEAD else batch_body([lead_json()])
     fast_auth = authorization and authorization.replace("KEY", pair.fast.key)
     contract_auth = authorization and authorization.replace("KEY", pair.contract.key)
-    fast = pair._fast(path, body, JSON, fast_auth, {})
-    contract = pair._contract(path, body, JSON, contract_auth, {})
+    fast = pair.fast_post(path, body, JSON, fast_auth)
+    contract = pair.contract_post(path, body, JSON, contract_auth)
     assert_answers_equal((fast, contract))
 
 

@@ -166,19 +166,20 @@ def test_batch_answers_per_lead_in_order(api, make_tenant):
     assert results[2]["status"] == "queued" and results[2]["tier"] == "low"
 
 
-def test_idempotency_key_repeat_returns_original_trace_id(api, make_tenant):
+def test_idempotency_key_repeat_returns_the_original_answer(api, make_tenant):
     _, key = make_tenant()
     headers = {**auth(key), "Idempotency-Key": "order-123"}
-    first = api.post("/api/v1/leads", json=a_lead(), headers=headers)
-    # Same key, different body: the key decides.
-    second = api.post("/api/v1/leads", json=a_lead(), headers=headers)
-    assert first.status_code == 202
-    assert second.status_code == 200
-    assert second.json() == {
-        "trace_id": first.json()["trace_id"],
-        "duplicate": True,
-        "tier": "normal",
-    }
+    lead = a_lead()
+    first = api.post("/api/v1/leads", json=lead, headers=headers)
+    second = api.post("/api/v1/leads", json=lead, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert second.content == first.content
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    # Same key, another lead: refused, the key stands for one lead.
+    other = api.post("/api/v1/leads", json=a_lead(), headers=headers)
+    assert other.status_code == 422
+    assert other.json()["error"] == "idempotency_key_reused"
 
 
 def test_duplicate_body_returns_original_trace_id(api, make_tenant):
@@ -204,17 +205,18 @@ def test_dedup_keys_are_not_shared_between_tenants(api, make_tenant):
     assert one.json()["trace_id"] != two.json()["trace_id"]
 
 
-def test_batch_repeat_with_idempotency_key_is_all_duplicates(api, make_tenant):
+def test_batch_repeat_with_idempotency_key_replays_every_result(api, make_tenant):
     _, key = make_tenant()
     headers = {**auth(key), "Idempotency-Key": "batch-7"}
     leads = [a_lead(), a_lead()]
     first = api.post("/api/v1/leads/batch", json={"leads": leads}, headers=headers)
     second = api.post("/api/v1/leads/batch", json={"leads": leads}, headers=headers)
-    assert second.status_code == 200
-    assert [r["trace_id"] for r in second.json()["results"]] == [
-        r["trace_id"] for r in first.json()["results"]
+    assert second.status_code == 202
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert (second.json()["accepted"], second.json()["duplicates"]) == (2, 0)
+    assert second.json()["results"] == [
+        {**result, "replayed": True} for result in first.json()["results"]
     ]
-    assert all(r["duplicate"] for r in second.json()["results"])
 
 
 def test_get_is_404_for_another_tenants_lead(api, make_tenant):

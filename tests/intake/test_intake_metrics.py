@@ -28,6 +28,7 @@ def test_each_decision_and_error_is_counted_once(live_stack, api, make_tenant):
         "demoted": (DECISIONS, {"tier": "normal", "outcome": "demoted"}),
         "duplicate": (DECISIONS, {"outcome": "duplicate"}),
         "invalid": (DECISIONS, {"outcome": "invalid", "reason": "invalid"}),
+        "key reused": (DECISIONS, {"outcome": "invalid", "reason": "idempotency_key_reused"}),
         "budget": (DECISIONS, {"outcome": "rate_limited", "reason": "hourly_budget"}),
         "415": (ERRORS, {"status": "415", "reason": "unsupported_media_type"}),
         "401": (ERRORS, {"status": "401", "reason": "not_authenticated"}),
@@ -47,6 +48,12 @@ def test_each_decision_and_error_is_counted_once(live_stack, api, make_tenant):
     batch = {"leads": [a_lead(), {"email": "not-an-email"}, a_lead()]}
     assert api.post("/api/v1/leads/batch", json=batch, headers=auth(key)).status_code == 202
     assert api.post("/api/v1/leads", json={"name": "x"}, headers=auth(key)).status_code == 400
+    keyed = {**auth(key), "Idempotency-Key": "metrics-1"}
+    keyed_lead = a_lead()
+    assert api.post("/api/v1/leads", json=keyed_lead, headers=keyed).status_code == 202
+    replay = api.post("/api/v1/leads", json=keyed_lead, headers=keyed)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert api.post("/api/v1/leads", json=a_lead(), headers=keyed).status_code == 422
     assert api.post("/api/v1/leads", json=a_lead(), headers=auth(budget_key)).status_code == 202
     assert api.post("/api/v1/leads", json=a_lead(), headers=auth(budget_key)).status_code == 429
     plain = {**auth(key), "Content-Type": "text/plain"}
@@ -59,11 +66,13 @@ def test_each_decision_and_error_is_counted_once(live_stack, api, make_tenant):
         for name, (metric, labels) in series.items()
     }
     assert moved == {
-        "accepted normal": 3 + 2 + 1,  # singles, the batch's two, the budget tenant's first
+        # singles, the batch's two, the keyed lead, the budget tenant's first
+        "accepted normal": 3 + 2 + 1 + 1,
         "accepted critical": 1,
         "demoted": 1,
-        "duplicate": 1,
+        "duplicate": 2,  # a repeat, and a replay (it was counted accepted the first time)
         "invalid": 2,  # one in the batch, one single
+        "key reused": 1,
         "budget": 1,
         "415": 1,
         "401": 1,

@@ -14,9 +14,13 @@ from tests.live.api import auth, wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _sent_and_stored(api, key: str, email: str) -> str:
+def _sent_and_stored(api, key: str, email: str, headers: dict | None = None) -> str:
     """POST a lead and wait until the pipeline is done with it; its trace id."""
-    response = api.post("/api/v1/leads", json={"email": email, "name": "Ada"}, headers=auth(key))
+    response = api.post(
+        "/api/v1/leads",
+        json={"email": email, "name": "Ada"},
+        headers={**auth(key), **(headers or {})},
+    )
     assert response.status_code == 202, response.text
     trace_id = response.json()["trace_id"]
     wait_until(
@@ -66,6 +70,25 @@ def test_a_tenant_erases_a_persons_leads_and_only_its_own(api, make_tenant):
     # Its dedup key went with it: the same lead sent again is a new lead, not a duplicate.
     resent = api.post("/api/v1/leads", json={"email": email, "name": "Ada"}, headers=auth(key))
     assert resent.status_code == 202 and resent.json()["trace_id"] != mine
+
+
+def test_erasure_forgets_the_answer_kept_for_an_idempotency_key(api, make_tenant):
+    """A lead sent with an Idempotency-Key keeps its answer in its dedup key (admit.lua) to
+    replay it: erased with the lead, so a retry after the erasure is a new lead."""
+    _, key = make_tenant("erase-keyed")
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    idempotency = {"Idempotency-Key": f"signup-{email}"}
+    erased = _sent_and_stored(api, key, email, idempotency)
+
+    answer = api.delete("/api/v1/leads", params={"email": email}, headers=auth(key))
+    assert answer.status_code == 200 and answer.json()["leads"] == 1, answer.text
+
+    resent = api.post(
+        "/api/v1/leads", json={"email": email, "name": "Ada"}, headers={**auth(key), **idempotency}
+    )
+    assert resent.status_code == 202, resent.text
+    assert resent.json()["trace_id"] != erased
+    assert "Idempotent-Replayed" not in resent.headers
 
 
 def test_erasure_needs_a_key(api):

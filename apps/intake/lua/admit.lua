@@ -27,12 +27,19 @@
 -- ARGV[8] critical refill/s   ARGV[9] hourly budget   ARGV[10..12] backlog bounds per tier
 -- ARGV[13] drain rate assumed before one is measured   ARGV[14] received_at (epoch s)
 -- ARGV[15..]  per lead, in order: trace id, requested tier index (1..3), inbox entry with its
---             closing brace left off (the script completes it with the tier it decides)
+--             closing brace left off (the script completes it with the tier it decides),
+--             fingerprint ("" without an Idempotency-Key)
+--
+-- A dedup key's value is "<trace id>|<tier index>" of the lead accepted first (trace id first:
+-- erasure finds a key by it, apps/retention/erasure.py); for a lead sent with an
+-- Idempotency-Key (a fingerprint) it goes on with what its answer was made of, so that a retry
+-- gets the same answer back (admission.py `_repeat`):
+--   "|<fingerprint>|<demoted 0/1>|<position>|<mode>|<drain rate>|<received_at>"
 --
 -- Returns {mode, refused limit or "", wait (s), drain rate, {one string per lead}}, a lead's
 -- string being one of (a flat reply: cheaper to build and to parse than 7 fields a lead)
 --   "1|<tier index>|<demoted 0/1>|<position>"            accepted (its trace id is the one sent)
---   "2|<tier index>|<trace id>"                          a duplicate: the original's tier and id
+--   "2|<the dedup key's value>"                           a repeat of a lead accepted before
 --   "3|<tier index>|<demoted 0/1>|<limit>|<wait (s)>"    refused
 
 local tenant = ARGV[1]
@@ -40,13 +47,15 @@ local ttl = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local names = {"critical", "normal", "low"}
 local now = now_seconds()
+local received_at = ARGV[14]
 
 local mode = redis.call("GET", KEYS[9]) or "normal"
 local drain = tonumber(redis.call("HGET", KEYS[8], "total") or "") or tonumber(ARGV[13])
 drain = math.max(drain, 0.001)
+local drain_text = tostring(drain)  -- as returned, so a replay divides by the same number
 
 local function refuse_request(limit, wait)
-  return {mode, limit, tostring(wait), tostring(drain), {}}
+  return {mode, limit, tostring(wait), drain_text, {}}
 end
 
 -- Per-IP limit inside the tenant (its own servers may legitimately send from one address).
@@ -108,13 +117,12 @@ local results = {}
 for n = 1, count do
   local dedup_key = dedup_keys[n]
   local trace_key = KEYS[15 + 2 * n]
-  local trace_id = ARGV[12 + 3 * n]
-  local tier = tonumber(ARGV[13 + 3 * n])
+  local trace_id = ARGV[11 + 4 * n]
+  local tier = tonumber(ARGV[12 + 4 * n])
+  local fingerprint = ARGV[14 + 4 * n]
   local original = originals[n] or seen[dedup_key]
   if original then
-    -- The dedup value is "<trace id>|<tier index>" of the lead that was accepted first.
-    local original_id, original_tier = string.match(original, "^([^|]+)|(%d)$")
-    results[n] = "2|" .. original_tier .. "|" .. original_id
+    results[n] = "2|" .. original
   elseif used >= budget then
     results[n] = "3|" .. tier .. "|0|hourly_budget|" .. tostring((hour + 1) * 3600 - now)
   else
@@ -141,22 +149,27 @@ for n = 1, count do
       if tier == 1 then
         credits = credits - 1  -- spent only by a critical lead that is accepted
       end
+      local position = ahead + 1
       local dedup_value = trace_id .. "|" .. tier
+      if fingerprint ~= "" then
+        dedup_value = dedup_value .. "|" .. fingerprint .. "|" .. demoted .. "|" .. position
+          .. "|" .. mode .. "|" .. drain_text .. "|" .. received_at
+      end
       seen[dedup_key] = dedup_value
       redis.call("SET", dedup_key, dedup_value, "EX", ttl)
       redis.call(
         "SET", trace_key,
-        tenant .. "|" .. tier .. "|" .. ARGV[14] .. "|" .. (ahead + 1) .. "|" .. claimed_ahead,
+        tenant .. "|" .. tier .. "|" .. received_at .. "|" .. position .. "|" .. claimed_ahead,
         "EX", ttl
       )
       -- Completed in one concatenation (one expression): each one copies the whole lead.
       local ending = demoted == 1 and '","demoted":true}' or '"}'
       local pushed = pushes[tier]
-      pushed[#pushed + 1] = ARGV[14 + 3 * n] .. ',"tier":"' .. names[tier] .. ending
+      pushed[#pushed + 1] = ARGV[13 + 4 * n] .. ',"tier":"' .. names[tier] .. ending
       backlog[tier] = backlog[tier] + 1
       used = used + 1
       accepted = accepted + 1
-      results[n] = "1|" .. tier .. "|" .. demoted .. "|" .. (ahead + 1)
+      results[n] = "1|" .. tier .. "|" .. demoted .. "|" .. position
     end
   end
 end
@@ -176,4 +189,4 @@ if accepted > 0 then
   redis.call("HSET", KEYS[14], "hour", hour, "used", used)
   redis.call("EXPIRE", KEYS[14], 7200)
 end
-return {mode, "", "0", tostring(drain), results}
+return {mode, "", "0", drain_text, results}
