@@ -214,7 +214,11 @@ def _sent_record(tenant: Tenant, lease: Lease, adapter_name: str) -> list[str]:
     recorded = []
     for delivery, trace_ids in by_delivery.items():
         recorded += _record_isolated(trace_ids, adapter_name, replies[delivery])
-    log.info("recorded %d leads delivered by an earlier run", len(lease.sent))
+    log.info(
+        "recorded %d leads delivered by an earlier run",
+        len(lease.sent),
+        extra={**leads_named(lease.sent), "stage": "crm"},
+    )
     return recorded
 
 
