@@ -46,7 +46,7 @@ from apps.crm.selectors import CRM_READY
 from apps.leads.models import Lead, LeadStage, LeadStatus
 from apps.leads.quarantine import leads_quarantine
 from apps.tenants.models import Tenant
-from leadflow.logs import log_context
+from leadflow.logs import leads_named, log_context
 from leadflow.outbound import DEPENDENCY_DOWN_ERRORS, Deadline, text_storable
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,11 @@ def _tenant_sync(
     lease = delivery_lease_take(tenant.id, trace_ids, uuid.uuid4().hex)
     delivery.lease = lease
     if lease.held:
-        log.info("%d leads are being delivered by another run: looked at later", len(lease.held))
+        log.info(
+            "%d leads are being delivered by another run: looked at later",
+            len(lease.held),
+            extra={**leads_named(lease.held), "stage": "crm"},
+        )
         outcome.waiting.append((list(lease.held), max(lease.held.values())))
     try:
         delivery.recorded += _sent_record(tenant, lease, adapter.name)
@@ -210,7 +214,11 @@ def _sent_record(tenant: Tenant, lease: Lease, adapter_name: str) -> list[str]:
     recorded = []
     for delivery, trace_ids in by_delivery.items():
         recorded += _record_isolated(trace_ids, adapter_name, replies[delivery])
-    log.info("recorded %d leads delivered by an earlier run", len(lease.sent))
+    log.info(
+        "recorded %d leads delivered by an earlier run",
+        len(lease.sent),
+        extra={**leads_named(lease.sent), "stage": "crm"},
+    )
     return recorded
 
 
@@ -266,7 +274,11 @@ class _Delivery:
         if lapsed:
             # This run stalled past its lease: another may be delivering them now. Looked at
             # again once such a lease would have ended (synced by then: nothing to do).
-            log.warning("%d leads' delivery leases lapsed: left to another run", len(lapsed))
+            log.warning(
+                "%d leads' delivery leases lapsed: left to another run",
+                len(lapsed),
+                extra={**leads_named(lapsed), "stage": "crm"},
+            )
             self.outcome.waiting.append((lapsed, delivery_lease_seconds()))
         return [lead for lead in leads if str(lead.trace_id) in kept], [i for i in ids if i in kept]
 
@@ -281,7 +293,17 @@ class _Delivery:
 
     def _unavailable(self, ids: list[str], exc: CrmUnavailable) -> None:
         if self.attempt < settings.CRM_MAX_RETRIES:
-            log.info("CRM unavailable (attempt %d), retrying: %s", self.attempt + 1, exc)
+            log.info(
+                "CRM unavailable (attempt %d), retrying %d leads: %s",
+                self.attempt + 1,
+                len(ids),
+                exc,
+                extra={
+                    **leads_named(ids),
+                    "stage": "crm",
+                    "reason": f"{type(exc).__name__}: {exc}",
+                },
+            )
             self.outcome.retry.append(Retry(ids, f"{type(exc).__name__}: {exc}"))
         else:
             _dead_letter(ids, exc, self.attempt + 1)
@@ -325,11 +347,17 @@ def _record_delivered(trace_ids: list, adapter_name: str, response: dict) -> Non
 
 
 def _dead_letter(trace_ids: list[str], exc: Exception, attempts: int) -> None:
-    log.warning("CRM gave up on %d leads after %d attempts: %s", len(trace_ids), attempts, exc)
-    leads_dead_letter(trace_ids, "crm", f"{type(exc).__name__}: {exc}", attempts)
+    reason = f"{type(exc).__name__}: {exc}"
+    log.warning(
+        "CRM gave up on %d leads after %d attempts, dead-lettered: %s",
+        len(trace_ids),
+        attempts,
+        reason[:300],
+        extra={**leads_named(trace_ids), "stage": "crm", "reason": reason[:300]},
+    )
+    leads_dead_letter(trace_ids, "crm", reason, attempts)
 
 
 def _quarantine(trace_ids: list[str], what: str, exc: Exception) -> None:
     reason = text_storable(f"{what}: {type(exc).__name__}: {exc}", ERROR_MAX_CHARS)
-    log.error("CRM sync: lead %s quarantined: %s", trace_ids[0], reason, exc_info=exc)
-    leads_quarantine(trace_ids, LeadStage.CRM, reason, type(exc).__name__[:40])
+    leads_quarantine(trace_ids, LeadStage.CRM, reason, type(exc).__name__[:40], exc)

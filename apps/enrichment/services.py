@@ -289,8 +289,7 @@ def _enrichments_write_isolated(
         if len(trace_ids) == 1:
             code = type(error).__name__[:40]
             reason = text_storable(f"enrichment not written: {code}: {error}", 2000)
-            logger.error("lead %s quarantined: %s", trace_ids[0], reason, exc_info=error)
-            leads_quarantine([str(trace_ids[0])], LeadStage.ENRICHMENT, reason, code)
+            leads_quarantine([str(trace_ids[0])], LeadStage.ENRICHMENT, reason, code, error)
             return
     half = len(trace_ids) // 2
     _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes)

@@ -7,6 +7,7 @@ Here a request is: check the host, authenticate from the in-process tenant cache
 decode the body (orjson), validate (apps/intake/validation.py), admit in one Redis round trip
 (apps/intake/admission.py), answer. The rules, answers and errors are the API's own: one
 JSON error shape, 401/413/415/400/422/429 as the README says, X-LeadFlow-Mode on every admission,
+X-Request-Id on every answer (the caller's, if sane, else a new one; in every log line too),
 and 503 with Retry-After when Redis or PostgreSQL does not answer (apps/intake/errors.py
 `outage`), never a 500. The only database use here, the tenant cache's load on a miss, does
 Django's connection housekeeping itself (apps/tenants/cache.py).
@@ -28,6 +29,7 @@ from apps.intake.authentication import client_ip, tenant_authenticate
 from apps.intake.errors import ApiError, idempotency_key_reused, outage, rate_limited
 from apps.intake.json_body import body_decode
 from apps.intake.validation import lead_validate
+from leadflow.logs import REQUEST_ID_HEADER, request_id_for
 from leadflow.metrics import intake_decisions_count, intake_errors_count
 from leadflow.queues import TIERS
 
@@ -294,6 +296,8 @@ class FastPostIntake:
         if handler is None or environ.get("REQUEST_METHOD") != "POST":
             return self.django_app(environ, start_response)
         structlog.contextvars.clear_contextvars()
+        request_id = request_id_for(environ.get("HTTP_X_REQUEST_ID"))
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             _host_check(environ)
             answer = handler(environ)
@@ -314,6 +318,7 @@ class FastPostIntake:
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(payload))),
+            (REQUEST_ID_HEADER, request_id),
             *answer.headers.items(),
         ]
         start_response(_STATUS_LINES[answer.status], headers)

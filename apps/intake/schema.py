@@ -401,16 +401,33 @@ _TRACE_ID_LINKS = {
 }
 
 
+# Every answer carries one, from LeadFlow itself (both the intake's fast path and Django's
+# middleware); gunicorn's own 431, sent before either sees the request, does not.
+REQUEST_ID_HEADER = {
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+    "required": True,
+    "description": "The request's id, in every log line LeadFlow writes for it: the "
+    "request's own X-Request-Id when it is 1 to 64 of `A-Za-z0-9._-`, else one made up "
+    "(16 hex digits). Quote it when reporting a problem.",
+}
+
+
 def public_paths_only(endpoints, **kwargs):
     """Preprocessing hook: the public API only (/api/v1/); operator endpoints are not in it."""
     return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/v1/")]
 
 
 def schema_finish(result, generator, request, public):
-    """Postprocessing hook: closed objects, and links from a POST's trace id to the GET."""
+    """Postprocessing hook: closed objects, X-Request-Id on every answer, and links from a POST's
+    trace id to the GET."""
     for name, component in result.get("components", {}).get("schemas", {}).items():
         if name in _CLOSED and component.get("type") == "object":
             component["additionalProperties"] = False
+    for path_item in result["paths"].values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                if status != "431":
+                    response.setdefault("headers", {})["X-Request-Id"] = REQUEST_ID_HEADER
     for path, links in _TRACE_ID_LINKS.items():
         responses = result["paths"][path]["post"]["responses"]
         for status, expression in links.items():

@@ -47,8 +47,12 @@ class EntryFailure:
     code: str  # for the metric: a short code, e.g. "nul_character" or the error's type
 
 
-def leads_quarantine(trace_ids: list[str], stage: str, reason: str, code: str) -> int:
-    """Pools B and C: mark these stored leads failed at `stage` (those not done already).
+def leads_quarantine(
+    trace_ids: list[str], stage: str, reason: str, code: str, error: BaseException | None = None
+) -> int:
+    """Pools B and C: mark these stored leads failed at `stage` (those not done already), and
+    log each with its trace id, the stage and the reason (the first line with `error`'s
+    traceback).
 
     Returns how many were quarantined.
     """
@@ -70,9 +74,21 @@ def leads_quarantine(trace_ids: list[str], stage: str, reason: str, code: str) -
         )
         tenants = Counter(tenant_id for _, tenant_id in leads)
         transaction.on_commit(lambda: _count(tenants, stage, code))
-    if leads:
-        log.warning("quarantined %d leads at %s: %s", len(leads), stage, reason[:300])
+    for index, (trace_id, tenant_id) in enumerate(leads):
+        _failed_log(str(trace_id), tenant_id, stage, reason, error if index == 0 else None)
     return len(leads)
+
+
+def _failed_log(trace_id: str, tenant_id, stage: str, reason: str, error=None) -> None:
+    """One line per quarantined lead: which lead, which stage, why."""
+    log.error(
+        "lead %s quarantined at %s: %s",
+        trace_id,
+        stage,
+        reason[:300],
+        extra={"trace_id": trace_id, "tenant": tenant_id, "stage": stage, "reason": reason[:300]},
+        exc_info=error,
+    )
 
 
 def entries_quarantine(failures: list[EntryFailure]) -> int:
@@ -90,7 +106,16 @@ def entries_quarantine(failures: list[EntryFailure]) -> int:
     for failure in failures:
         row = _failed_row(failure, now)
         if row is None or row.tenant_id not in existing:
-            log.error("dropping an inbox entry pool A cannot read: %s", failure.reason[:300])
+            trace_id = failure.entry.get("trace_id") if isinstance(failure.entry, dict) else None
+            log.error(
+                "dropping an inbox entry pool A cannot read: %s",
+                failure.reason[:300],
+                extra={
+                    **({"trace_id": str(trace_id)} if trace_id is not None else {}),
+                    "stage": LeadStage.QUALIFICATION,
+                    "reason": failure.reason[:300],
+                },
+            )
             continue
         rows.append(row)
         tenants[(row.tenant_id, failure.code)] += 1
@@ -102,7 +127,7 @@ def entries_quarantine(failures: list[EntryFailure]) -> int:
         ]
     )
     for row in rows:
-        log.warning("quarantined lead %s at qualification: %s", row.trace_id, row.failed_reason)
+        _failed_log(str(row.trace_id), row.tenant_id, LeadStage.QUALIFICATION, row.failed_reason)
     return len(rows)
 
 

@@ -31,6 +31,7 @@ from apps.leads.rows import (
 )
 from apps.leads.scoring import Verdict, scoring_current
 from apps.tenants.models import Tenant
+from leadflow.logs import leads_named
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,14 @@ def leads_qualify(entries: list[dict]) -> QualifyOutcome:
                 # Deleted while its leads waited (deleting a tenant deletes its leads). Stored,
                 # they would fail the whole batch, and a batch holds other tenants' leads too.
                 log.warning(
-                    "dropping %d leads of tenant %s, which no longer exists", len(leads), tenant_id
+                    "dropping %d leads of tenant %s, which no longer exists",
+                    len(leads),
+                    tenant_id,
+                    extra={
+                        **leads_named(lead.trace_id for lead in leads),
+                        "stage": LeadStage.QUALIFICATION,
+                        "reason": "tenant deleted",
+                    },
                 )
                 continue
             rows: list[tuple[PreparedLead, tuple]] = []

@@ -104,6 +104,11 @@ FAMILIES = {
         "as other).",
         ["tenant", "tier"],
     ),
+    "leadflow_tenant_lag_seconds": (
+        "Age of the oldest lead waiting in a tenant's inbox, per tier (the busiest tenants; "
+        "other: the oldest among the rest). Only tenants with leads waiting have a series.",
+        ["tenant", "tier"],
+    ),
     "leadflow_tenant_critical_credits": (
         "Critical credits a tenant has left (the busiest tenants only).",
         ["tenant"],
@@ -262,15 +267,19 @@ class ControlCollector:
 
     @staticmethod
     def _tenants(controller):
+        inboxes = selectors.tenant_inboxes()
         backlog = _family("leadflow_tenant_backlog")
         sums: dict[tuple[str, str], int] = {(OTHER_TENANT, tier): 0 for tier in TIERS}
-        for tenant_id, tiers in selectors.tenant_backlogs().items():
+        for tenant_id, tiers in selectors.tenant_backlogs(inboxes).items():
             label = tenant_label(tenant_id)
             for tier, waiting in tiers.items():
                 sums[(label, tier)] = sums.get((label, tier), 0) + waiting
         for (label, tier), waiting in sorted(sums.items()):
             backlog.add_metric([label, tier], waiting)
-        return [backlog]
+        lag = _family("leadflow_tenant_lag_seconds")
+        for (label, tier), seconds in sorted(tenant_lags(inboxes).items()):
+            lag.add_metric([label, tier], seconds)
+        return [backlog, lag]
 
     @staticmethod
     def _records(controller):
@@ -304,6 +313,22 @@ class ControlCollector:
         for tenant in Tenant.objects.filter(id__in=labelled).order_by("id"):
             credits.add_metric([str(tenant.id)], admission_state(tenant).critical_credits)
         return [forced, ledger, dead, breakers, credits]
+
+
+def tenant_lags(
+    inboxes: dict[int, dict[str, selectors.TenantInbox]],
+) -> dict[tuple[str, str], float]:
+    """(tenant label, tier) -> the age of the oldest lead waiting, for the inboxes that hold
+    any. Tenants without a label of their own share `other`, which shows the oldest of theirs
+    (a sum of ages would mean nothing). A tenant whose inbox drained has no series: its gauge
+    is gone at the next scrape, not left at its last value."""
+    lags: dict[tuple[str, str], float] = {}
+    for tenant_id, tiers in inboxes.items():
+        label = tenant_label(tenant_id)
+        for tier, inbox in tiers.items():
+            key = (label, tier)
+            lags[key] = max(lags.get(key, 0.0), inbox.lag_seconds)
+    return lags
 
 
 def _ranked_tenant_ids() -> list[int]:

@@ -1,9 +1,9 @@
 """The operators' live status page in Django admin (/admin/status/): the mode and why, each tier's
 backlog (waiting and in flight) and lag with its last 15 minutes drawn in inline SVG, its
 arrivals against what was forecast for them 5 minutes before, the replicas each pool needs, the
-queues and workers, backlog and credits per tenant, breakers, recent transitions, and dead
-letters with their replay. Reloads itself every 5 s; reads only (Redis and a few indexed
-queries), never writes.
+queues and workers, the laggiest tenants, backlog and credits per tenant, breakers, recent
+transitions, and dead letters with their replay. Reloads itself every 5 s; reads only (Redis
+and a few indexed queries), never writes.
 """
 
 import time
@@ -31,6 +31,9 @@ from leadflow.redis_keys import (
 # The lag each tier should stay under, drawn on its chart (the alert rules use the same).
 LAG_SLO_SECONDS = {"critical": 5.0, "normal": 30.0}
 TENANT_ROWS = 25
+LAGGIEST_ROWS = 10
+# A tenant's oldest lead waiting longer than this is marked (the alert LeadFlowTenantLagHigh).
+TENANT_LAG_ALERT_SECONDS = 300.0
 CHART_WIDTH, CHART_HEIGHT = 360, 70
 REFRESH_SECONDS = 5
 
@@ -95,10 +98,10 @@ def _scaling() -> dict:
     }
 
 
-def _tenant_rows() -> tuple[list[dict], int]:
+def _tenant_rows(inboxes: dict) -> tuple[list[dict], int]:
     """The tenants with leads waiting, then the busiest (the metrics' ranking), at most
     TENANT_ROWS: backlog per tier, credits left, budget used this hour."""
-    backlogs = selectors.tenant_backlogs()
+    backlogs = selectors.tenant_backlogs(inboxes)
     ranked = [int(t) for t in get_redis().lrange(METRICS_TENANT_RANKING_KEY, 0, TENANT_ROWS - 1)]
     waiting = sorted(backlogs, key=lambda t: (-sum(backlogs[t].values()), t))
     ids = list(dict.fromkeys(waiting + ranked))
@@ -123,6 +126,26 @@ def _tenant_rows() -> tuple[list[dict], int]:
             }
         )
     return rows, max(len(ids) - TENANT_ROWS, 0)
+
+
+def _laggiest_rows(inboxes: dict) -> list[dict]:
+    """The tenant inboxes whose oldest lead has waited longest (a tenant starved while its tier
+    looks fine shows here first), at most LAGGIEST_ROWS."""
+    laggiest = selectors.tenants_laggiest(inboxes, LAGGIEST_ROWS)
+    names = dict(
+        Tenant.objects.filter(id__in={t for t, _, _ in laggiest}).values_list("id", "name")
+    )
+    return [
+        {
+            "tenant_id": tenant_id,
+            "name": names.get(tenant_id, f"#{tenant_id}"),
+            "tier": tier,
+            "lag": inbox.lag_seconds,
+            "waiting": inbox.waiting,
+            "over": inbox.lag_seconds > TENANT_LAG_ALERT_SECONDS,
+        }
+        for tenant_id, tier, inbox in laggiest
+    ]
 
 
 def _breaker_rows() -> list[dict]:
@@ -176,7 +199,8 @@ def status_context() -> dict:
         }
         for pool in POOLS
     ]
-    tenant_rows, tenants_more = _tenant_rows()
+    inboxes = selectors.tenant_inboxes()
+    tenant_rows, tenants_more = _tenant_rows(inboxes)
     open_dead = DeadLetter.objects.filter(replayed_at__isnull=True)
     dead_letters_url = reverse("admin:crm_deadletter_changelist")
     return {
@@ -192,6 +216,8 @@ def status_context() -> dict:
         "scaling": _scaling(),
         "tenant_rows": tenant_rows,
         "tenants_more": tenants_more,
+        "laggiest": _laggiest_rows(inboxes),
+        "tenant_lag_alert_seconds": TENANT_LAG_ALERT_SECONDS,
         "tiers_names": TIERS,
         "breakers": _breaker_rows(),
         "events": ControlEvent.objects.all()[:10],

@@ -55,8 +55,17 @@ def queue_figures() -> dict[str, QueueFigure]:
     return figures
 
 
-def tenant_backlogs() -> dict[int, dict[str, int]]:
-    """Leads waiting in the inboxes, per tenant that has any, per tier."""
+@dataclass(frozen=True, slots=True)
+class TenantInbox:
+    waiting: int  # leads in the tenant's inbox of one tier
+    lag_seconds: float  # age of the oldest of them (the inbox's head); 0 when none waits
+
+
+def tenant_inboxes() -> dict[int, dict[str, TenantInbox]]:
+    """Per tenant with leads waiting, per tier it has some in: how many, and how long the oldest
+    has waited. Two round trips whatever the number of tenants: the tiers' active tenants, then
+    each active inbox's length and head (admission appends, the dispatcher takes from the head).
+    Only the inboxes of active tenants are read, so thousands of idle tenants cost nothing."""
     client = get_redis()
     pipe = client.pipeline(transaction=False)
     for tier in TIERS:
@@ -66,11 +75,48 @@ def tenant_backlogs() -> dict[int, dict[str, int]]:
     pipe = client.pipeline(transaction=False)
     for tier, tenant_id in keys:
         pipe.llen(redis_keys.inbox_key(tier, tenant_id))
-    backlogs: dict[int, dict[str, int]] = {}
-    for (tier, tenant_id), length in zip(keys, pipe.execute(), strict=True):
-        if length:
-            backlogs.setdefault(tenant_id, dict.fromkeys(TIERS, 0))[tier] = int(length)
-    return backlogs
+        pipe.lindex(redis_keys.inbox_key(tier, tenant_id), 0)
+    replies = pipe.execute()
+    now = time.time()
+    inboxes: dict[int, dict[str, TenantInbox]] = {}
+    for index, (tier, tenant_id) in enumerate(keys):
+        length, head = replies[2 * index], replies[2 * index + 1]
+        if not length or head is None:  # drained between the two reads
+            continue
+        inboxes.setdefault(tenant_id, {})[tier] = TenantInbox(
+            waiting=int(length), lag_seconds=_entry_age(head, now)
+        )
+    return inboxes
+
+
+def _entry_age(entry: bytes, now: float) -> float:
+    """How long an inbox entry has waited, from the received_at admission wrote in it."""
+    try:
+        return max(now - float(orjson.loads(entry)["received_at"]), 0.0)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return 0.0  # not an entry admission wrote: nothing to measure it by
+
+
+def tenant_backlogs(inboxes: dict[int, dict[str, TenantInbox]]) -> dict[int, dict[str, int]]:
+    """Leads waiting per tenant that has any, per tier, from tenant_inboxes()."""
+    return {
+        tenant_id: {tier: tiers[tier].waiting if tier in tiers else 0 for tier in TIERS}
+        for tenant_id, tiers in inboxes.items()
+    }
+
+
+def tenants_laggiest(
+    inboxes: dict[int, dict[str, TenantInbox]], limit: int
+) -> list[tuple[int, str, TenantInbox]]:
+    """The (tenant, tier, inbox) whose oldest lead has waited longest, at most `limit`, from
+    tenant_inboxes()."""
+    rows = [
+        (tenant_id, tier, inbox)
+        for tenant_id, tiers in inboxes.items()
+        for tier, inbox in tiers.items()
+    ]
+    rows.sort(key=lambda row: (-row[2].lag_seconds, TIERS.index(row[1]), row[0]))
+    return rows[:limit]
 
 
 def tenant_volumes(tenant_ids: list[int]) -> dict[int, int]:

@@ -158,9 +158,9 @@ def test_backlog_endpoint_reports_the_controllers_figures_per_pool_and_tier(clie
 
 def test_responses_carry_a_request_id(client):
     mine = client.get("/healthz", HTTP_X_REQUEST_ID="req-123")
-    assert mine.headers["X-Request-ID"] == "req-123"
+    assert mine.headers["X-Request-Id"] == "req-123"
     made_up = client.get("/healthz", HTTP_X_REQUEST_ID="not ok\n")
-    assert made_up.headers["X-Request-ID"] not in ("", "not ok\n")
+    assert made_up.headers["X-Request-Id"] not in ("", "not ok\n")
 
 
 # --- over HTTP, gunicorn with DEBUG off, as deployed ---

@@ -3,13 +3,20 @@
 import io
 import json
 import logging
+import re
+import uuid
 
 import pytest
 import structlog
 from celery import signals
 from django.conf import settings
 
-from leadflow.logs import RequestLogContextMiddleware, bind_log_context, log_context
+from leadflow.logs import (
+    RequestLogContextMiddleware,
+    bind_log_context,
+    log_context,
+    request_id_for,
+)
 
 
 @pytest.fixture
@@ -64,14 +71,40 @@ def test_each_request_starts_with_a_fresh_context_and_a_request_id(rf, log_lines
         bind_log_context(tenant=2)
         from django.http import HttpResponse
 
-        return HttpResponse()
+        return HttpResponse(status=404)
 
-    response = RequestLogContextMiddleware(view)(rf.get("/", HTTP_X_REQUEST_ID="abc-1"))
-    logger.info("after the request")
-    in_view, after = lines()
+    middleware = RequestLogContextMiddleware(view)
+    response = middleware(rf.get("/", HTTP_X_REQUEST_ID="abc-1"))
+    logger.warning("Not Found: /")  # as Django logs a 4xx, once every middleware returned
+    made_up = middleware(rf.get("/", HTTP_X_REQUEST_ID="a" * 65))
+    in_view, answered, second = lines()
     assert in_view["request_id"] == "abc-1" and "tenant" not in in_view
-    assert response.headers["X-Request-ID"] == "abc-1"
-    assert "request_id" not in after and "tenant" not in after
+    assert answered["request_id"] == "abc-1" and answered["tenant"] == 2
+    assert response.headers["X-Request-Id"] == "abc-1"
+    assert "tenant" not in second  # the next request starts afresh
+    assert second["request_id"] == made_up.headers["X-Request-Id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", second["request_id"])
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("req-123", True),
+        ("A.b_c-9", True),
+        ("x" * 64, True),
+        ("x" * 65, False),
+        ("", False),
+        ("has space", False),
+        ("semi;colon", False),
+        ("näive", False),
+        ("line\nbreak", False),
+    ],
+)
+def test_a_callers_request_id_is_kept_only_when_short_and_plain(given, kept):
+    assert (request_id_for(given) == given) is kept
+    if not kept:
+        assert re.fullmatch(r"[0-9a-f]{16}", request_id_for(given))
+    assert request_id_for(None) != request_id_for(None)
 
 
 def test_a_celery_task_logs_with_its_batch_context(log_lines):
@@ -106,3 +139,64 @@ def test_a_task_context_follows_argument_names_not_positions(log_lines):
     [line] = lines()
     assert line["tenant"] == 5 and line["task"] == build_report.name
     assert "tier" not in line and "batch_id" not in line
+
+
+def _celery_record(logger_name: str, msg: str, context: dict) -> logging.LogRecord:
+    return logging.getLogger(logger_name).makeRecord(
+        logger_name, logging.INFO, __file__, 1, msg, (context,), None, extra={"data": context}
+    )
+
+
+def test_a_task_done_is_one_line_with_its_batch_size_tier_and_duration(log_lines):
+    from leadflow.logs import TaskLogLines
+
+    lines = TaskLogLines()
+    context = {
+        "id": "t-9",
+        "name": "pool_a.qualify_leads",
+        "args": "['<500 leads>', 'normal', 'batch-3']",
+        "kwargs": "{}",
+        "runtime": 0.8412,
+        "return_value": "None",
+    }
+    received = _celery_record("celery.worker.strategy", "Task %(name)s[%(id)s] received", context)
+    assert not lines.filter(received)  # shown only at DEBUG
+    held = {**context, "eta": "2026-12-02T07:00:00+00:00"}  # a retry held for its countdown
+    assert lines.filter(_celery_record("celery.worker.strategy", received.msg, held))
+
+    bind_log_context(task_id="t-9", tier="normal", batch_size=500)
+    done = _celery_record(
+        "celery.app.trace",
+        "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s",
+        dict(context),
+    )
+    assert lines.filter(done)
+    assert done.getMessage() == "pool_a.qualify_leads: 500 leads, normal, 0.84 s"
+    assert done.duration_seconds == 0.8412 and not hasattr(done, "data")
+
+    long_args = {**context, "args": repr([str(uuid.uuid4()) for _ in range(500)])}
+    retry = _celery_record("celery.app.trace", "Task %(name)s[%(id)s] retry: %(exc)s", long_args)
+    assert lines.filter(retry)
+    assert len(retry.data["args"]) < 250 and retry.data["args"].endswith("characters)")
+
+
+def test_a_task_of_one_lead_logs_under_its_trace_id(log_lines):
+    from workers.pool_a import qualify_leads
+    from workers.pool_c import sync_leads
+
+    logger, lines = log_lines
+    entry = json.dumps({"trace_id": "5f0c", "tenant_id": 1})
+    for task, args in (
+        (qualify_leads, [[entry], "normal", "b-1"]),
+        (sync_leads, [["5f0c"], "low"]),
+    ):
+        signals.task_prerun.send(sender=task, task_id="t-3", task=task, args=args, kwargs={})
+        logger.info("working")
+        signals.task_postrun.send(sender=task, task_id="t-3", task=task)
+    signals.task_prerun.send(
+        sender=sync_leads, task_id="t-4", task=sync_leads, args=[["a", "b"], "low"], kwargs={}
+    )
+    logger.info("two leads")
+    one_a, one_c, two = lines()
+    assert one_a["trace_id"] == one_c["trace_id"] == "5f0c"
+    assert "trace_id" not in two and two["batch_size"] == 2

@@ -126,6 +126,7 @@ def test_rules_cover_the_issue_alerts():
     alerts = {rule["alert"]: rule["expr"] for rule in rules() if "alert" in rule}
     assert 'leadflow_tier_lag_seconds{tier="critical"}) > 5' in alerts["LeadFlowCriticalLagHigh"]
     assert 'leadflow_tier_lag_seconds{tier="normal"}) > 30' in alerts["LeadFlowNormalLagHigh"]
+    assert '(leadflow_tenant_lag_seconds{tier!="low"}) > 300' in alerts["LeadFlowTenantLagHigh"]
     assert "thin|severe" in alerts["LeadFlowDegradedMode"]
     assert 'state="open"' in alerts["LeadFlowBreakerOpen"]
     assert "leadflow_dead_letters" in alerts["LeadFlowDeadLettersGrowing"]
@@ -178,6 +179,8 @@ def test_rules_unit_tests_pass_promtool():
     ("rule", "changed"),
     [
         ('{tier="critical"}) > 5', '{tier="critical"}) > 50'),  # critical lag at 50 s
+        ('{tier!="low"}) > 300', '{tier!="low"}) > 900'),  # a tenant's lag at 15 min
+        ("unless on () (max(leadflow_low_paused) == 1)", ""),  # a paused LOW's tenants
         ('reason="memory"}[1h])) > 2', 'reason="memory"}[1h])) > 20'),  # recycles
         ("and on (instance) (up offset 15m == 1)", "and on (instance) (up == 1)"),  # quarantine
         ("unless on (tier)", "and on (tier)"),  # stuck in flight

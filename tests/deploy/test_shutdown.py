@@ -77,9 +77,9 @@ def test_thread_pool_finishes_its_running_batch_on_sigterm(start, test_queue):
     assert queued_and_unacked(test_queue) == (0, 0)
     # The task's log lines carry its context (leadflow/logs.py).
     records = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
-    succeeded = [r for r in records if "succeeded" in r["event"]]
-    assert succeeded and succeeded[0]["task"] == "tests.slow_batch"
-    assert succeeded[0]["task_id"]
+    done = [r for r in records if r["event"].startswith("tests.slow_batch: done in ")]
+    assert done and done[0]["task"] == "tests.slow_batch"
+    assert done[0]["task_id"] and done[0]["duration_seconds"] >= 3
 
 
 # --- the API ---

@@ -19,6 +19,7 @@ from tests.doubles.postgres_faults import (
     postgres_waiting_on,
 )
 from tests.live.api import auth, wait_until
+from tests.live.logs import LogTail
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,6 +52,7 @@ def test_a_lead_whose_enrichment_cannot_be_written_is_quarantined_alone(
     clean_ids = post_qualified(api, clean_key, 5)
     poison = noisy_ids[2]
     others = [trace_id for trace_id in noisy_ids + clean_ids if trace_id != poison]
+    pool_b = LogTail(control_stopped, "pool-b")
 
     with postgres_refusing("enrichment_leadenrichment", poison):
         assert Dispatcher().dispatch_once() >= 10
@@ -65,6 +67,10 @@ def test_a_lead_whose_enrichment_cannot_be_written_is_quarantined_alone(
     shown = api.get(f"/api/v1/leads/{poison}", headers=auth(noisy_key)).json()
     assert shown["status"] == "failed" and shown["failure"]["stage"] == "enrichment"
     assert not Lead.objects.filter(trace_id__in=others, ai_degraded=True).exists()
+    # Pool B's log names it: which lead, which stage, why (with the traceback).
+    [line] = [line for line in pool_b.about(poison) if line.get("stage")]
+    assert line["stage"] == "enrichment" and "refused for the test" in line["reason"]
+    assert line["tenant"] == noisy.id and "exception" in line
     # Accounting closes per tenant: every lead accepted is synced or failed.
     for tenant, accepted in ((noisy, noisy_ids), (clean, clean_ids)):
         counts = Counter(Lead.objects.filter(tenant=tenant).values_list("status", flat=True))

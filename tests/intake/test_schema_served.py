@@ -64,6 +64,8 @@ def test_each_post_has_an_example_and_its_headers_for_every_answer(schema, path)
         assert responses[status]["links"]["GetLeadStatus"]["operationId"] == "lead_retrieve"
     assert "X-LeadFlow-Mode" in responses["429"]["headers"]
     assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+    for status, response in responses.items():  # LeadFlow's own answers: all but gunicorn's 431
+        assert ("X-Request-Id" in response.get("headers", {})) == (status != "431"), status
     [idempotency_key] = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
     assert idempotency_key["in"] == "header"
     assert idempotency_key["schema"]["maxLength"] == 255

@@ -6,13 +6,16 @@ import time
 import uuid
 from types import SimpleNamespace
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from apps.control.forecast import TierForecast
 from apps.control.history import history_append, history_read
 from apps.control.modes import Shedding
-from apps.status.metrics import FAMILIES, ControlCollector, tenant_ranking
+from apps.status import metrics as control_metrics
+from apps.status import selectors
+from apps.status.metrics import FAMILIES, ControlCollector, tenant_lags, tenant_ranking
 from leadflow import metrics, redis_keys
 from leadflow.metrics import IntakeRequestMetrics, TenantLabels
 from leadflow.redis_conn import get_redis
@@ -163,6 +166,71 @@ def test_intake_wrapper_counts_and_times_the_intake_posts_only():
         == timed + 1
     )
     assert registry_value(count, path="/boom", status="500") == boom + 1
+
+
+@pytest.fixture
+def inboxes():
+    """push(tier, tenant_id, *ages): inbox entries as admission writes them, received that many
+    seconds ago (oldest first), the tenant marked active in the tier; removed afterwards."""
+    client = get_redis()
+    pushed: list[tuple[str, int]] = []
+
+    def push(tier: str, tenant_id: int, *ages: float) -> None:
+        now = time.time()
+        entries = [
+            orjson.dumps(
+                {"trace_id": str(uuid.uuid4()), "tenant_id": tenant_id, "received_at": now - age}
+            )
+            for age in ages
+        ]
+        client.rpush(redis_keys.inbox_key(tier, tenant_id), *entries)
+        client.sadd(redis_keys.active_tenants_key(tier), tenant_id)
+        pushed.append((tier, tenant_id))
+
+    yield push
+    for tier, tenant_id in pushed:
+        client.delete(redis_keys.inbox_key(tier, tenant_id))
+        client.srem(redis_keys.active_tenants_key(tier), tenant_id)
+
+
+def test_each_active_inbox_gives_its_length_and_its_oldest_leads_age(inboxes):
+    base = 9_100_000 + uuid.uuid4().int % 1000 * 10
+    inboxes("normal", base + 1, 120.0, 30.0, 1.0)
+    inboxes("low", base + 1, 10.0)
+    inboxes("critical", base + 2, 0.5)
+    get_redis().sadd(redis_keys.active_tenants_key("low"), base + 3)  # active, already drained
+    try:
+        read = selectors.tenant_inboxes()
+    finally:
+        get_redis().srem(redis_keys.active_tenants_key("low"), base + 3)
+
+    assert read[base + 1]["normal"].waiting == 3
+    assert read[base + 1]["normal"].lag_seconds == pytest.approx(120.0, abs=2.0)
+    assert read[base + 1]["low"].lag_seconds == pytest.approx(10.0, abs=2.0)
+    assert set(read[base + 2]) == {"critical"}
+    assert base + 3 not in read  # nothing waits: no lag to show
+    laggiest = selectors.tenants_laggiest(read, 2)
+    assert [(t, tier) for t, tier, _ in laggiest] == [(base + 1, "normal"), (base + 1, "low")]
+
+
+def test_tenant_lag_is_each_labelled_tenants_oldest_and_the_oldest_of_the_rest(monkeypatch):
+    monkeypatch.setattr(
+        control_metrics, "tenant_label", lambda tenant_id: "1" if tenant_id == 1 else "other"
+    )
+    figure = selectors.TenantInbox
+    lags = tenant_lags(
+        {
+            1: {"normal": figure(5, 40.0), "low": figure(1, 2.0)},
+            2: {"normal": figure(9, 310.0)},
+            3: {"normal": figure(1, 12.0), "critical": figure(1, 0.4)},
+        }
+    )
+    assert lags == {
+        ("1", "normal"): 40.0,
+        ("1", "low"): 2.0,
+        ("other", "normal"): 310.0,  # the oldest of the others, not a sum of ages
+        ("other", "critical"): 0.4,
+    }
 
 
 def _fake_controller(**shedding) -> SimpleNamespace:

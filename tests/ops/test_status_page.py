@@ -1,7 +1,7 @@
 """The operators' status page (/admin/status/): staff only, renders with nothing measured yet,
 and, in a real headless Chromium against the live platform, shows what the platform is doing:
-the mode an operator forced and why, a tenant's backlog, the pools' workers, a dead letter that
-its button replays. The browser test keeps its screenshot (docs/status-page.png when
+the mode an operator forced and why, a tenant's backlog and lag, the pools' workers, a dead
+letter that its button replays. The browser test keeps its screenshot (docs/status-page.png when
 LEADFLOW_UPDATE_SCREENSHOT=1)."""
 
 import contextlib
@@ -38,7 +38,7 @@ def test_status_page_renders_before_the_controller_measured_anything(admin_clien
     assert response.status_code == 200
     body = response.content.decode()
     assert 'id="lf-mode"' in body
-    for card in ("lf-tiers", "lf-pools", "lf-tenants", "lf-breakers", "lf-events"):
+    for card in ("lf-tiers", "lf-pools", "lf-laggiest", "lf-tenants", "lf-breakers", "lf-events"):
         assert f'id="{card}"' in body, card
     assert "AI provider" in body
 
@@ -192,7 +192,16 @@ def test_status_page_shows_the_live_platform_in_a_browser(
             low = browser.find_element(By.CSS_SELECTOR, "#lf-tiers tr[data-tier='low']")
             # the tier's figures are the controller's last tick; the tenant's are read live
             waiting = int(low.find_element(By.CLASS_NAME, "lf-backlog").text.replace(",", ""))
-            return mode == "thin" and len(cells) > 3 and cells[3].text == "6" and waiting >= 6
+            laggiest = browser.find_elements(
+                By.CSS_SELECTOR, f"#lf-laggiest tr[data-tenant='{tenant.id}'][data-tier='low']"
+            )
+            return (
+                mode == "thin"
+                and len(cells) > 3
+                and cells[3].text == "6"
+                and waiting >= 6
+                and len(laggiest) == 1
+            )
 
         wait_until(showing, timeout=20, interval=0.5, message="the status page shows it live")
 
@@ -201,6 +210,12 @@ def test_status_page_shows_the_live_platform_in_a_browser(
         row = browser.find_element(By.CSS_SELECTOR, f"#lf-tenants tr[data-tenant='{tenant.id}']")
         assert tenant.name in row.text
         assert "/ 40" in row.text  # critical credits left, of the tenant's capacity
+        # The tenant's low inbox among the laggiest: its oldest lead's age, and 6 waiting.
+        lag_row = browser.find_element(
+            By.CSS_SELECTOR, f"#lf-laggiest tr[data-tenant='{tenant.id}'][data-tier='low']"
+        )
+        assert tenant.name in lag_row.text and lag_row.text.endswith(" 6")
+        assert float(lag_row.find_element(By.CLASS_NAME, "lf-lag").text.split()[0]) > 0
         assert browser.find_elements(By.CSS_SELECTOR, "#lf-tiers svg polyline")
         for pool in ("a", "b", "c"):
             workers = browser.find_element(
