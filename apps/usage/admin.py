@@ -1,0 +1,77 @@
+"""The operators' view of the receipts: every tenant's last 24 hours, a table and a plot (inline
+SVG drawn here: no plotting library, nothing fetched by the browser)."""
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from apps.usage.models import HourlyReceipt
+from apps.usage.receipt import HourReceipt, receipts_last_day
+
+_WIDTH, _HEIGHT, _BAR = 480, 90, 20  # 24 hours of 20 px
+
+
+def receipt_svg(hours: list[HourReceipt]) -> SafeString:
+    """Per hour, a bar of leads accepted (green) with those refused on top (red), scaled to the
+    busiest hour; hours with sampled, deferred, quarantined or dead-lettered work get an amber
+    tick under their bar."""
+    peak = max((hour.accepted + hour.refused for hour in hours), default=0) or 1
+    scale = (_HEIGHT - 12) / peak
+    shapes = []
+    for index, hour in enumerate(hours):
+        x = index * _BAR + 2
+        accepted, refused = hour.accepted * scale, hour.refused * scale
+        top = _HEIGHT - 8 - accepted
+        shapes.append(("#2e7d32", x, top, accepted, f"{hour.hour:%H}:00 accepted {hour.accepted}"))
+        shapes.append(
+            ("#c62828", x, top - refused, refused, f"{hour.hour:%H}:00 refused {hour.refused}")
+        )
+        shed = hour.sampled + hour.deferred + hour.quarantined + hour.dead_lettered
+        if shed:
+            title = f"{hour.hour:%H}:00 shed or failed {shed}"
+            shapes.append(("#f9a825", x, _HEIGHT - 5, 4, title))
+    bars = format_html_join(
+        "",
+        '<rect x="{}" y="{:.1f}" width="16" height="{:.1f}" fill="{}"><title>{}</title></rect>',
+        ((x, y, height, colour, title) for colour, x, y, height, title in shapes if height > 0),
+    )
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" role="img" '
+        'aria-label="leads per hour, last 24 h">'
+        '<line x1="0" y1="{}" x2="{}" y2="{}" stroke="#999"/>{}'
+        '<text x="0" y="9" font-size="9" fill="#666">peak {} leads/h</text></svg>',
+        _WIDTH,
+        _HEIGHT,
+        _HEIGHT - 8,
+        _WIDTH,
+        _HEIGHT - 8,
+        bars,
+        peak if peak > 1 else 0,
+    )
+
+
+@admin.register(HourlyReceipt)
+class HourlyReceiptAdmin(admin.ModelAdmin):
+    """Read-only: the receipts are the control process's (apps/usage/receipt.py)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        days = receipts_last_day()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Overload receipts, last 24 hours",
+            "opts": self.model._meta,
+            "tenants": [(day.tenant, day.totals, receipt_svg(day.hours)) for day in days],
+            "first_hour": days[0].hours[0].hour if days else None,
+        }
+        return TemplateResponse(request, "usage/receipts.html", context)
