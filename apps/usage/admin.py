@@ -34,8 +34,12 @@ def receipt_svg(hours: list[HourReceipt]) -> SafeString:
             shapes.append(("#f9a825", x, _HEIGHT - 5, 4, title))
     bars = format_html_join(
         "",
-        '<rect x="{}" y="{:.1f}" width="16" height="{:.1f}" fill="{}"><title>{}</title></rect>',
-        ((x, y, height, colour, title) for colour, x, y, height, title in shapes if height > 0),
+        '<rect x="{}" y="{}" width="16" height="{}" fill="{}"><title>{}</title></rect>',
+        (
+            (x, f"{y:.1f}", f"{height:.1f}", colour, title)
+            for colour, x, y, height, title in shapes
+            if height > 0
+        ),
     )
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" role="img" '
