@@ -260,6 +260,42 @@ def _figure_rows(figures: dict) -> list[str]:
     return lines
 
 
+_RECEIPT_HEADS = {
+    "accepted": "accepted",
+    "demoted": "demoted",
+    "duplicates": "dup",
+    "refused_ip_rate": "429 ip",
+    "refused_tenant_rate": "429 rate",
+    "refused_hourly_budget": "429 budget",
+    "refused_backpressure": "429 backpressure",
+    "sampled": "sampled",
+    "deferred": "deferred",
+    "backfilled": "backfilled",
+    "quarantined": "quarantined",
+    "dead_lettered": "dead letters",
+    "synced": "synced",
+    "synced_p50_s": "synced p50 s",
+    "synced_p99_s": "synced p99 s",
+}
+
+
+def _receipt_rows(receipts: dict[str, dict]) -> list[str]:
+    """Each phase's receipt per tenant, as GET /api/v1/usage gives it (README "Receipt")."""
+    if not receipts:
+        return []
+    out = [
+        "Receipts (per tenant, as its `GET /api/v1/usage` says of the phase):",
+        "",
+        "| phase | tenant | " + " | ".join(_RECEIPT_HEADS.values()) + " |",
+        "|---|---|" + "---|" * len(_RECEIPT_HEADS),
+    ]
+    for phase, tenants in receipts.items():
+        for tenant, row in tenants.items():
+            cells = " | ".join(_fmt(row.get(name)) for name in _RECEIPT_HEADS)
+            out.append(f"| {phase} | {tenant} | {cells} |")
+    return [*out, ""]
+
+
 def markdown(meta: dict, results: dict) -> str:
     m = meta["machine"]
     out = [
@@ -321,6 +357,7 @@ def markdown(meta: dict, results: dict) -> str:
                 *([f"| LeadFlow ÷ this, per CPU-second | {_fmt(per_cpu)} |"] if per_cpu else []),
                 "",
             ]
+        out += _receipt_rows(result.get("receipts") or {})
         for plot in result.get("plots", []):
             out += [f"![{plot}]({plot})", ""]
         for note in result.get("notes", []):

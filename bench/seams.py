@@ -68,7 +68,7 @@ def tenant_fields(tenant_id: int) -> dict:
 
 
 # Tables emptied between runs: everything a lead leaves behind, never tenants or keys.
-_APPS_RESET = ("leads", "enrichment", "crm", "control")
+_APPS_RESET = ("leads", "enrichment", "crm", "control", "usage")
 
 
 def state_reset() -> None:
@@ -214,3 +214,41 @@ def platform_mode() -> str:
     except Exception as exc:  # noqa: BLE001 - the key's type may change with the controller
         return f"unreadable ({exc})"
     return raw.decode() if raw else "normal"
+
+
+RECEIPT_COLUMNS = (
+    "accepted",
+    "demoted",
+    "duplicates",
+    "refused_ip_rate",
+    "refused_tenant_rate",
+    "refused_hourly_budget",
+    "refused_backpressure",
+    "sampled",
+    "deferred",
+    "backfilled",
+    "quarantined",
+    "dead_lettered",
+    "synced",
+)
+
+
+def receipts(tenants: list, since: datetime) -> dict[str, dict]:
+    """Each bench tenant's overload receipt since `since` (apps/usage), written first as the
+    control process writes it: counts summed over the hours, the p50/p99 received→synced of the
+    hour with the most deliveries (percentiles of different hours do not add up)."""
+    from django.utils import timezone
+
+    from apps.usage.receipt import receipts_flush, tenant_receipt
+
+    receipts_flush()
+    now = timezone.now()
+    found = {}
+    for tenant in tenants:
+        hours = tenant_receipt(tenant.tenant_id, since, now, now=now)
+        row = {name: sum(getattr(hour, name) for hour in hours) for name in RECEIPT_COLUMNS}
+        busiest = max(hours, key=lambda hour: hour.synced, default=None)
+        row["synced_p50_s"] = busiest.synced_p50_seconds if busiest else None
+        row["synced_p99_s"] = busiest.synced_p99_seconds if busiest else None
+        found[tenant.name] = row
+    return found

@@ -11,10 +11,11 @@ changes but one HINCRBY inside the admission script it already runs:
 
 The control process writes the rows (`receipts_flush`, every LEADFLOW_RECEIPT_FLUSH_SECONDS):
 an upsert of absolute numbers per (tenant, hour), so a repeat, or two writers, give the same
-rows. An hour stays open for LEADFLOW_RECEIPT_OPEN_HOURS after it ends (rewritten at each
-flush); then it is written one last time, its Redis fields are deleted, and the row stays as
-it is, whatever retention later deletes. A read (`tenant_receipt`) computes the open hours
-live, as the flush would, and takes the closed ones from PostgreSQL.
+rows. An hour is recomputed until a flush after its end (+ FINAL_AFTER) has written it; its
+Redis fields are deleted LEADFLOW_RECEIPT_OPEN_HOURS after it ends, and the row stays as it
+is, whatever retention later deletes. A read (`tenant_receipt`) takes the rows and the
+intake's counts from Redis over them: one HGETALL and one indexed SELECT, never the pipeline's
+tables (counting an hour of CRM deliveries is the control process's work, once a flush).
 """
 
 from collections import defaultdict
@@ -208,16 +209,23 @@ def _computed(
 
 # --- writing (the control process) ---
 
+# An hour computed this long after its end is final: the events of its last seconds are
+# committed (they carry the time they happened, a transaction lasts seconds), nothing adds to it.
+FINAL_AFTER = timedelta(minutes=5)
 
-def receipts_flush(now: datetime | None = None) -> int:
-    """Write the open hours' receipts (and any older hour Redis still holds) to PostgreSQL;
-    delete the Redis fields of the hours closed. Returns how many rows were written."""
+
+def receipts_flush(now: datetime | None = None, final: set[datetime] | None = None) -> int:
+    """Write the receipts of the open hours (and of any older hour Redis still holds) to
+    PostgreSQL, but the hours in `final` (written after they ended: nothing changes them);
+    add the hours final now to it; delete the Redis fields of the hours closed. Returns how
+    many rows were written."""
     now = now or timezone.now()
+    final = set() if final is None else final
     open_from = _open_from(now)
     tenant_ids = list(Tenant.objects.values_list("id", flat=True))
     intake = _intake_read(tenant_ids)
-    hours = set(hours_between(open_from, now))
-    hours |= {hour for _, hour in _intake_counts(intake)}
+    hours = set(hours_between(open_from, now)) | {hour for _, hour in _intake_counts(intake)}
+    hours -= final
     receipts = _computed(hours, intake, None)
     rows = [
         HourlyReceipt(tenant_id=tenant_id, hour=hour, **_row(receipt))
@@ -231,6 +239,8 @@ def receipts_flush(now: datetime | None = None) -> int:
         batch_size=500,
     )
     _closed_forget(intake, open_from)
+    final |= {hour for hour in hours if hour + HOUR + FINAL_AFTER <= now}
+    final -= {hour for hour in final if hour < open_from}  # Redis holds none of them any more
     return len(rows)
 
 
@@ -253,16 +263,19 @@ def _closed_forget(intake: dict[int, dict[bytes, bytes]], open_from: datetime) -
 
 
 class ReceiptSchedule:
-    """When the control's database thread writes the receipts: every flush interval."""
+    """When the control's database thread writes the receipts: every flush interval. It keeps
+    the hours already final, so each flush recomputes the current hour and the hours that
+    ended less than FINAL_AFTER ago (a new leader recomputes the open hours once)."""
 
     def __init__(self) -> None:
         self._next_at = 0.0
+        self._final: set[datetime] = set()
 
     def due(self, monotonic_now: float) -> bool:
         return monotonic_now >= self._next_at
 
     def run(self, monotonic_now: float) -> int:
-        written = receipts_flush()
+        written = receipts_flush(final=self._final)
         self._next_at = monotonic_now + settings.RECEIPT_FLUSH_SECONDS
         return written
 
@@ -270,27 +283,39 @@ class ReceiptSchedule:
 # --- reading (the API, the admin) ---
 
 
+def _receipts_read(
+    tenant_ids: list[int], hours: list[datetime]
+) -> dict[tuple[int, datetime], HourReceipt]:
+    """The rows the control process wrote, with the intake's counts from Redis over them
+    (live: the current hour's answers count at once; the pipeline's, at the next flush)."""
+    receipts = {
+        (row.tenant_id, row.hour): HourReceipt(
+            hour=row.hour, **{name: getattr(row, name) for name in ROW_FIELDS}
+        )
+        for row in HourlyReceipt.objects.filter(
+            tenant_id__in=tenant_ids, hour__gte=hours[0], hour__lte=hours[-1]
+        )
+    }
+    wanted = set(hours)
+    for (tenant_id, hour), values in _intake_counts(_intake_read(tenant_ids)).items():
+        if hour in wanted:
+            receipt = receipts.setdefault((tenant_id, hour), HourReceipt(hour=hour))
+            for name, value in values.items():
+                setattr(receipt, name, value)
+    return receipts
+
+
 def tenant_receipt(
     tenant_id: int, start: datetime, end: datetime, now: datetime | None = None
 ) -> list[HourReceipt]:
     """One row per hour from `start`'s hour to the last hour before `end` (not past the
-    current hour), zeros included: closed hours from PostgreSQL, open ones computed now."""
+    current hour), zeros included."""
     now = now or timezone.now()
     hours = hours_between(start, min(end - timedelta(microseconds=1), now))
     if not hours:
         return []
-    intake = _intake_read([tenant_id])
-    in_redis = {hour for _, hour in _intake_counts(intake)}
-    live = {hour for hour in hours if hour >= _open_from(now) or hour in in_redis}
-    receipts = {hour: receipt for (_, hour), receipt in _computed(live, intake, tenant_id).items()}
-    stored = HourlyReceipt.objects.filter(
-        tenant_id=tenant_id, hour__gte=hours[0], hour__lte=hours[-1]
-    ).exclude(hour__in=live)
-    for row in stored:
-        receipts[row.hour] = HourReceipt(
-            hour=row.hour, **{name: getattr(row, name) for name in ROW_FIELDS}
-        )
-    return [receipts.get(hour) or HourReceipt(hour=hour) for hour in hours]
+    receipts = _receipts_read([tenant_id], hours)
+    return [receipts.get((tenant_id, hour)) or HourReceipt(hour=hour) for hour in hours]
 
 
 @dataclass
@@ -312,14 +337,7 @@ def receipts_last_day(now: datetime | None = None) -> list[TenantDay]:
     now = now or timezone.now()
     hours = hours_between(now - 23 * HOUR, now)
     tenants = list(Tenant.objects.order_by("name"))
-    intake = _intake_read([tenant.id for tenant in tenants])
-    live = {hour for hour in hours if hour >= _open_from(now)}
-    live |= {hour for _, hour in _intake_counts(intake) if hour >= hours[0]}
-    receipts = _computed(live, intake, None)
-    for row in HourlyReceipt.objects.filter(hour__gte=hours[0]).exclude(hour__in=live):
-        receipts[(row.tenant_id, row.hour)] = HourReceipt(
-            hour=row.hour, **{name: getattr(row, name) for name in ROW_FIELDS}
-        )
+    receipts = _receipts_read([tenant.id for tenant in tenants], hours)
     return [
         TenantDay(
             tenant,

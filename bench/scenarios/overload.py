@@ -12,6 +12,7 @@ import contextlib
 import math
 import statistics
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import load, profile, seams
@@ -156,6 +157,7 @@ def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict
     )
     with platform(ctx, f"overload-{name}", seconds + GRACE_SECONDS + 300) as (stack, api):
         spec.url = api_url(api)
+        since = datetime.now(tz=UTC)
         ctx.log(f"overload: {name}, {rate:,.0f} leads/s offered over {connections} connections")
         with watching(seams.qualified_count) as watcher:
             started = time.monotonic()
@@ -170,6 +172,8 @@ def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict
             goodput = watcher.rate_between(started, ended) or 0.0
             critical = _critical_figures(ended)
             mode = seams.platform_mode()
+            # What each tenant's GET /api/v1/usage says of the phase (README "Receipt").
+            receipts = seams.receipts(ctx.tenants, since)
         rows = watcher.series(started)
     figures = result.figures()
     ack_p99_all = _ack_p99_with_unanswered(result)
@@ -190,6 +194,7 @@ def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict
     return {
         "figures": figures,
         "series": {"load": result.series(), "rows": rows, "offered_per_s": rate},
+        "receipts": receipts,
     }
 
 
@@ -201,6 +206,7 @@ def run(ctx: Context) -> dict:
     if not value:
         raise RuntimeError("no lead was qualified while measuring capacity")
     phases, series = {}, {"capacity": {**capacity.pop("series"), "offered_per_s": None}}
+    receipts: dict[str, dict] = {}
     for multiplier in ctx.config.overload_multipliers:
         name = f"{multiplier:g}x"
         phase = overload_phase(ctx, name, multiplier * value, ctx.config.overload_seconds)
@@ -209,6 +215,7 @@ def run(ctx: Context) -> dict:
         )
         phases[name] = phase["figures"]
         series[name] = phase["series"]
+        receipts[name] = phase["receipts"]
     top = f"{max(ctx.config.overload_multipliers):g}x"
     f = phases[top]
     ack = f["ack_p99_with_unanswered_ms"]
@@ -274,6 +281,7 @@ def run(ctx: Context) -> dict:
             ),
         ],
         "series": series,
+        "receipts": receipts,
         "notes": notes,
     }
 

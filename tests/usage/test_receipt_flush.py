@@ -20,7 +20,7 @@ from apps.leads.models import LeadStage, LeadStatus
 from apps.leads.quarantine import leads_quarantine
 from apps.tenants.cache import tenant_for_key
 from apps.usage.models import HourlyReceipt
-from apps.usage.receipt import HOUR, hour_floor, receipts_flush, tenant_receipt
+from apps.usage.receipt import FINAL_AFTER, HOUR, hour_floor, receipts_flush, tenant_receipt
 from leadflow import redis_keys
 from leadflow.redis_conn import get_redis
 from tests.factories import lead_make
@@ -101,6 +101,28 @@ def test_the_flush_writes_each_hour_once_with_every_count(make_tenant):
     after = list(HourlyReceipt.objects.filter(tenant=tenant).order_by("hour").values())
     strip = [{k: v for k, v in row.items() if k != "updated_at"} for row in before]
     assert strip == [{k: v for k, v in row.items() if k != "updated_at"} for row in after]
+
+
+def test_an_hour_written_after_its_end_is_final_and_not_counted_again(make_tenant):
+    tenant, _ = make_tenant("flush-final")
+    this_hour = hour_floor(timezone.now())
+    lead = lead_make(tenant, status=LeadStatus.SYNCED, received_at=this_hour)
+    CrmSync.objects.create(lead=lead, adapter="webhook", synced_at=this_hour + timedelta(seconds=2))
+    final: set = set()
+    later = this_hour + HOUR + FINAL_AFTER  # as a flush then would see it
+
+    receipts_flush(later, final)
+
+    assert this_hour in final and this_hour + HOUR not in final
+    assert _row(tenant, this_hour).synced == 1
+    # Something dated in a final hour (it cannot happen: this is the test's doing) is not
+    # counted by the control process that holds the hour final; a new leader recounts once.
+    late = lead_make(tenant, status=LeadStatus.SYNCED, received_at=this_hour)
+    CrmSync.objects.create(lead=late, adapter="webhook", synced_at=this_hour + timedelta(seconds=3))
+    receipts_flush(later, final)
+    assert _row(tenant, this_hour).synced == 1
+    receipts_flush(later, set())
+    assert _row(tenant, this_hour).synced == 2
 
 
 def test_a_closed_hour_is_written_then_forgotten_by_redis_and_kept(make_tenant):
