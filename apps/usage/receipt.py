@@ -119,14 +119,24 @@ def _intake_read(tenant_ids: list[int]) -> dict[int, dict[bytes, bytes]]:
     return dict(zip(tenant_ids, pipe.execute(), strict=True))
 
 
+def _field_parse(name: bytes) -> tuple[int, str] | None:
+    """A receipt field's (epoch hour, kind); None for anything admit.lua does not write (a bad
+    field must not stop the control process's database thread: it is left to expire)."""
+    epoch_hour, _, kind = name.decode(errors="replace").partition("|")
+    if kind not in INTAKE_FIELDS or not epoch_hour.isdigit():
+        return None
+    return int(epoch_hour), kind
+
+
 def _intake_counts(raw: dict[int, dict[bytes, bytes]]) -> dict[tuple[int, datetime], dict]:
     counts: dict[tuple[int, datetime], dict] = defaultdict(dict)
     for tenant_id, hash_fields in raw.items():
         for name, value in hash_fields.items():
-            epoch_hour, _, kind = name.decode().partition("|")
-            if kind in INTAKE_FIELDS:
-                hour = datetime.fromtimestamp(int(epoch_hour) * 3600, tz=UTC)
-                counts[(tenant_id, hour)][INTAKE_FIELDS[kind]] = int(value)
+            parsed = _field_parse(name)
+            if parsed is None or not value.isdigit():
+                continue
+            hour = datetime.fromtimestamp(parsed[0] * 3600, tz=UTC)
+            counts[(tenant_id, hour)][INTAKE_FIELDS[parsed[1]]] = int(value)
     return counts
 
 
@@ -256,7 +266,11 @@ def _closed_forget(intake: dict[int, dict[bytes, bytes]], open_from: datetime) -
     first_open = int(open_from.timestamp()) // 3600
     pipe = get_redis().pipeline(transaction=False)
     for tenant_id, hash_fields in intake.items():
-        closed = [name for name in hash_fields if int(name.split(b"|", 1)[0]) < first_open]
+        closed = [
+            name
+            for name in hash_fields
+            if (parsed := _field_parse(name)) is not None and parsed[0] < first_open
+        ]
         if closed:
             pipe.hdel(receipt_key(tenant_id), *closed)
     pipe.execute()

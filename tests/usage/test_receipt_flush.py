@@ -133,12 +133,18 @@ def test_a_closed_hour_is_written_then_forgotten_by_redis_and_kept(make_tenant):
     epoch_hour = int(old_hour.timestamp()) // 3600
     receipt = redis_keys.receipt_key(tenant.id)
     get_redis().hset(receipt, mapping={f"{epoch_hour}|accepted": 7, f"{epoch_hour}|ip_rate": 2})
+    get_redis().hset(receipt, mapping={"garbage": 1, "x|accepted": 1, f"{epoch_hour}|other": 1})
 
     receipts_flush(now)
 
     row = _row(tenant, old_hour)
     assert (row.accepted, row.refused_ip_rate) == (7, 2)
-    assert get_redis().hgetall(receipt) == {}
+    # The hour's fields are gone; what admission never writes is left to the key's expiry.
+    assert set(get_redis().hgetall(receipt)) == {
+        b"garbage",
+        b"x|accepted",
+        f"{epoch_hour}|other".encode(),
+    }
     hours = tenant_receipt(tenant.id, old_hour, now, now=now)
     assert (hours[0].hour, hours[0].accepted, hours[0].refused_ip_rate) == (old_hour, 7, 2)
     receipts_flush(now)  # nothing left in Redis for it: the row stays as written
