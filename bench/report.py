@@ -53,7 +53,8 @@ def git_facts() -> dict:
 # Plots.
 # ---------------------------------------------------------------------------------------------
 def _plot(path: Path, title: str, panels: list[dict]) -> Path | None:
-    """panels: [{"ylabel", "lines": {label: [(x, y)]}, "hlines": {label: y}, "xlabel"}]"""
+    """panels: [{"ylabel", "lines": {label: [(x, y)]}, "hlines": {label: y}, "xlabel",
+    "vlines": [(x, label)], "span": (x0, x1) shaded}]"""
     try:
         import matplotlib
 
@@ -72,6 +73,20 @@ def _plot(path: Path, title: str, panels: list[dict]) -> Path | None:
             if y:
                 ax.axhline(y, linestyle="--", linewidth=1, color="grey")
                 ax.annotate(label, (0, y), fontsize=8, color="grey", va="bottom")
+        for x, label in panel.get("vlines") or []:
+            ax.axvline(x, linestyle=":", linewidth=1, color="purple")
+            ax.annotate(
+                label,
+                (x, 1),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                color="purple",
+                rotation=90,
+                va="top",
+                ha="right",
+            )
+        if panel.get("span"):
+            ax.axvspan(*panel["span"], color="orange", alpha=0.15)
         ax.set_ylabel(panel["ylabel"])
         ax.set_xlabel(panel.get("xlabel", "seconds since the run started"))
         if panel.get("log"):
@@ -168,10 +183,24 @@ def plots(run_dir: Path, name: str, result: dict) -> list[str]:
                     "hlines": {"capacity": capacity},
                 },
             ]
+            if data.get("lag"):
+                panels.append(
+                    {
+                        "ylabel": "lag (s)",
+                        "lines": {
+                            tier: _xy(data["lag"], tier) for tier in ("critical", "normal", "low")
+                        },
+                    }
+                )
             if data.get("rss"):
                 panels.append(
                     {"ylabel": "RSS (MB)", "lines": {k: v for k, v in data["rss"].items()}}
                 )
+            # Mode transitions on every panel, the spike shaded.
+            marks = [(t["t"], f"→ {t['to']}") for t in data.get("transitions") or []]
+            for panel in panels:
+                panel["vlines"] = marks
+                panel["span"] = data.get("spike")
             made.append(_plot(run_dir / f"{name}-{phase}.png", f"{name}: {phase}", panels))
     return [p.name for p in made if p]
 
@@ -231,6 +260,10 @@ _SHOWN = (
     "critical_stored_critical",
     "goodput_leads_per_s",
     "goodput_vs_capacity",
+    "spike_seconds",
+    "thin_activation_s",
+    "recovery_s",
+    "modes",
     "max_rss_growth",
     "api_worker_rss_max_mb",
     "statuses",

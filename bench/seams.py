@@ -8,6 +8,7 @@ internals move, this is the file to adjust.
 
 import contextlib
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -252,3 +253,11 @@ def receipts(tenants: list, since: datetime) -> dict[str, dict]:
         row["synced_p99_s"] = busiest.synced_p99_seconds if busiest else None
         found[tenant.name] = row
     return found
+
+
+def control_history(since: float) -> list[dict]:
+    """The controller's samples since `since` (epoch s), oldest first: the mode and each tier's
+    backlog, lag and drain rate, one a tick (apps/control/history.py keeps 15 minutes)."""
+    from apps.control.history import history_read
+
+    return [sample for sample in history_read(time.time() - since + 1) if sample["at"] >= since]
