@@ -10,20 +10,21 @@ from django.utils.safestring import SafeString
 from apps.usage.models import HourlyReceipt
 from apps.usage.receipt import HourReceipt, receipts_last_day
 
-_WIDTH, _HEIGHT, _BAR = 480, 90, 20  # 24 hours of 20 px
+_WIDTH, _BAR = 480, 20  # 24 hours of 20 px
+_TOP, _BASE, _HEIGHT = 14, 86, 108  # bars from _BASE up to _TOP; ticks and hours under them
 
 
 def receipt_svg(hours: list[HourReceipt]) -> SafeString:
     """Per hour, a bar of leads accepted (green) with those refused on top (red), scaled to the
     busiest hour; hours with sampled, deferred, quarantined or dead-lettered work get an amber
-    tick under their bar."""
-    peak = max((hour.accepted + hour.refused for hour in hours), default=0) or 1
-    scale = (_HEIGHT - 12) / peak
+    tick under their bar; every sixth hour is named (UTC)."""
+    peak = max((hour.accepted + hour.refused for hour in hours), default=0)
+    scale = (_BASE - _TOP) / (peak or 1)
     shapes = []
     for index, hour in enumerate(hours):
         x = index * _BAR + 2
         accepted, refused = hour.accepted * scale, hour.refused * scale
-        top = _HEIGHT - 8 - accepted
+        top = _BASE - accepted
         shapes.append(("#2e7d32", x, top, accepted, f"{hour.hour:%H}:00 accepted {hour.accepted}"))
         shapes.append(
             ("#c62828", x, top - refused, refused, f"{hour.hour:%H}:00 refused {hour.refused}")
@@ -31,7 +32,7 @@ def receipt_svg(hours: list[HourReceipt]) -> SafeString:
         shed = hour.sampled + hour.deferred + hour.quarantined + hour.dead_lettered
         if shed:
             title = f"{hour.hour:%H}:00 shed or failed {shed}"
-            shapes.append(("#f9a825", x, _HEIGHT - 5, 4, title))
+            shapes.append(("#f9a825", x, _BASE + 3, 4, title))
     bars = format_html_join(
         "",
         '<rect x="{}" y="{}" width="16" height="{}" fill="{}"><title>{}</title></rect>',
@@ -41,18 +42,28 @@ def receipt_svg(hours: list[HourReceipt]) -> SafeString:
             if height > 0
         ),
     )
+    labels = format_html_join(
+        "",
+        '<text x="{}" y="{}" font-size="9" fill="#666">{}</text>',
+        (
+            (index * _BAR + 2, _HEIGHT - 2, f"{hour.hour:%H}h")
+            for index, hour in enumerate(hours)
+            if index % 6 == 0 or index == len(hours) - 1
+        ),
+    )
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" role="img" '
         'aria-label="leads per hour, last 24 h">'
-        '<line x1="0" y1="{}" x2="{}" y2="{}" stroke="#999"/>{}'
+        '<line x1="0" y1="{}" x2="{}" y2="{}" stroke="#999"/>{}{}'
         '<text x="0" y="9" font-size="9" fill="#666">peak {} leads/h</text></svg>',
         _WIDTH,
         _HEIGHT,
-        _HEIGHT - 8,
+        _BASE,
         _WIDTH,
-        _HEIGHT - 8,
+        _BASE,
         bars,
-        peak if peak > 1 else 0,
+        labels,
+        peak,
     )
 
 
