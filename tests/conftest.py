@@ -113,6 +113,7 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         "LEADFLOW_RETENTION_INTERVAL_SECONDS": "86400",
         # The receipts' pipeline figures are written every second (tests/usage reads them).
         "LEADFLOW_RECEIPT_FLUSH_SECONDS": "1",
+        "LEADFLOW_RECEIPT_DELIVERIES_SECONDS": "1",
     }
     stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
     try:

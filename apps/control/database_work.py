@@ -97,6 +97,7 @@ class DatabaseWork(threading.Thread):
         self._retention_schedule = RetentionSchedule()
         self._receipt = Step("receipt", {POSTGRESQL, REDIS})  # apps/usage/receipt.py
         self._receipt_schedule = ReceiptSchedule()
+        self._receipt_writer: threading.Thread | None = None
 
     def audit(self, event: dict) -> None:
         """Queue an audit row (the controller's audit sink)."""
@@ -151,8 +152,23 @@ class DatabaseWork(threading.Thread):
         if self._retention_schedule.due() and self._running():
             self._retention.run(self._retention_schedule.run, shedding.mode == Mode.NORMAL)
         now = time.monotonic()
-        if self._receipt_schedule.due(now) and self._running():
+        writing = self._receipt_writer is not None and self._receipt_writer.is_alive()
+        if self._receipt_schedule.due(now) and not writing and self._running():
+            self._receipt_writer = threading.Thread(
+                target=self._receipt_write, args=(now,), name="control-receipt", daemon=True
+            )
+            self._receipt_writer.start()
+
+    def _receipt_write(self, now: float) -> None:
+        """The receipts, on a thread of their own: counting an hour's CRM deliveries can take
+        seconds, and this thread reads the policy every second."""
+        try:
             self._receipt.run(self._receipt_schedule.run, now)
+        except BaseException as error:
+            self.failure = error  # a bug: the main loop raises it, as one of this thread's
+            raise
+        finally:
+            connections.close_all()
 
     def _policy_read(self) -> Policy:
         policy = Policy.current()

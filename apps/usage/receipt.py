@@ -141,9 +141,10 @@ def _intake_counts(raw: dict[int, dict[bytes, bytes]]) -> dict[tuple[int, dateti
 
 
 def _pipeline_counts(
-    start: datetime, end: datetime, tenant_id: int | None
+    start: datetime, end: datetime, tenant_id: int | None, sync_hours: set[datetime]
 ) -> dict[tuple[int, datetime], dict]:
-    """PostgreSQL's records of [start, end), by tenant and hour (one tenant, or all)."""
+    """PostgreSQL's records of [start, end), by tenant and hour (one tenant, or all); the CRM
+    deliveries only of `sync_hours` (the costly part: a join with the leads and a sort)."""
     counts: dict[tuple[int, datetime], dict] = defaultdict(dict)
     mine = Q() if tenant_id is None else Q(tenant_id=tenant_id)
 
@@ -172,10 +173,15 @@ def _pipeline_counts(
     for name, queryset in simple:
         for row in queryset.values("tenant_id", "at_hour").annotate(n=Count("pk")):
             counts[(row["tenant_id"], row["at_hour"])][name] = row["n"]
-    for tenant, hour, synced, p50, p99 in _sync_times(start, end, tenant_id):
-        counts[(tenant, hour.replace(tzinfo=UTC))].update(
-            synced=synced, synced_p50_seconds=p50, synced_p99_seconds=p99
-        )
+    if not sync_hours:
+        return counts
+    sync_range = (min(sync_hours), max(sync_hours) + HOUR)
+    for tenant, hour, synced, p50, p99 in _sync_times(*sync_range, tenant_id):
+        hour = hour.replace(tzinfo=UTC)
+        if hour in sync_hours:
+            counts[(tenant, hour)].update(
+                synced=synced, synced_p50_seconds=p50, synced_p99_seconds=p99
+            )
     return counts
 
 
@@ -201,16 +207,17 @@ _SECONDS = "extract(epoch FROM sync.synced_at - lead.received_at)"
 
 
 def _computed(
-    hours: set[datetime], intake: dict[int, dict], tenant_id: int | None
+    hours: set[datetime], intake: dict[int, dict], tenant_id: int | None, sync_hours: set
 ) -> dict[tuple[int, datetime], HourReceipt]:
-    """The receipts of these hours, from both sources (only the non-empty ones)."""
+    """The receipts of these hours, from both sources (only the non-empty ones); the CRM
+    deliveries only of `sync_hours`."""
     if not hours:
         return {}
     found: dict[tuple[int, datetime], dict] = defaultdict(dict)
     for key, values in _intake_counts(intake).items():
         if key[1] in hours:
             found[key].update(values)
-    pipeline = _pipeline_counts(min(hours), max(hours) + HOUR, tenant_id)
+    pipeline = _pipeline_counts(min(hours), max(hours) + HOUR, tenant_id, sync_hours & hours)
     for key, values in pipeline.items():
         if key[1] in hours:
             found[key].update(values)
@@ -224,11 +231,17 @@ def _computed(
 FINAL_AFTER = timedelta(minutes=5)
 
 
-def receipts_flush(now: datetime | None = None, final: set[datetime] | None = None) -> int:
+SYNC_FIELDS = ("synced", "synced_p50_seconds", "synced_p99_seconds")
+
+
+def receipts_flush(
+    now: datetime | None = None, final: set[datetime] | None = None, deliveries: bool = True
+) -> int:
     """Write the receipts of the open hours (and of any older hour Redis still holds) to
     PostgreSQL, but the hours in `final` (written after they ended: nothing changes them);
-    add the hours final now to it; delete the Redis fields of the hours closed. Returns how
-    many rows were written."""
+    add the hours final now to it; delete the Redis fields of the hours closed. The CRM
+    deliveries (count, p50, p99) are counted with `deliveries`, and always for an hour that
+    becomes final; otherwise a row keeps the ones written before. Returns the rows written."""
     now = now or timezone.now()
     final = set() if final is None else final
     open_from = _open_from(now)
@@ -236,22 +249,26 @@ def receipts_flush(now: datetime | None = None, final: set[datetime] | None = No
     intake = _intake_read(tenant_ids)
     hours = set(hours_between(open_from, now)) | {hour for _, hour in _intake_counts(intake)}
     hours -= final
-    receipts = _computed(hours, intake, None)
-    rows = [
-        HourlyReceipt(tenant_id=tenant_id, hour=hour, **_row(receipt))
-        for (tenant_id, hour), receipt in receipts.items()
-    ]
-    HourlyReceipt.objects.bulk_create(
-        rows,
-        update_conflicts=True,
-        unique_fields=["tenant", "hour"],
-        update_fields=[*ROW_FIELDS, "updated_at"],
-        batch_size=500,
-    )
+    ending = {hour for hour in hours if hour + HOUR + FINAL_AFTER <= now}
+    sync_hours = hours if deliveries else ending
+    receipts = _computed(hours, intake, None, sync_hours)
+    for with_sync in (True, False):
+        fields = ROW_FIELDS if with_sync else tuple(f for f in ROW_FIELDS if f not in SYNC_FIELDS)
+        HourlyReceipt.objects.bulk_create(
+            [
+                HourlyReceipt(tenant_id=tenant_id, hour=hour, **_row(receipt))
+                for (tenant_id, hour), receipt in receipts.items()
+                if (hour in sync_hours) == with_sync
+            ],
+            update_conflicts=True,
+            unique_fields=["tenant", "hour"],
+            update_fields=[*fields, "updated_at"],
+            batch_size=500,
+        )
     _closed_forget(intake, open_from)
-    final |= {hour for hour in hours if hour + HOUR + FINAL_AFTER <= now}
+    final |= ending
     final -= {hour for hour in final if hour < open_from}  # Redis holds none of them any more
-    return len(rows)
+    return len(receipts)
 
 
 def _row(receipt: HourReceipt) -> dict:
@@ -277,20 +294,25 @@ def _closed_forget(intake: dict[int, dict[bytes, bytes]], open_from: datetime) -
 
 
 class ReceiptSchedule:
-    """When the control's database thread writes the receipts: every flush interval. It keeps
-    the hours already final, so each flush recomputes the current hour and the hours that
-    ended less than FINAL_AFTER ago (a new leader recomputes the open hours once)."""
+    """When the control process writes the receipts: every flush interval, the CRM deliveries
+    every LEADFLOW_RECEIPT_DELIVERIES_SECONDS (their join and sort grow with the hour's
+    deliveries). It keeps the hours already final, so a flush recounts only the current hour and
+    the hours that ended less than FINAL_AFTER ago (a new leader recounts the open hours once)."""
 
     def __init__(self) -> None:
         self._next_at = 0.0
+        self._next_deliveries_at = 0.0
         self._final: set[datetime] = set()
 
     def due(self, monotonic_now: float) -> bool:
         return monotonic_now >= self._next_at
 
     def run(self, monotonic_now: float) -> int:
-        written = receipts_flush(final=self._final)
+        deliveries = monotonic_now >= self._next_deliveries_at
+        written = receipts_flush(final=self._final, deliveries=deliveries)
         self._next_at = monotonic_now + settings.RECEIPT_FLUSH_SECONDS
+        if deliveries:
+            self._next_deliveries_at = monotonic_now + settings.RECEIPT_DELIVERIES_SECONDS
         return written
 
 

@@ -125,6 +125,27 @@ def test_an_hour_written_after_its_end_is_final_and_not_counted_again(make_tenan
     assert _row(tenant, this_hour).synced == 2
 
 
+def test_deliveries_are_counted_on_their_own_cadence_and_when_their_hour_ends(make_tenant):
+    tenant, _ = make_tenant("flush-deliveries")
+    now = timezone.now()
+    this_hour = hour_floor(now)
+
+    def delivered() -> None:
+        lead = lead_make(tenant, status=LeadStatus.SYNCED, received_at=this_hour)
+        CrmSync.objects.create(lead=lead, adapter="webhook", synced_at=this_hour)
+
+    delivered()
+    receipts_flush(now, deliveries=False)
+    assert not HourlyReceipt.objects.filter(tenant=tenant).exists()
+    receipts_flush(now)
+    assert _row(tenant, this_hour).synced == 1
+    delivered()
+    receipts_flush(now, deliveries=False)
+    assert _row(tenant, this_hour).synced == 1  # kept as last counted
+    receipts_flush(this_hour + HOUR + FINAL_AFTER, deliveries=False)  # the hour has ended
+    assert _row(tenant, this_hour).synced == 2
+
+
 def test_a_closed_hour_is_written_then_forgotten_by_redis_and_kept(make_tenant):
     tenant, _ = make_tenant("flush-closed")
     now = timezone.now()
