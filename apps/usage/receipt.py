@@ -5,17 +5,18 @@ changes but one HINCRBY inside the admission script it already runs:
 - the intake's answers per lead (accepted, demoted, duplicate, refused by each limit): a
   Redis hash per tenant, "<epoch hour>|<kind>" -> leads, counted by apps/intake/lua/admit.lua;
 - what became of the leads afterwards: PostgreSQL's own rows, counted by hour when the receipt
-  is written or read: the deferred ledger (sampled out, deferred, backfilled), quarantined leads
+  is written: the deferred ledger (sampled out, deferred, backfilled), quarantined leads
   (failed_at), dead letters (created_at), and CRM deliveries (synced_at) with the p50 and p99
   of their time from received to synced (percentile_cont).
 
 The control process writes the rows (`receipts_flush`, every LEADFLOW_RECEIPT_FLUSH_SECONDS):
 an upsert of absolute numbers per (tenant, hour), so a repeat, or two writers, give the same
-rows. An hour is recomputed until a flush after its end (+ FINAL_AFTER) has written it; its
+rows. An hour is recomputed until a flush after its end (+ FINAL_AFTER) has written it (its CRM
+deliveries, the costly count, every LEADFLOW_RECEIPT_DELIVERIES_SECONDS and at its end); its
 Redis fields are deleted LEADFLOW_RECEIPT_OPEN_HOURS after it ends, and the row stays as it
 is, whatever retention later deletes. A read (`tenant_receipt`) takes the rows and the
 intake's counts from Redis over them: one HGETALL and one indexed SELECT, never the pipeline's
-tables (counting an hour of CRM deliveries is the control process's work, once a flush).
+tables.
 """
 
 from collections import defaultdict
