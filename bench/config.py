@@ -47,6 +47,14 @@ class BenchConfig:
     forecast_warmup_seconds: float
     forecast_rise_seconds: float
     forecast_hold_seconds: float
+    # The spike phase of overload: `spike_multiplier` × capacity for `spike_seconds` between
+    # `spike_base` × capacity before and after (after: long enough to see the recovery).
+    spike_multiplier: float  # 0: no spike phase
+    spike_base: float
+    spike_before_seconds: float
+    spike_seconds: float
+    spike_after_seconds: float
+    spike_slice_seconds: float
     soak_seconds: float
     soak_load: float  # share of capacity
     tenants: int
@@ -85,6 +93,12 @@ def config_from_env() -> BenchConfig:
         forecast_rise_seconds=env_float("BENCH_FORECAST_RISE_SECONDS", 60 if quick else 180),
         # Long enough for the forecasts of the rise to be checked 5 minutes on.
         forecast_hold_seconds=env_float("BENCH_FORECAST_HOLD_SECONDS", 300),
+        spike_multiplier=env_float("BENCH_SPIKE_MULTIPLIER", 10),
+        spike_base=env_float("BENCH_SPIKE_BASE", 0.5),
+        spike_before_seconds=env_float("BENCH_SPIKE_BEFORE_SECONDS", 10 if quick else 20),
+        spike_seconds=env_float("BENCH_SPIKE_SECONDS", 5 if quick else 15),
+        spike_after_seconds=env_float("BENCH_SPIKE_AFTER_SECONDS", 60 if quick else 240),
+        spike_slice_seconds=env_float("BENCH_SPIKE_SLICE_SECONDS", 5),
         soak_seconds=env_float("BENCH_SOAK_SECONDS", 120 if quick else 1800),
         soak_load=env_float("BENCH_SOAK_LOAD", 0.7),
         tenants=env_int("BENCH_TENANTS", 4),

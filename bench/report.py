@@ -53,7 +53,8 @@ def git_facts() -> dict:
 # Plots.
 # ---------------------------------------------------------------------------------------------
 def _plot(path: Path, title: str, panels: list[dict]) -> Path | None:
-    """panels: [{"ylabel", "lines": {label: [(x, y)]}, "hlines": {label: y}, "xlabel"}]"""
+    """panels: [{"ylabel", "lines": {label: [(x, y)]}, "hlines": {label: y}, "xlabel",
+    "vlines": [(x, label)], "span": (x0, x1) shaded}]"""
     try:
         import matplotlib
 
@@ -72,6 +73,20 @@ def _plot(path: Path, title: str, panels: list[dict]) -> Path | None:
             if y:
                 ax.axhline(y, linestyle="--", linewidth=1, color="grey")
                 ax.annotate(label, (0, y), fontsize=8, color="grey", va="bottom")
+        for x, label in panel.get("vlines") or []:
+            ax.axvline(x, linestyle=":", linewidth=1, color="purple")
+            ax.annotate(
+                label,
+                (x, 1),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                color="purple",
+                rotation=90,
+                va="top",
+                ha="right",
+            )
+        if panel.get("span"):
+            ax.axvspan(*panel["span"], color="orange", alpha=0.15)
         ax.set_ylabel(panel["ylabel"])
         ax.set_xlabel(panel.get("xlabel", "seconds since the run started"))
         if panel.get("log"):
@@ -185,10 +200,24 @@ def plots(run_dir: Path, name: str, result: dict) -> list[str]:
                     "hlines": {"capacity": capacity},
                 },
             ]
+            if data.get("lag"):
+                panels.append(
+                    {
+                        "ylabel": "lag (s)",
+                        "lines": {
+                            tier: _xy(data["lag"], tier) for tier in ("critical", "normal", "low")
+                        },
+                    }
+                )
             if data.get("rss"):
                 panels.append(
                     {"ylabel": "RSS (MB)", "lines": {k: v for k, v in data["rss"].items()}}
                 )
+            # Mode transitions on every panel, the spike shaded.
+            marks = [(t["t"], f"→ {t['to']}") for t in data.get("transitions") or []]
+            for panel in panels:
+                panel["vlines"] = marks
+                panel["span"] = data.get("spike")
             made.append(_plot(run_dir / f"{name}-{phase}.png", f"{name}: {phase}", panels))
     return [p.name for p in made if p]
 
@@ -248,6 +277,10 @@ _SHOWN = (
     "critical_stored_critical",
     "goodput_leads_per_s",
     "goodput_vs_capacity",
+    "spike_seconds",
+    "thin_activation_s",
+    "recovery_s",
+    "modes",
     "max_rss_growth",
     "api_worker_rss_max_mb",
     "statuses",
@@ -275,6 +308,42 @@ def _figure_rows(figures: dict) -> list[str]:
             )
             lines.append(f"| {key} | {shown} |")
     return lines
+
+
+_RECEIPT_HEADS = {
+    "accepted": "accepted",
+    "demoted": "demoted",
+    "duplicates": "dup",
+    "refused_ip_rate": "429 ip",
+    "refused_tenant_rate": "429 rate",
+    "refused_hourly_budget": "429 budget",
+    "refused_backpressure": "429 backpressure",
+    "sampled": "sampled",
+    "deferred": "deferred",
+    "backfilled": "backfilled",
+    "quarantined": "quarantined",
+    "dead_lettered": "dead letters",
+    "synced": "synced",
+    "synced_p50_s": "synced p50 s",
+    "synced_p99_s": "synced p99 s",
+}
+
+
+def _receipt_rows(receipts: dict[str, dict]) -> list[str]:
+    """Each phase's receipt per tenant, as GET /api/v1/usage gives it (README "Receipt")."""
+    if not receipts:
+        return []
+    out = [
+        "Receipts (per tenant, as its `GET /api/v1/usage` says of the phase):",
+        "",
+        "| phase | tenant | " + " | ".join(_RECEIPT_HEADS.values()) + " |",
+        "|---|---|" + "---|" * len(_RECEIPT_HEADS),
+    ]
+    for phase, tenants in receipts.items():
+        for tenant, row in tenants.items():
+            cells = " | ".join(_fmt(row.get(name)) for name in _RECEIPT_HEADS)
+            out.append(f"| {phase} | {tenant} | {cells} |")
+    return [*out, ""]
 
 
 def markdown(meta: dict, results: dict) -> str:
@@ -338,6 +407,7 @@ def markdown(meta: dict, results: dict) -> str:
                 *([f"| LeadFlow ÷ this, per CPU-second | {_fmt(per_cpu)} |"] if per_cpu else []),
                 "",
             ]
+        out += _receipt_rows(result.get("receipts") or {})
         for plot in result.get("plots", []):
             out += [f"![{plot}]({plot})", ""]
         for note in result.get("notes", []):

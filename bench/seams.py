@@ -8,6 +8,7 @@ internals move, this is the file to adjust.
 
 import contextlib
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,7 +69,7 @@ def tenant_fields(tenant_id: int) -> dict:
 
 
 # Tables emptied between runs: everything a lead leaves behind, never tenants or keys.
-_APPS_RESET = ("leads", "enrichment", "crm", "control")
+_APPS_RESET = ("leads", "enrichment", "crm", "control", "usage")
 
 
 def state_reset() -> None:
@@ -216,9 +217,47 @@ def platform_mode() -> str:
     return raw.decode() if raw else "normal"
 
 
-def control_history(seconds: float) -> list[dict]:
-    """The controller's samples of the last `seconds` (at most 15 minutes), oldest first: per
-    tier the arrival rate and the rate forecast 5 minutes ahead, among others."""
+RECEIPT_COLUMNS = (
+    "accepted",
+    "demoted",
+    "duplicates",
+    "refused_ip_rate",
+    "refused_tenant_rate",
+    "refused_hourly_budget",
+    "refused_backpressure",
+    "sampled",
+    "deferred",
+    "backfilled",
+    "quarantined",
+    "dead_lettered",
+    "synced",
+)
+
+
+def receipts(tenants: list, since: datetime) -> dict[str, dict]:
+    """Each bench tenant's overload receipt since `since` (apps/usage), written first as the
+    control process writes it: counts summed over the hours, the p50/p99 received→synced of the
+    hour with the most deliveries (percentiles of different hours do not add up)."""
+    from django.utils import timezone
+
+    from apps.usage.receipt import receipts_flush, tenant_receipt
+
+    receipts_flush()
+    now = timezone.now()
+    found = {}
+    for tenant in tenants:
+        hours = tenant_receipt(tenant.tenant_id, since, now, now=now)
+        row = {name: sum(getattr(hour, name) for hour in hours) for name in RECEIPT_COLUMNS}
+        busiest = max(hours, key=lambda hour: hour.synced, default=None)
+        row["synced_p50_s"] = busiest.synced_p50_seconds if busiest else None
+        row["synced_p99_s"] = busiest.synced_p99_seconds if busiest else None
+        found[tenant.name] = row
+    return found
+
+
+def control_history(since: float) -> list[dict]:
+    """The controller's samples since `since` (epoch s), oldest first: the mode and each tier's
+    backlog, lag and drain rate, one a tick (apps/control/history.py keeps 15 minutes)."""
     from apps.control.history import history_read
 
-    return history_read(seconds)
+    return [sample for sample in history_read(time.time() - since + 1) if sample["at"] >= since]

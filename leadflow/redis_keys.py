@@ -57,6 +57,12 @@ def budget_key(tenant_id: int) -> str:
     return f"lf:budget:{tenant_id}"
 
 
+def receipt_key(tenant_id: int) -> str:
+    """hash "<epoch hour>|<kind>" -> leads: the intake's side of the tenant's hourly receipt
+    (admit.lua counts, apps/usage flushes to PostgreSQL)."""
+    return f"lf:receipt:{tenant_id}"
+
+
 # --- tenants and API keys (apps/tenants) ---
 TENANTS_CHANGED_CHANNEL = "lf:tenants:changed"  # pub/sub: a tenant or key changed
 TENANTS_AUTH_KEY = "lf:tenants:auth"  # hash: key digest -> TenantAuth and when it was loaded

@@ -111,6 +111,9 @@ def live_stack(django_db_setup, django_db_blocker, double, tmp_path_factory):
         # The retention job runs once, as the control process starts, and not again during the
         # session: tests/retention runs it by itself, on leads it ages on purpose.
         "LEADFLOW_RETENTION_INTERVAL_SECONDS": "86400",
+        # The receipts' pipeline figures are written every second (tests/usage reads them).
+        "LEADFLOW_RECEIPT_FLUSH_SECONDS": "1",
+        "LEADFLOW_RECEIPT_DELIVERIES_SECONDS": "1",
     }
     stack = Stack(env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
     try:

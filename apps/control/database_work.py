@@ -1,6 +1,7 @@
 """The leader's PostgreSQL work, on a thread of its own: the operators' policy (read every tick),
 the audit of mode changes (queued by the controller), the reports that are due, backfill from
-the deferred ledger, the sweep for stalled leads, and the retention job (apps/retention).
+the deferred ledger, the sweep for stalled leads, the retention job (apps/retention), and the
+hourly receipts (apps/usage).
 
 On its own thread so that PostgreSQL down, slow or locked never holds up the dispatcher and the
 controller, which need only Redis: leads keep moving from the inboxes to pool A through a
@@ -30,6 +31,7 @@ from apps.control.outages import POSTGRESQL, REDIS, Step, broker_name
 from apps.control.sweeper import orphaned_leads_resend, stalled_leads_resend
 from apps.reports.services import reports_schedule
 from apps.retention.retention import RetentionSchedule
+from apps.usage.receipt import ReceiptSchedule
 from leadflow.redis_conn import get_redis
 from leadflow.redis_keys import CONTROL_POLICY_KEY
 
@@ -72,7 +74,7 @@ class PolicyCache:
 class DatabaseWork(threading.Thread):
     """One term's PostgreSQL work; it stops when the lease is no longer held or on stop()."""
 
-    STEPS = frozenset({"policy", "audit", "reports", "backfill", "sweep", "retention"})
+    STEPS = frozenset({"policy", "audit", "reports", "backfill", "sweep", "retention", "receipt"})
 
     def __init__(self, lease, policies: PolicyCache) -> None:
         super().__init__(name="control-database", daemon=True)
@@ -93,6 +95,9 @@ class DatabaseWork(threading.Thread):
         self._next_sweep = 0.0
         self._retention = Step("retention", {POSTGRESQL, REDIS})  # apps/retention/retention.py
         self._retention_schedule = RetentionSchedule()
+        self._receipt = Step("receipt", {POSTGRESQL, REDIS})  # apps/usage/receipt.py
+        self._receipt_schedule = ReceiptSchedule()
+        self._receipt_writer: threading.Thread | None = None
 
     def audit(self, event: dict) -> None:
         """Queue an audit row (the controller's audit sink)."""
@@ -146,6 +151,24 @@ class DatabaseWork(threading.Thread):
             self._next_sweep = time.monotonic() + SWEEP_SECONDS
         if self._retention_schedule.due() and self._running():
             self._retention.run(self._retention_schedule.run, shedding.mode == Mode.NORMAL)
+        now = time.monotonic()
+        writing = self._receipt_writer is not None and self._receipt_writer.is_alive()
+        if self._receipt_schedule.due(now) and not writing and self._running():
+            self._receipt_writer = threading.Thread(
+                target=self._receipt_write, args=(now,), name="control-receipt", daemon=True
+            )
+            self._receipt_writer.start()
+
+    def _receipt_write(self, now: float) -> None:
+        """The receipts, on a thread of their own: counting an hour's CRM deliveries can take
+        seconds, and this thread reads the policy every second."""
+        try:
+            self._receipt.run(self._receipt_schedule.run, now)
+        except BaseException as error:
+            self.failure = error  # a bug: the main loop raises it, as one of this thread's
+            raise
+        finally:
+            connections.close_all()
 
     def _policy_read(self) -> Policy:
         policy = Policy.current()

@@ -127,7 +127,14 @@ class DeferredWork(models.Model):
                 fields=["created_at"],
                 condition=models.Q(done_at__isnull=True),
                 name="deferred_open_idx",
-            )
+            ),
+            # The receipt counts the ledger's rows by hour (apps/usage/receipt.py).
+            models.Index(fields=["created_at"], name="deferred_created_idx"),
+            models.Index(
+                fields=["done_at"],
+                condition=models.Q(done_at__isnull=False),
+                name="deferred_done_idx",
+            ),
         ]
 
     def __str__(self) -> str:

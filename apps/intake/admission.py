@@ -216,6 +216,7 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
             inbox.entry_open(fields),
             candidate.fingerprint,
         ]
+    keys.append(redis_keys.receipt_key(tenant_id))  # always the script's last key
 
     script = lua_script(_SCRIPT_PATH, TOKEN_BUCKET_LUA)
     raw_mode, refused, wait, raw_drain, results = script_run_hot(script, keys, args)

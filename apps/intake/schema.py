@@ -391,6 +391,8 @@ _CLOSED = {
     "LeadFailure",
     *(serializer.__name__ for serializer in BATCH_RESULTS),
     "LeadsErased",  # apps/intake/erasure_schema.py
+    "UsageReceipt",  # apps/intake/usage_schema.py
+    "UsageHour",
 }
 _TRACE_ID_LINKS = {
     "/api/v1/leads": {"202": "$response.body#/trace_id", "200": "$response.body#/trace_id"},

@@ -105,7 +105,7 @@ def run(ctx: Context) -> dict:
                 {"t": round(step_started - started, 1), "ok_per_s": result.figures()["ok_per_s"]}
             )
         time.sleep(STEP_SECONDS)  # the last step's arrivals reach the history
-        samples = seams.control_history(time.time() - started + STEP_SECONDS)
+        samples = seams.control_history(started - STEP_SECONDS)
         mode = seams.platform_mode()
     figures = analyse(samples, base, started)
     figures.update(

@@ -3,6 +3,12 @@ the whole platform running (API, pools A, B, C, control). Measured: the ACK late
 answered 429 (and with Retry-After), the time critical leads take to be qualified, and the
 goodput (leads qualified/s) against the capacity measured first in the same run.
 
+Then a spike: 10× capacity for a few seconds between stretches at half of it (the seeds'
+"600 leads/min burst", scaled to this machine), to time how long the controller takes to go to
+thin mode and to come back to normal after it. Every phase keeps the controller's timeline (lag
+per tier, the mode transitions, marked on its plot) and each bench tenant's overload receipt
+(apps/usage, as its GET /api/v1/usage gives it).
+
 The load is paced (wrk with a schedule, bench/wrk/paced.lua): open loop as long as a free
 connection exists. When every connection waits on the server, the schedule's slots are counted
 as missed, and the figures say how much of the offered load was really sent.
@@ -12,6 +18,7 @@ import contextlib
 import math
 import statistics
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import load, profile, seams
@@ -156,9 +163,10 @@ def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict
     )
     with platform(ctx, f"overload-{name}", seconds + GRACE_SECONDS + 300) as (stack, api):
         spec.url = api_url(api)
+        since = datetime.now(tz=UTC)
         ctx.log(f"overload: {name}, {rate:,.0f} leads/s offered over {connections} connections")
         with watching(seams.qualified_count) as watcher:
-            started = time.monotonic()
+            started, started_epoch = time.monotonic(), time.time()
             with (
                 cpu_meter(ctx, stack) as meter,
                 profile.sampling(
@@ -170,6 +178,9 @@ def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict
             goodput = watcher.rate_between(started, ended) or 0.0
             critical = _critical_figures(ended)
             mode = seams.platform_mode()
+            # What each tenant's GET /api/v1/usage says of the phase (README "Receipt").
+            receipts = seams.receipts(ctx.tenants, since)
+            timeline = _timeline(seams.control_history(started_epoch), started_epoch)
         rows = watcher.series(started)
     figures = result.figures()
     ack_p99_all = _ack_p99_with_unanswered(result)
@@ -189,8 +200,105 @@ def overload_phase(ctx: Context, name: str, rate: float, seconds: float) -> dict
     )
     return {
         "figures": figures,
-        "series": {"load": result.series(), "rows": rows, "offered_per_s": rate},
+        "series": {"load": result.series(), "rows": rows, "offered_per_s": rate, **timeline},
+        "receipts": receipts,
     }
+
+
+def _timeline(history: list[dict], origin_epoch: float) -> dict:
+    """The controller's samples on the phase's time axis: each tier's lag, and the mode
+    transitions ({t, from, to})."""
+    lag, transitions, previous = [], [], None
+    for sample in history:
+        t = round(sample["at"] - origin_epoch, 2)
+        lag.append({"t": t, **{tier: m["lag"] for tier, m in sample["tiers"].items()}})
+        if previous is not None and sample["mode"] != previous:
+            transitions.append({"t": t, "from": previous, "to": sample["mode"]})
+        previous = sample["mode"]
+    return {"lag": lag, "transitions": transitions}
+
+
+def mode_times(transitions: list[dict], spike_start: float, spike_end: float) -> dict:
+    """Seconds from the spike's start to the first mode past normal (thin, the first step of
+    the mode machine), and from the spike's end to the return to normal that lasted to the
+    end of the phase (None: not seen)."""
+    activated = next(
+        (t["t"] for t in transitions if t["from"] == "normal" and t["t"] >= spike_start), None
+    )
+    recovered = None
+    if activated is not None and transitions[-1]["to"] == "normal":
+        recovered = transitions[-1]["t"]
+    return {
+        "thin_activation_s": None if activated is None else round(activated - spike_start, 1),
+        "recovery_s": None if recovered is None else round(recovered - spike_end, 1),
+        "modes": " → ".join(["normal", *(t["to"] for t in transitions if t["t"] >= spike_start)]),
+    }
+
+
+def spike_phase(ctx: Context, capacity: float) -> dict:
+    """`spike_base` × capacity, then `spike_multiplier` × capacity for `spike_seconds`, then
+    the base again while the platform recovers; one fresh platform, one time axis."""
+    config = ctx.config
+    peak, base = config.spike_multiplier * capacity, config.spike_base * capacity
+    segments = (
+        ("before", base, config.spike_before_seconds),
+        ("spike", peak, config.spike_seconds),
+        ("after", base, config.spike_after_seconds),
+    )
+    connections = int(min(config.overload_max_connections, max(64, peak)))
+    total = sum(seconds for _, _, seconds in segments)
+    with platform(ctx, "overload-spike", total + GRACE_SECONDS + 300) as (stack, api):
+        ctx.log(
+            f"overload: spike, {base:,.0f} → {peak:,.0f} → {base:,.0f} leads/s offered over "
+            f"{connections} connections"
+        )
+        since = datetime.now(tz=UTC)
+        marks: dict[str, float] = {}
+        slices: list[load.Slice] = []
+        with watching(seams.qualified_count) as watcher:
+            origin, origin_epoch = time.monotonic(), time.time()
+            with cpu_meter(ctx, stack) as meter:
+                for name, rate, seconds in segments:
+                    spec = load.LoadSpec(
+                        url=api_url(api),
+                        keys=ctx.keys,
+                        connections=connections,
+                        threads=2,
+                        critical_permille=config.overload_critical_permille,
+                        rate=rate,
+                        timeout_seconds=10,
+                    )
+                    marks[name] = time.monotonic() - origin
+                    count = max(1, round(seconds / config.spike_slice_seconds))
+                    slices += [
+                        load.measure_slice(spec, seconds / count, ctx.run_dir / "wrk", origin)
+                        for _ in range(count)
+                    ]
+            ended = time.monotonic()
+            goodput = watcher.rate_between(origin, ended) or 0.0
+            mode = seams.platform_mode()
+            receipts = seams.receipts(ctx.tenants, since)
+            timeline = _timeline(seams.control_history(origin_epoch), origin_epoch)
+        rows = watcher.series(origin)
+    result = load.LoadResult(spec=spec, slices=slices)
+    figures = result.figures()
+    spike = (marks["spike"], marks["after"])
+    figures.update(
+        {
+            "offered_per_s": {
+                "before": round(base, 1),
+                "spike": round(peak, 1),
+                "after": round(base, 1),
+            },
+            "goodput_leads_per_s": round(goodput, 1),
+            "mode_at_end": mode,
+            "cpu_cores": meter.cores,
+            "spike_seconds": round(spike[1] - spike[0], 1),
+            **mode_times(timeline["transitions"], *spike),
+        }
+    )
+    series = {"load": result.series(), "rows": rows, "offered_per_s": peak, **timeline}
+    return {"figures": figures, "series": {**series, "spike": spike}, "receipts": receipts}
 
 
 def run(ctx: Context) -> dict:
@@ -201,6 +309,7 @@ def run(ctx: Context) -> dict:
     if not value:
         raise RuntimeError("no lead was qualified while measuring capacity")
     phases, series = {}, {"capacity": {**capacity.pop("series"), "offered_per_s": None}}
+    receipts: dict[str, dict] = {}
     for multiplier in ctx.config.overload_multipliers:
         name = f"{multiplier:g}x"
         phase = overload_phase(ctx, name, multiplier * value, ctx.config.overload_seconds)
@@ -209,6 +318,14 @@ def run(ctx: Context) -> dict:
         )
         phases[name] = phase["figures"]
         series[name] = phase["series"]
+        receipts[name] = phase["receipts"]
+    spike = None
+    if ctx.config.spike_multiplier:
+        ctx.log(f"overload: a {ctx.config.spike_multiplier:g}× spike")
+        spike = spike_phase(ctx, value)
+        phases["spike"] = spike["figures"]
+        series["spike"] = spike["series"]
+        receipts["spike"] = spike["receipts"]
     top = f"{max(ctx.config.overload_multipliers):g}x"
     f = phases[top]
     ack = f["ack_p99_with_unanswered_ms"]
@@ -232,13 +349,29 @@ def run(ctx: Context) -> dict:
         "as critical and admitted as critical (qualified_at is taken when pool A starts the "
         "batch, before its commit).",
     ]
+    if spike is not None:
+        s = spike["figures"]
+        activation, recovery = s["thin_activation_s"], s["recovery_s"]
+        notes.append(
+            f"spike: {s['offered_per_s']['spike']:,.0f} leads/s "
+            f"({ctx.config.spike_multiplier:g}× capacity) for {s['spike_seconds']} s between "
+            f"stretches at {ctx.config.spike_base:g}×: modes {s['modes']}; thin mode "
+            + ("never" if activation is None else f"{activation} s after the spike began")
+            + "; back to normal "
+            + ("not within the phase" if recovery is None else f"{recovery} s after it ended")
+            + " (the controller's own samples, one a second; a mode is held at least "
+            "LEADFLOW_MODE_DWELL_SECONDS)."
+        )
     if "pipeline_leads_per_s" in ctx.measured:
         notes.append(
             "For comparison, the pipeline scenario (inboxes filled beforehand, no intake "
             f"running) moved {ctx.measured['pipeline_leads_per_s']:,.0f} leads/s."
         )
     for name, phase in phases.items():
-        if phase.get("sent_per_s") and phase["sent_per_s"] < 0.9 * phase["offered_per_s"]:
+        offered = phase.get("offered_per_s")
+        if not isinstance(offered, int | float):  # the spike's: one rate per stretch
+            continue
+        if phase.get("sent_per_s") and phase["sent_per_s"] < 0.9 * offered:
             notes.append(
                 f"{name}: only {phase['sent_per_s']:,.0f} of {phase['offered_per_s']:,.0f} "
                 f"requests/s offered could be sent over {phase['connections']} connections."
@@ -274,6 +407,7 @@ def run(ctx: Context) -> dict:
             ),
         ],
         "series": series,
+        "receipts": receipts,
         "notes": notes,
     }
 

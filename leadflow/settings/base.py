@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "apps.control",
     "apps.reports",
     "apps.retention",  # retention and erasure of personal data, and their audit
+    "apps.usage",  # the overload receipt: per tenant and hour (README "Receipt")
 ]
 
 MIDDLEWARE = [

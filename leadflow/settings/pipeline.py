@@ -24,6 +24,15 @@ RETENTION_INTERVAL_SECONDS = env_float("LEADFLOW_RETENTION_INTERVAL_SECONDS", 30
 RETENTION_BATCH_SIZE = env_int("LEADFLOW_RETENTION_BATCH_SIZE", 500)
 # ... for at most this long a run, so the control's database thread (policy, audit) is not held.
 RETENTION_RUN_MAX_SECONDS = env_float("LEADFLOW_RETENTION_RUN_MAX_SECONDS", 2.0)
+# The overload receipt (apps/usage/receipt.py, README "Receipt"): the control process writes the
+# open hours to PostgreSQL this often; an hour stays open (rewritten) this many hours after it
+# ends; GET /api/v1/usage answers at most this many days at a time.
+RECEIPT_FLUSH_SECONDS = env_float("LEADFLOW_RECEIPT_FLUSH_SECONDS", 60.0)
+# ... and its CRM deliveries (count, p50, p99: a join with the leads and a sort) this often; an
+# hour's final count is taken when it ends, whatever this says.
+RECEIPT_DELIVERIES_SECONDS = env_float("LEADFLOW_RECEIPT_DELIVERIES_SECONDS", 300.0)
+RECEIPT_OPEN_HOURS = env_int("LEADFLOW_RECEIPT_OPEN_HOURS", 2)
+USAGE_RANGE_MAX_DAYS = env_int("LEADFLOW_USAGE_RANGE_MAX_DAYS", 31)
 # How long a tenant/API key stays in a process's cache without an invalidation message.
 TENANT_CACHE_TTL_SECONDS = env_float("LEADFLOW_TENANT_CACHE_TTL_SECONDS", 30.0)
 # While PostgreSQL is unreachable, a key loaded this recently is still served (README "Outages").

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 POSTS = ("/api/v1/leads", "/api/v1/leads/batch")
 GET = "/api/v1/leads/{trace_id}"
+USAGE = "/api/v1/usage"  # the tenant's overload receipt (tests/usage)
 
 
 @pytest.fixture
@@ -33,7 +34,13 @@ def test_the_schema_is_valid_openapi_3_of_the_public_api_only(schema):
     validate_schema(schema)
     assert schema["openapi"].startswith("3.")
     described = {(path, method) for path, ops in schema["paths"].items() for method in ops}
-    assert described == {(POSTS[0], "post"), (POSTS[1], "post"), (GET, "get"), (POSTS[0], "delete")}
+    assert described == {
+        (POSTS[0], "post"),
+        (POSTS[1], "post"),
+        (GET, "get"),
+        (POSTS[0], "delete"),
+        (USAGE, "get"),
+    }
     scheme = schema["components"]["securitySchemes"]["ApiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
 

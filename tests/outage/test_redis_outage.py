@@ -54,11 +54,13 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 
 def requests_during_outage(http, key: str, trace_id: str) -> list:
-    """Every kind of request a client makes: a lead, a batch, a status, an unknown key."""
+    """Every kind of request a client makes: a lead, a batch, a status, its receipt, an unknown
+    key."""
     return [
         lambda: http.post("/api/v1/leads", json=a_lead(), headers=auth(key)),
         lambda: http.post("/api/v1/leads/batch", json={"leads": [a_lead()]}, headers=auth(key)),
         lambda: http.get(f"/api/v1/leads/{trace_id}", headers=auth(key)),
+        lambda: http.get("/api/v1/usage", headers=auth(key)),
         lambda: http.post("/api/v1/leads", json=a_lead(), headers=auth("lf_unknown")),
     ]
 

@@ -22,6 +22,7 @@
 -- KEYS[14]    hash {hour, used}: this tenant's leads accepted in the current clock hour
 -- KEYS[15]    hash tier -> leads ever claimed by the dispatcher (for positions on GET)
 -- KEYS[16..]  per lead, in order: dedup key, trace key
+-- KEYS[#KEYS] (always the last) hash "<hour>|<kind>" -> leads: the tenant's receipt (apps/usage)
 -- ARGV[1] tenant id   ARGV[2] dedup TTL (s)   ARGV[3] lead count   ARGV[4] request id
 -- ARGV[5] requests/s   ARGV[6] requests/s per IP (0 = no limit)   ARGV[7] critical capacity
 -- ARGV[8] critical refill/s   ARGV[9] hourly budget   ARGV[10..12] backlog bounds per tier
@@ -54,7 +55,20 @@ local drain = tonumber(redis.call("HGET", KEYS[8], "total") or "") or tonumber(A
 drain = math.max(drain, 0.001)
 local drain_text = tostring(drain)  -- as returned, so a replay divides by the same number
 
+-- The overload receipt (apps/usage): one HINCRBY per kind of answer this request gave, in the
+-- clock hour of Redis's TIME. A refused request counts every lead it carried.
+local receipt_key = KEYS[#KEYS]
+local receipt_hour = math.floor(now / 3600)
+local function receipt_add(kind, n)
+  if n > 0 then
+    redis.call("HINCRBY", receipt_key, receipt_hour .. "|" .. kind, n)
+  end
+end
+
 local function refuse_request(limit, wait)
+  -- After the limit's own write (bucket or window): with memory full, Redis refuses that one.
+  receipt_add(limit, count)
+  redis.call("EXPIRE", receipt_key, 259200)
   return {mode, limit, tostring(wait), drain_text, {}}
 end
 
@@ -111,7 +125,7 @@ end
 local originals = redis.call("MGET", unpack(dedup_keys))
 local seen = {}
 
-local accepted = 0
+local accepted, demoted_accepted, duplicates, over_budget, backpressured = 0, 0, 0, 0, 0
 local pushes = {{}, {}, {}}  -- per tier, the entries to push: one RPUSH per tier at the end
 local results = {}
 for n = 1, count do
@@ -123,7 +137,9 @@ for n = 1, count do
   local original = originals[n] or seen[dedup_key]
   if original then
     results[n] = "2|" .. original
+    duplicates = duplicates + 1
   elseif used >= budget then
+    over_budget = over_budget + 1
     results[n] = "3|" .. tier .. "|0|hourly_budget|" .. tostring((hour + 1) * 3600 - now)
   else
     local demoted = 0
@@ -145,6 +161,7 @@ for n = 1, count do
     if ahead >= bounds[tier] or closed[tier] then
       local wait = closed[tier] or (ahead / drain)
       results[n] = "3|" .. tier .. "|" .. demoted .. "|backpressure|" .. tostring(wait)
+      backpressured = backpressured + 1
     else
       if tier == 1 then
         credits = credits - 1  -- spent only by a critical lead that is accepted
@@ -169,6 +186,7 @@ for n = 1, count do
       backlog[tier] = backlog[tier] + 1
       used = used + 1
       accepted = accepted + 1
+      demoted_accepted = demoted_accepted + demoted
       results[n] = "1|" .. tier .. "|" .. demoted .. "|" .. position
     end
   end
@@ -189,4 +207,11 @@ if accepted > 0 then
   redis.call("HSET", KEYS[14], "hour", hour, "used", used)
   redis.call("EXPIRE", KEYS[14], 7200)
 end
+receipt_add("accepted", accepted)
+receipt_add("demoted", demoted_accepted)
+receipt_add("duplicate", duplicates)
+receipt_add("hourly_budget", over_budget)
+receipt_add("backpressure", backpressured)
+-- Kept past a control outage of a day or two; apps/usage deletes an hour once it is written.
+redis.call("EXPIRE", receipt_key, 259200)
 return {mode, "", "0", drain_text, results}
