@@ -298,7 +298,8 @@ def test_history_keeps_the_ticks_of_the_last_15_minutes_oldest_first():
     now = time.time()
     marker = f"test-{uuid.uuid4().hex[:6]}"
     measures = _fake_controller().measures
-    history_append(now - 2, measures, marker)
+    forecast = TierForecast(rate_now=150.0, rates={"5m": 210.0, "10m": 240.0}, backlogs={})
+    history_append(now - 2, measures, marker, {"normal": 150.0}, {"normal": forecast})
     history_append(now - 1, measures, marker + "-later")
     mine = [s for s in history_read() if s["mode"].startswith(marker)]
     assert [s["mode"] for s in mine] == [marker, marker + "-later"]
@@ -307,5 +308,7 @@ def test_history_keeps_the_ticks_of_the_last_15_minutes_oldest_first():
         "inflight": 200,
         "lag": 42.0,
         "drain": 120.0,
+        "arrivals": 150.0,
+        "forecast_5m": 210.0,
     }
     assert all(s["at"] >= now - 900 for s in history_read())
