@@ -171,7 +171,9 @@ def test_intake_wrapper_counts_and_times_the_intake_posts_only():
 @pytest.fixture
 def inboxes():
     """push(tier, tenant_id, *ages): inbox entries as admission writes them, received that many
-    seconds ago (oldest first), the tenant marked active in the tier; removed afterwards."""
+    seconds ago (oldest first), the tenant marked active in the tier and counted in the tier's
+    backlog; removed afterwards. (Uncounted entries that a dispatcher claimed would leave the
+    backlog counter below zero, and the pipeline stalled for the tests that follow.)"""
     client = get_redis()
     pushed: list[tuple[str, int]] = []
 
@@ -185,15 +187,19 @@ def inboxes():
         ]
         client.rpush(redis_keys.inbox_key(tier, tenant_id), *entries)
         client.sadd(redis_keys.active_tenants_key(tier), tenant_id)
+        client.hincrby(redis_keys.BACKLOG_KEY, tier, len(entries))
         pushed.append((tier, tenant_id))
 
     yield push
     for tier, tenant_id in pushed:
+        left = client.llen(redis_keys.inbox_key(tier, tenant_id))
         client.delete(redis_keys.inbox_key(tier, tenant_id))
         client.srem(redis_keys.active_tenants_key(tier), tenant_id)
+        client.hincrby(redis_keys.BACKLOG_KEY, tier, -left)
 
 
-def test_each_active_inbox_gives_its_length_and_its_oldest_leads_age(inboxes):
+def test_each_active_inbox_gives_its_length_and_its_oldest_leads_age(control_stopped, inboxes):
+    # control_stopped: no dispatcher takes these leads of tenants that do not exist.
     base = 9_100_000 + uuid.uuid4().int % 1000 * 10
     inboxes("normal", base + 1, 120.0, 30.0, 1.0)
     inboxes("low", base + 1, 10.0)
