@@ -2,18 +2,89 @@
 
 One breaker per external dependency, e.g. breaker("ai") or breaker("crm:42"). When it is
 open, calls fail at once with pybreaker.CircuitBreakerError instead of waiting on a timeout.
+It opens after LEADFLOW_BREAKER_FAIL_MAX failures in a row; after LEADFLOW_BREAKER_RESET_SECONDS
+calls go through again (half-open), and LEADFLOW_BREAKER_SUCCESS_THRESHOLD successes in a row,
+counted in Redis whichever processes made them, close it. The end of an outage (open or
+half-open to closed) is recorded once, by whichever process closes it or sees it closed first:
+breaker_recovered_at() (degraded enrichments are redone from it: apps/control/backfill.py).
 """
 
+import logging
 import os
+import time
 
 import pybreaker
 import redis
 from django.conf import settings
 
-from leadflow.redis_keys import breaker_namespace
+from leadflow.redis_conn import get_redis
+from leadflow.redis_keys import (
+    breaker_namespace,
+    breaker_recovered_key,
+    breaker_recovery_once_key,
+)
+
+log = logging.getLogger(__name__)
 
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _pid: int | None = None
+# Kept until the outage is surely over: a process that notices it a day late records nothing.
+RECOVERY_ONCE_TTL_SECONDS = 24 * 3600
+
+
+class SharedBreaker(pybreaker.CircuitBreaker):
+    """A pybreaker breaker that adopts a state another process set without resetting the
+    shared counts.
+
+    pybreaker treats a state found in Redis that differs from its cached one as a transition of
+    its own: on seeing half-open it resets the success counter, so each process that noticed
+    the trial period would wipe the successes the others had counted (3 successes in a row
+    could take any number). Here a state changed elsewhere is adopted as it is, and the
+    listeners are still told.
+    """
+
+    @property
+    def state(self):
+        stored = self.current_state
+        if stored != self._state.name:
+            with self._lock:
+                previous = self._state
+                if stored != previous.name:
+                    self._state = self._create_new_state(stored, prev_state=previous)
+                    for listener in self.listeners:
+                        listener.state_change(self, previous, self._state)
+        return self._state
+
+    @state.setter
+    def state(self, state_str: str) -> None:  # a transition made here: pybreaker's own
+        with self._lock:
+            self._state = self._create_new_state(state_str, prev_state=self._state, notify=True)
+
+
+class _RecoveryRecorder(pybreaker.CircuitBreakerListener):
+    """Records the end of an outage once: every process that closes the breaker, or sees it
+    closed, gets here; the one that takes the outage's key (SET NX) writes the time."""
+
+    def state_change(self, cb, old_state, new_state) -> None:
+        if new_state.name != pybreaker.STATE_CLOSED or old_state is None:
+            return
+        if old_state.name == pybreaker.STATE_CLOSED:
+            return
+        try:
+            _recovery_record(cb)
+        except redis.RedisError as error:  # never fails the call that closed it
+            log.warning("breaker %s closed; its recovery not recorded: %r", cb.name, error)
+
+
+def _recovery_record(cb: pybreaker.CircuitBreaker) -> None:
+    opened = cb._state_storage.opened_at  # None when Redis did not answer: the state is a guess
+    if opened is None:
+        return
+    client = get_redis()
+    once = breaker_recovery_once_key(cb.name, int(opened.timestamp()))
+    if client.set(once, 1, nx=True, ex=RECOVERY_ONCE_TTL_SECONDS):
+        client.set(breaker_recovered_key(cb.name), repr(time.time()))
+        log.info("breaker %s closed: the dependency is back (open since %s)", cb.name, opened)
 
 
 def _storage_client() -> redis.Redis:
@@ -36,10 +107,12 @@ def breaker(name: str) -> pybreaker.CircuitBreaker:
         storage = pybreaker.CircuitRedisStorage(
             pybreaker.STATE_CLOSED, _storage_client(), namespace=breaker_namespace(name)
         )
-        found = pybreaker.CircuitBreaker(
+        found = SharedBreaker(
             fail_max=settings.BREAKER_FAIL_MAX,
             reset_timeout=settings.BREAKER_RESET_SECONDS,
+            success_threshold=settings.BREAKER_SUCCESS_THRESHOLD,
             state_storage=storage,
+            listeners=[_RecoveryRecorder()],
             name=name,
         )
         _breakers[name] = found
@@ -49,3 +122,9 @@ def breaker(name: str) -> pybreaker.CircuitBreaker:
 def breaker_state(name: str) -> str:
     """closed, open or half-open, as every process sees it."""
     return breaker(name).current_state
+
+
+def breaker_recovered_at(name: str) -> float | None:
+    """When the breaker last closed after an outage (epoch seconds), or None if never."""
+    raw = get_redis().get(breaker_recovered_key(name))
+    return float(raw) if raw else None

@@ -106,3 +106,13 @@ METRICS_TENANT_RANKING_KEY = "lf:metrics:tenants"  # list of tenant ids with lab
 def breaker_namespace(name: str) -> str:
     """pybreaker's Redis storage keeps a breaker's keys under this namespace."""
     return f"lf:{name}"
+
+
+def breaker_recovered_key(name: str) -> str:
+    """When the breaker last closed after being open (epoch seconds; leadflow/breakers.py)."""
+    return f"lf:{name}:recovered_at"
+
+
+def breaker_recovery_once_key(name: str, opened_at: int) -> str:
+    """Taken (SET NX) by the one process that records the end of the outage opened then."""
+    return f"lf:{name}:recovered:{opened_at}"
