@@ -116,3 +116,6 @@ def breaker_recovered_key(name: str) -> str:
 def breaker_recovery_once_key(name: str, opened_at: int) -> str:
     """Taken (SET NX) by the one process that records the end of the outage opened then."""
     return f"lf:{name}:recovered:{opened_at}"
+
+
+AI_PROBE_KEY = "lf:ai:probe"  # set while a probe of the AI provider is asked for (NX, EX)
