@@ -4,9 +4,12 @@ One breaker per external dependency, e.g. breaker("ai") or breaker("crm:42"). Wh
 open, calls fail at once with pybreaker.CircuitBreakerError instead of waiting on a timeout.
 It opens after LEADFLOW_BREAKER_FAIL_MAX failures in a row; after LEADFLOW_BREAKER_RESET_SECONDS
 calls go through again (half-open), and LEADFLOW_BREAKER_SUCCESS_THRESHOLD successes in a row,
-counted in Redis whichever processes made them, close it. The end of an outage (open or
-half-open to closed) is recorded once, by whichever process closes it or sees it closed first:
-breaker_recovered_at() (degraded enrichments are redone from it: apps/control/backfill.py).
+counted in Redis whichever processes made them, close it.
+
+The dependency's recovery is an event recorded once: the first success, with the breaker
+closed, after a failure (the success that closes it after an outage, or the next one after
+failures too few to open it). breaker_recovered_at() says when; degraded enrichments are redone
+from it (apps/control/backfill.py).
 """
 
 import logging
@@ -18,18 +21,12 @@ import redis
 from django.conf import settings
 
 from leadflow.redis_conn import get_redis
-from leadflow.redis_keys import (
-    breaker_namespace,
-    breaker_recovered_key,
-    breaker_recovery_once_key,
-)
+from leadflow.redis_keys import breaker_failing_key, breaker_namespace, breaker_recovered_key
 
 log = logging.getLogger(__name__)
 
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _pid: int | None = None
-# Kept until the outage is surely over: a process that notices it a day late records nothing.
-RECOVERY_ONCE_TTL_SECONDS = 24 * 3600
 
 
 class SharedBreaker(pybreaker.CircuitBreaker):
@@ -60,31 +57,35 @@ class SharedBreaker(pybreaker.CircuitBreaker):
         with self._lock:
             self._state = self._create_new_state(state_str, prev_state=self._state, notify=True)
 
+    @property
+    def state_seen(self) -> str:
+        """The state as this process last read or set it (no Redis round trip)."""
+        return self._state.name
+
 
 class _RecoveryRecorder(pybreaker.CircuitBreakerListener):
-    """Records the end of an outage once: every process that closes the breaker, or sees it
-    closed, gets here; the one that takes the outage's key (SET NX) writes the time."""
+    """A failure sets the breaker's failing mark; the first success with the breaker closed
+    takes it (DEL answers 1 to one caller only, whichever process or thread) and records the
+    time: once per recovery, however many processes succeed at that moment."""
 
-    def state_change(self, cb, old_state, new_state) -> None:
-        if new_state.name != pybreaker.STATE_CLOSED or old_state is None:
-            return
-        if old_state.name == pybreaker.STATE_CLOSED:
+    def failure(self, cb, exc) -> None:
+        try:
+            get_redis().set(breaker_failing_key(cb.name), 1)
+        except redis.RedisError as error:  # never fails the call
+            log.debug("breaker %s: failure not marked: %r", cb.name, error)
+
+    def success(self, cb) -> None:
+        # pybreaker tells the listeners after the state moved: the 3rd success in half-open
+        # has closed the breaker by now; the 1st and 2nd find it half-open and wait.
+        if cb.state_seen != pybreaker.STATE_CLOSED:
             return
         try:
-            _recovery_record(cb)
-        except redis.RedisError as error:  # never fails the call that closed it
-            log.warning("breaker %s closed; its recovery not recorded: %r", cb.name, error)
-
-
-def _recovery_record(cb: pybreaker.CircuitBreaker) -> None:
-    opened = cb._state_storage.opened_at  # None when Redis did not answer: the state is a guess
-    if opened is None:
-        return
-    client = get_redis()
-    once = breaker_recovery_once_key(cb.name, int(opened.timestamp()))
-    if client.set(once, 1, nx=True, ex=RECOVERY_ONCE_TTL_SECONDS):
-        client.set(breaker_recovered_key(cb.name), repr(time.time()))
-        log.info("breaker %s closed: the dependency is back (open since %s)", cb.name, opened)
+            client = get_redis()
+            if client.delete(breaker_failing_key(cb.name)):
+                client.set(breaker_recovered_key(cb.name), repr(time.time()))
+                log.info("breaker %s: the dependency answers again", cb.name)
+        except redis.RedisError as error:
+            log.debug("breaker %s: recovery not recorded: %r", cb.name, error)
 
 
 def _storage_client() -> redis.Redis:
@@ -125,6 +126,11 @@ def breaker_state(name: str) -> str:
 
 
 def breaker_recovered_at(name: str) -> float | None:
-    """When the breaker last closed after an outage (epoch seconds), or None if never."""
+    """When the dependency last answered again after failing (epoch seconds), or None."""
     raw = get_redis().get(breaker_recovered_key(name))
     return float(raw) if raw else None
+
+
+def breaker_failing(name: str) -> bool:
+    """Whether a call failed since the dependency last answered with the breaker closed."""
+    return bool(get_redis().exists(breaker_failing_key(name)))

@@ -108,14 +108,14 @@ def breaker_namespace(name: str) -> str:
     return f"lf:{name}"
 
 
+def breaker_failing_key(name: str) -> str:
+    """Set by a failed call through the breaker, deleted by the first success while closed."""
+    return f"lf:{name}:failing"
+
+
 def breaker_recovered_key(name: str) -> str:
-    """When the breaker last closed after being open (epoch seconds; leadflow/breakers.py)."""
+    """When the dependency last answered again after failing (epoch seconds)."""
     return f"lf:{name}:recovered_at"
-
-
-def breaker_recovery_once_key(name: str, opened_at: int) -> str:
-    """Taken (SET NX) by the one process that records the end of the outage opened then."""
-    return f"lf:{name}:recovered:{opened_at}"
 
 
 AI_PROBE_KEY = "lf:ai:probe"  # set while a probe of the AI provider is asked for (NX, EX)

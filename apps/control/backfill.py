@@ -3,11 +3,13 @@ while LOW runs, a bounded number of rows per pass. A row sent and not done withi
 LEADFLOW_BACKFILL_RETRY_SECONDS is sent again (its stage is idempotent).
 
 Degraded enrichments (the AI provider failed, local rules stood in) are the exception: they wait
-for the provider to be back, which is an event, the AI breaker closing after an outage
-(leadflow/breakers.py records when), not a timer. Those degraded before that moment are then
-sent, each once; while the breaker is open none is, and a lead degraded again waits for the
-next recovery. So that the provider's return is seen even when no fresh lead needs it, pool B
-is asked to probe it (ai_provider_probe) once per breaker reset period while some wait.
+for the provider to be back, which is an event (leadflow/breakers.py records it once): the AI
+breaker closing after an outage, or the first answer after failures too few to open it; not a
+timer. Those degraded before it are then sent, each once; while the breaker is open none is,
+and a lead degraded again waits for the next recovery. So that the provider's return is seen
+even when no fresh lead needs it, pool B is asked to probe it (ai_provider_probe) once per
+breaker reset period while degraded leads wait and the provider has not answered since it
+failed.
 """
 
 from collections import defaultdict
@@ -22,7 +24,7 @@ from apps.control.ledger import period_defer
 from apps.control.models import DeferredKind, DeferredReason, DeferredWork
 from apps.control.modes import Shedding
 from leadflow import handoff
-from leadflow.breakers import breaker_recovered_at, breaker_state
+from leadflow.breakers import breaker_failing, breaker_recovered_at, breaker_state
 from leadflow.redis_conn import get_redis
 from leadflow.redis_keys import AI_PROBE_KEY
 
@@ -60,14 +62,16 @@ def deferred_backfill() -> int:
 
 
 def _degraded_not_due() -> Q:
-    """The degraded enrichments that wait for the AI provider: all while its breaker is not
-    closed (and a probe is asked for); once closed, those degraded after it last closed."""
+    """The degraded enrichments that wait for the AI provider to be back: all while its
+    breaker is not closed; once it is, those degraded since the provider last recovered."""
     degraded = Q(reason=DeferredReason.AI_DEGRADED)
-    if breaker_state("ai") != pybreaker.STATE_CLOSED:
+    closed = breaker_state("ai") == pybreaker.STATE_CLOSED
+    if not closed or breaker_failing("ai"):
         _ai_probe_ask()
+    if not closed:
         return degraded
     recovered = breaker_recovered_at("ai")
-    if recovered is None:  # never open since its keys were made: nothing degraded by an outage
+    if recovered is None:  # never recovered since its keys were made: nothing is due yet
         return degraded & Q(sent_at__isnull=True)
     since = datetime.fromtimestamp(recovered, UTC)
     return degraded & Q(sent_at__isnull=True, created_at__gt=since)

@@ -142,22 +142,22 @@ def _enrich(
 
 
 def ai_provider_probe() -> str:
-    """Try the AI provider through its breaker while the breaker is not closed: one call, and
-    while they succeed up to the breaker's success threshold, so that the provider's return
-    closes it even when no fresh lead needs the provider (the control process asks for a probe
-    while degraded enrichments wait: apps/control/backfill.py). Refused at once while the
-    breaker's reset timeout runs; stops at the first failure. Returns the breaker's state."""
+    """Try the AI provider through its breaker, so that its return is seen even when no fresh
+    lead needs it (the control process asks for a probe while degraded enrichments wait for
+    it: apps/control/backfill.py): one call, and while half-open, calls until the breaker
+    closes. Refused at once while the breaker's reset timeout runs; stops at the first
+    failure. Returns the breaker's state."""
     ai = breaker("ai")
     provider = provider_from_settings()
     if provider.name == EnrichmentProvider.LOCAL:
         return ai.current_state
     for _ in range(settings.BREAKER_SUCCESS_THRESHOLD):
-        if ai.current_state == pybreaker.STATE_CLOSED:
-            break
         try:
             with ai.calling():
                 provider.enrich_domains([AI_PROBE_DOMAIN])
         except (ProviderError, pybreaker.CircuitBreakerError):
+            break
+        if ai.current_state == pybreaker.STATE_CLOSED:
             break
     return ai.current_state
 

@@ -12,7 +12,7 @@ import pybreaker
 import pytest
 from django.conf import settings as django_settings
 
-from leadflow.breakers import breaker, breaker_recovered_at, breaker_state
+from leadflow.breakers import breaker, breaker_failing, breaker_recovered_at, breaker_state
 from leadflow.redis_conn import get_redis
 from leadflow.redis_keys import breaker_namespace
 from tests.live.stack import ROOT
@@ -109,10 +109,12 @@ def test_open_half_open_closed_across_two_processes(name, other):
     assert here(name, "succeed") == ("ok", "half-open")
     assert other.call("succeed") == ("ok", "closed")
     assert here(name, "succeed") == ("ok", "closed")
-    # The end of the outage is recorded once, whichever process saw it first.
+    # The recovery is recorded by the success that closed it, once.
     recovered = breaker_recovered_at(name)
     assert recovered is not None and time.time() - recovered < 5
-    assert len(list(get_redis().scan_iter(f"{breaker_namespace(name)}:recovered:*"))) == 1
+    assert not breaker_failing(name)
+    here(name, "succeed")
+    assert breaker_recovered_at(name) == recovered
 
 
 def test_a_failure_while_half_open_opens_it_again_for_both(name, other):
@@ -143,3 +145,28 @@ def test_the_success_count_is_not_reset_by_a_process_that_notices_half_open(name
     assert here(name, "succeed") == ("ok", "half-open")
     # The other process last saw it closed: its first call sees half-open, and counts the 3rd.
     assert other.call("succeed") == ("ok", "closed")
+
+
+def test_a_recovery_is_recorded_once_when_the_dependency_answers_after_failing(name, other):
+    assert here(name, "succeed") == ("ok", "closed")
+    assert breaker_recovered_at(name) is None  # no failure before: nothing recovered
+
+    # Failures too few to open it, then an answer: a recovery as well, seen by either process.
+    assert here(name, "fail") == ("failed", "closed")
+    assert other.call("fail") == ("failed", "closed")
+    assert breaker_failing(name)
+    assert other.call("succeed") == ("ok", "closed")
+    first = breaker_recovered_at(name)
+    assert first is not None and not breaker_failing(name)
+    assert here(name, "succeed") == ("ok", "closed")
+    assert breaker_recovered_at(name) == first  # the next answers record nothing more
+
+    # While half-open, the 1st and 2nd successes are not yet a recovery; the 3rd closes it.
+    for _ in range(5):
+        here(name, "fail")
+    time.sleep(RESET_SECONDS + 0.2)
+    assert other.call("succeed") == ("ok", "half-open")
+    assert here(name, "succeed") == ("ok", "half-open")
+    assert breaker_recovered_at(name) == first
+    assert other.call("succeed") == ("ok", "closed")
+    assert breaker_recovered_at(name) > first
