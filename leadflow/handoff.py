@@ -88,8 +88,8 @@ def send_report(tenant_id: int, kind: str, period_start: datetime) -> None:
 
 
 def send_ai_probe() -> None:
-    """Ask pool B to try the AI provider through its open breaker (apps/control/backfill.py).
-    On b.normal: a handful of calls, never held in a paused LOW queue."""
+    """Ask pool B to try the AI provider through its breaker, open or failing, so its return is
+    seen (apps/control/backfill.py). On b.normal: a few calls, never held in a paused queue."""
     app.send_task(AI_PROBE_TASK, queue=queue_name("b", "normal"))
 
 

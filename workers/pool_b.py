@@ -56,6 +56,6 @@ def enrich_deferred_leads(trace_ids: list[str], tier: str = "low") -> None:
 
 @app.task(name="pool_b.probe_ai_provider")
 def probe_ai_provider() -> None:
-    """Try the AI provider while its breaker is open, so its return closes the breaker (and
-    the degraded enrichments are redone) even when no fresh lead needs it."""
+    """Try the AI provider while its breaker is open or failing, so its return is seen (and the
+    degraded enrichments redone) even when no fresh lead needs it."""
     ai_provider_probe()

@@ -3,8 +3,8 @@
 Per domain, in order: free-mail or unreadable domains take the local rules; then the Redis
 cache of earlier AI answers; then the configured provider through breaker("ai"). When that
 provider fails, is slow or its breaker is open, the local rules stand in and the lead is
-flagged ai_degraded so it can be enriched again once the provider is back (the breaker closing
-after an outage: apps/control/backfill.py), through leads_enrich_deferred.
+flagged ai_degraded so it can be enriched again once the provider is back (an event recorded by
+its breaker: apps/control/backfill.py), through leads_enrich_deferred.
 """
 
 import json
@@ -112,32 +112,26 @@ def leads_enrich_deferred(trace_ids: list[str], deadline: Deadline | None = None
     ids = _trace_ids_parse(trace_ids)
     leads = Lead.objects.filter(trace_id__in=ids, enrichment_deferred=True)
     email_of = dict(leads.values_list("trace_id", "email"))
-    written = _Written()
-    later = _enrich(email_of, deadline, written)
+    news: set[uuid.UUID] = set()
+    later = _enrich(email_of, deadline, news)
     return EnrichOutcome(
-        enriched=[str(trace_id) for trace_id in ids if trace_id in written.news],
+        enriched=[str(trace_id) for trace_id in ids if trace_id in news],
         later=[str(trace_id) for trace_id in later],
     )
 
 
-@dataclass
-class _Written:
-    """The leads an enrichment run wrote whose CRM copy it changes (not degraded again)."""
-
-    news: set[uuid.UUID] = field(default_factory=set)
-
-
 def _enrich(
-    email_of: dict[uuid.UUID, str], deadline: Deadline | None, written: _Written | None = None
+    email_of: dict[uuid.UUID, str], deadline: Deadline | None, news: set | None = None
 ) -> list[uuid.UUID]:
-    """Enrich these leads and write it; returns the leads whose domain was not asked in time."""
+    """Enrich these leads and write it; returns the leads whose domain was not asked in time.
+    Adds to `news` the leads written whose CRM copy this changes (not degraded again)."""
     if not email_of:
         return []
     domain_of = {trace_id: email_domain(email) for trace_id, email in email_of.items()}
     deadline = deadline or Deadline(settings.AI_TASK_DEADLINE_SECONDS)
     outcomes = domains_enrich(set(domain_of.values()), deadline)
     ready = {t: d for t, d in domain_of.items() if d in outcomes}
-    _enrichments_write_isolated(sorted(ready), ready, outcomes, written or _Written())
+    _enrichments_write_isolated(sorted(ready), ready, outcomes, set() if news is None else news)
     return [trace_id for trace_id, domain in domain_of.items() if domain not in outcomes]
 
 
@@ -309,14 +303,14 @@ def _enrichments_write_isolated(
     trace_ids: list[uuid.UUID],
     domain_of: dict[uuid.UUID, str],
     outcomes: dict[str, DomainOutcome],
-    written: _Written,
+    news: set,
 ) -> None:
     """Write the enrichments; a lead whose write fails for a reason of its own (PostgreSQL
     refuses its data, a bug) is found by halving the batch and quarantined alone."""
     if not trace_ids:
         return
     try:
-        written.news |= _enrichments_write({t: domain_of[t] for t in trace_ids}, outcomes)
+        news.update(_enrichments_write({t: domain_of[t] for t in trace_ids}, outcomes))
         return
     except DEPENDENCY_DOWN_ERRORS:
         raise  # not the leads': the task retries the batch
@@ -328,8 +322,8 @@ def _enrichments_write_isolated(
             leads_quarantine([str(trace_ids[0])], LeadStage.ENRICHMENT, reason, code)
             return
     half = len(trace_ids) // 2
-    _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes, written)
-    _enrichments_write_isolated(trace_ids[half:], domain_of, outcomes, written)
+    _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes, news)
+    _enrichments_write_isolated(trace_ids[half:], domain_of, outcomes, news)
 
 
 def _enrichments_write(
@@ -391,8 +385,8 @@ def _enrichments_write(
                     updated_at=now,
                 )
         leads_deferral_close(DeferredKind.ENRICHMENT, waiting)
-        # Degraded answers wait in the ledger for the provider to be back: sent when the AI
-        # breaker closes after this outage (apps/control/backfill.py), not on a timer.
+        # Degraded answers wait in the ledger for the provider to be back: sent at its next
+        # recovery, an event its breaker records (apps/control/backfill.py), not on a timer.
         leads_defer(
             DeferredKind.ENRICHMENT,
             by_degraded[True],
