@@ -21,7 +21,12 @@ import redis
 from django.conf import settings
 
 from leadflow.redis_conn import get_redis
-from leadflow.redis_keys import breaker_failing_key, breaker_namespace, breaker_recovered_key
+from leadflow.redis_keys import (
+    breaker_failing_key,
+    breaker_namespace,
+    breaker_recovered_key,
+    breaker_recoveries_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +87,10 @@ class _RecoveryRecorder(pybreaker.CircuitBreakerListener):
         try:
             client = get_redis()
             if client.delete(breaker_failing_key(cb.name)):
-                client.set(breaker_recovered_key(cb.name), repr(time.time()))
+                with client.pipeline(transaction=False) as pipe:
+                    pipe.set(breaker_recovered_key(cb.name), repr(time.time()))
+                    pipe.incr(breaker_recoveries_key(cb.name))
+                    pipe.execute()
                 log.info("breaker %s: the dependency answers again", cb.name)
         except redis.RedisError as error:
             log.debug("breaker %s: recovery not recorded: %r", cb.name, error)
@@ -129,6 +137,11 @@ def breaker_recovered_at(name: str) -> float | None:
     """When the dependency last answered again after failing (epoch seconds), or None."""
     raw = get_redis().get(breaker_recovered_key(name))
     return float(raw) if raw else None
+
+
+def breaker_recoveries(name: str) -> int:
+    """How many recoveries were recorded for `name`."""
+    return int(get_redis().get(breaker_recoveries_key(name)) or 0)
 
 
 def breaker_failing(name: str) -> bool:

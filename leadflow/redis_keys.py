@@ -118,4 +118,9 @@ def breaker_recovered_key(name: str) -> str:
     return f"lf:{name}:recovered_at"
 
 
+def breaker_recoveries_key(name: str) -> str:
+    """How many recoveries were recorded (each once, whichever process saw it)."""
+    return f"lf:{name}:recoveries"
+
+
 AI_PROBE_KEY = "lf:ai:probe"  # set while a probe of the AI provider is asked for (NX, EX)

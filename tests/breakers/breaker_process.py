@@ -1,5 +1,6 @@
 """A second process for the breaker tests: it keeps its own breaker object (as a pool does)
-and, for each line on stdin ("fail", "succeed"), makes one call through breaker(argv[1]) and
+and, for each line on stdin ("fail", "succeed"), makes one call through breaker(argv[1]) (or,
+for "succeed-at" and a time on the next line, eight threads each make one then), and
 answers "= <outcome> <state>" on stdout (other lines are its logs). It stops when stdin closes.
 
 Run: python -m tests.breakers.breaker_process NAME (settings from the environment).
@@ -7,6 +8,8 @@ Run: python -m tests.breakers.breaker_process NAME (settings from the environmen
 
 import os
 import sys
+import threading
+import time
 
 import django
 
@@ -31,6 +34,15 @@ def main() -> None:
     print("ready", flush=True)
     for line in sys.stdin:
         command = line.strip()
+        if command == "succeed-at":  # then a time: many threads succeed at that moment
+            at = float(sys.stdin.readline())
+            threads = [threading.Thread(target=_succeed_at, args=(name, at)) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            print("=", "ok", breaker(name).current_state, flush=True)
+            continue
         call = _fail if command == "fail" else (lambda: None)
         try:
             breaker(name).call(call)
@@ -40,6 +52,12 @@ def main() -> None:
         except pybreaker.CircuitBreakerError:
             outcome = "refused"
         print("=", outcome, breaker(name).current_state, flush=True)
+
+
+def _succeed_at(name: str, at: float) -> None:
+    time.sleep(max(at - time.time(), 0))
+    with breaker(name).calling():
+        pass
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ failures and the successes counted whichever process made them."""
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -12,7 +13,13 @@ import pybreaker
 import pytest
 from django.conf import settings as django_settings
 
-from leadflow.breakers import breaker, breaker_failing, breaker_recovered_at, breaker_state
+from leadflow.breakers import (
+    breaker,
+    breaker_failing,
+    breaker_recovered_at,
+    breaker_recoveries,
+    breaker_state,
+)
 from leadflow.redis_conn import get_redis
 from leadflow.redis_keys import breaker_namespace
 from tests.live.stack import ROOT
@@ -46,12 +53,21 @@ class OtherProcess:
     def call(self, command: str) -> tuple[str, str]:
         self.popen.stdin.write(command + "\n")
         self.popen.stdin.flush()
+        return self._answer()
+
+    def _answer(self) -> tuple[str, str]:
         while True:  # its log lines may come first
             line = self.popen.stdout.readline()
             assert line, "the other process ended"
             if line.startswith("= "):
                 _, outcome, state = line.split()
                 return outcome, state
+
+    def succeed_at(self, at: float) -> None:
+        """Eight threads of the other process each make a successful call at `at`."""
+        self.popen.stdin.write(f"succeed-at\n{at}\n")
+        self.popen.stdin.flush()
+        self._answer()
 
     def stop(self) -> None:
         self.popen.stdin.close()
@@ -170,3 +186,27 @@ def test_a_recovery_is_recorded_once_when_the_dependency_answers_after_failing(n
     assert breaker_recovered_at(name) == first
     assert other.call("succeed") == ("ok", "closed")
     assert breaker_recovered_at(name) > first
+
+
+def test_many_successes_at_once_in_two_processes_record_one_recovery(name, other):
+    """The closing moment seen by many threads of two processes at once: recorded once."""
+    for _ in range(2):
+        here(name, "fail")
+    assert breaker_failing(name)
+    at = time.time() + 0.5
+
+    threads = [threading.Thread(target=_succeed_at, args=(name, at)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    other.succeed_at(at)
+    for thread in threads:
+        thread.join()
+
+    assert breaker_recoveries(name) == 1
+    assert not breaker_failing(name)
+
+
+def _succeed_at(name: str, at: float) -> None:
+    time.sleep(max(at - time.time(), 0))
+    with breaker(name).calling():
+        pass
