@@ -25,6 +25,7 @@ ENRICH_TASK = "pool_b.enrich_leads"
 ENRICH_DEFERRED_TASK = "pool_b.enrich_deferred_leads"
 SYNC_TASK = "pool_c.sync_leads"
 REPORT_TASK = "pool_c.build_report"
+AI_PROBE_TASK = "pool_b.probe_ai_provider"
 
 
 def send_to_qualify(entries: list[str], tier: str, batch_id: str | None = None) -> None:
@@ -84,6 +85,12 @@ def send_report(tenant_id: int, kind: str, period_start: datetime) -> None:
     app.send_task(
         REPORT_TASK, args=[tenant_id, kind, period_start.isoformat()], queue=queue_name("c", "low")
     )
+
+
+def send_ai_probe() -> None:
+    """Ask pool B to try the AI provider through its breaker, open or failing, so its return is
+    seen (apps/control/backfill.py). On b.normal: a few calls, never held in a paused queue."""
+    app.send_task(AI_PROBE_TASK, queue=queue_name("b", "normal"))
 
 
 def _paused(tier: str) -> bool:

@@ -113,3 +113,21 @@ METRICS_TENANT_RANKING_KEY = "lf:metrics:tenants"  # list of tenant ids with lab
 def breaker_namespace(name: str) -> str:
     """pybreaker's Redis storage keeps a breaker's keys under this namespace."""
     return f"lf:{name}"
+
+
+def breaker_failing_key(name: str) -> str:
+    """Set by a failed call through the breaker, deleted by the first success while closed."""
+    return f"lf:{name}:failing"
+
+
+def breaker_recovered_key(name: str) -> str:
+    """When the dependency last answered again after failing (epoch seconds)."""
+    return f"lf:{name}:recovered_at"
+
+
+def breaker_recoveries_key(name: str) -> str:
+    """How many recoveries were recorded (each once, whichever process saw it)."""
+    return f"lf:{name}:recoveries"
+
+
+AI_PROBE_KEY = "lf:ai:probe"  # set while a probe of the AI provider is asked for (NX, EX)

@@ -32,6 +32,7 @@ STAGES = {
     "pool_a.qualify_leads": "qualification",
     "pool_b.enrich_leads": "enrichment",
     "pool_b.enrich_deferred_leads": "enrichment_backfill",
+    "pool_b.probe_ai_provider": "ai_probe",
     "pool_c.sync_leads": "crm_sync",
     "pool_c.build_report": "report",
 }

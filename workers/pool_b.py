@@ -10,6 +10,7 @@ reason of its own is quarantined in the service.
 from django.conf import settings
 
 from apps.enrichment.services import (
+    ai_provider_probe,
     enrich_outcome_defer_if_paused,
     leads_enrich,
     leads_enrich_deferred,
@@ -51,3 +52,10 @@ def enrich_deferred_leads(trace_ids: list[str], tier: str = "low") -> None:
         enrich_deferred_leads.apply_async(args=[outcome.later, tier], queue=queue_name("b", tier))
     if outcome.enriched:
         handoff.send_to_sync(outcome.enriched, tier, resend=True)
+
+
+@app.task(name="pool_b.probe_ai_provider")
+def probe_ai_provider() -> None:
+    """Try the AI provider while its breaker is open or failing, so its return is seen (and the
+    degraded enrichments redone) even when no fresh lead needs it."""
+    ai_provider_probe()

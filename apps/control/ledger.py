@@ -15,11 +15,9 @@ _LEAD_FLAG = {
 
 
 @transaction.atomic
-def leads_defer(
-    kind: str, trace_ids: list, mode: str, reason: str = DeferredReason.SHED, sent_at=None
-) -> None:
+def leads_defer(kind: str, trace_ids: list, mode: str, reason: str = DeferredReason.SHED) -> None:
     """Record that this kind of work was shed (or done degraded) for these leads, and flag
-    the leads. With sent_at, the first backfill waits LEADFLOW_BACKFILL_RETRY_SECONDS."""
+    the leads."""
     if not trace_ids:
         return
     leads = Lead.objects.filter(trace_id__in=trace_ids)
@@ -31,7 +29,6 @@ def leads_defer(
                 tenant_id=tenant_id,
                 lead_id=trace_id,
                 mode=mode,
-                sent_at=sent_at,
             )
             for trace_id, tenant_id in leads.values_list("trace_id", "tenant_id")
         ],

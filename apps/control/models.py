@@ -87,7 +87,7 @@ class DeferredKind(models.TextChoices):
 
 class DeferredReason(models.TextChoices):
     SHED = "shed"  # overload control skipped it
-    AI_DEGRADED = "ai_degraded"  # the AI provider failed and local rules stood in: redo later
+    AI_DEGRADED = "ai_degraded"  # the AI provider failed, local rules stood in: redo once back
     PAUSED = "paused"  # bound for a paused tier's queues, which receive nothing: sent on resume
 
 

@@ -3,7 +3,8 @@
 Per domain, in order: free-mail or unreadable domains take the local rules; then the Redis
 cache of earlier AI answers; then the configured provider through breaker("ai"). When that
 provider fails, is slow or its breaker is open, the local rules stand in and the lead is
-flagged ai_degraded so it can be enriched again later.
+flagged ai_degraded so it can be enriched again once the provider is back (an event recorded by
+its breaker: apps/control/backfill.py), through leads_enrich_deferred.
 """
 
 import json
@@ -43,6 +44,8 @@ from leadflow.redis_keys import ENRICH_DOMAIN_CACHE_PREFIX
 logger = logging.getLogger(__name__)
 
 CACHE_TTL_SECONDS = 7 * 24 * 3600
+# What a probe asks the provider about (ai_provider_probe): any company domain would do.
+AI_PROBE_DOMAIN = "example.org"
 
 
 @dataclass(frozen=True)
@@ -100,34 +103,57 @@ def leads_enrich_deferred(trace_ids: list[str], deadline: Deadline | None = None
     """Backfill: enrich the leads among trace_ids whose enrichment was shed under overload,
     or done by the local rules while the AI provider failed.
 
-    Returns them, for the CRM: those already synced get a second delivery that carries the
-    enrichment (receivers upsert by trace id), the others their first.
+    Returns, for the CRM, the leads this run enriched whose delivery changes: those already
+    synced get a second delivery that carries the enrichment (receivers upsert by trace id),
+    the others their first. A lead another run of the same work enriched first is left to that
+    run, and a degraded lead degraded again has nothing new for its CRM: neither is returned,
+    so each redo reaches the CRM once, and a redo while the provider is still down not at all.
     """
     ids = _trace_ids_parse(trace_ids)
     leads = Lead.objects.filter(trace_id__in=ids, enrichment_deferred=True)
     email_of = dict(leads.values_list("trace_id", "email"))
-    later = _enrich(email_of, deadline)
-    done = set(
-        Lead.objects.filter(trace_id__in=list(email_of))
-        .exclude(status=LeadStatus.FAILED)
-        .values_list("trace_id", flat=True)
-    ) - set(later)
+    news: set[uuid.UUID] = set()
+    later = _enrich(email_of, deadline, news)
     return EnrichOutcome(
-        enriched=[str(trace_id) for trace_id in ids if trace_id in done],
+        enriched=[str(trace_id) for trace_id in ids if trace_id in news],
         later=[str(trace_id) for trace_id in later],
     )
 
 
-def _enrich(email_of: dict[uuid.UUID, str], deadline: Deadline | None) -> list[uuid.UUID]:
-    """Enrich these leads and write it; returns the leads whose domain was not asked in time."""
+def _enrich(
+    email_of: dict[uuid.UUID, str], deadline: Deadline | None, news: set | None = None
+) -> list[uuid.UUID]:
+    """Enrich these leads and write it; returns the leads whose domain was not asked in time.
+    Adds to `news` the leads written whose CRM copy this changes (not degraded again)."""
     if not email_of:
         return []
     domain_of = {trace_id: email_domain(email) for trace_id, email in email_of.items()}
     deadline = deadline or Deadline(settings.AI_TASK_DEADLINE_SECONDS)
     outcomes = domains_enrich(set(domain_of.values()), deadline)
     ready = {t: d for t, d in domain_of.items() if d in outcomes}
-    _enrichments_write_isolated(sorted(ready), ready, outcomes)
+    _enrichments_write_isolated(sorted(ready), ready, outcomes, set() if news is None else news)
     return [trace_id for trace_id, domain in domain_of.items() if domain not in outcomes]
+
+
+def ai_provider_probe() -> str:
+    """Try the AI provider through its breaker, so that its return is seen even when no fresh
+    lead needs it (the control process asks for a probe while degraded enrichments wait for
+    it: apps/control/backfill.py): one call, and while half-open, calls until the breaker
+    closes. Refused at once while the breaker's reset timeout runs; stops at the first
+    failure. Returns the breaker's state."""
+    ai = breaker("ai")
+    provider = provider_from_settings()
+    if provider.name == EnrichmentProvider.LOCAL:
+        return ai.current_state
+    for _ in range(settings.BREAKER_SUCCESS_THRESHOLD):
+        try:
+            with ai.calling():
+                provider.enrich_domains([AI_PROBE_DOMAIN])
+        except (ProviderError, pybreaker.CircuitBreakerError):
+            break
+        if ai.current_state == pybreaker.STATE_CLOSED:
+            break
+    return ai.current_state
 
 
 def domains_enrich(
@@ -274,14 +300,17 @@ def _local(domain: str, degraded: bool) -> DomainOutcome:
 
 
 def _enrichments_write_isolated(
-    trace_ids: list[uuid.UUID], domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome]
+    trace_ids: list[uuid.UUID],
+    domain_of: dict[uuid.UUID, str],
+    outcomes: dict[str, DomainOutcome],
+    news: set,
 ) -> None:
     """Write the enrichments; a lead whose write fails for a reason of its own (PostgreSQL
     refuses its data, a bug) is found by halving the batch and quarantined alone."""
     if not trace_ids:
         return
     try:
-        _enrichments_write({t: domain_of[t] for t in trace_ids}, outcomes)
+        news.update(_enrichments_write({t: domain_of[t] for t in trace_ids}, outcomes))
         return
     except DEPENDENCY_DOWN_ERRORS:
         raise  # not the leads': the task retries the batch
@@ -292,13 +321,16 @@ def _enrichments_write_isolated(
             leads_quarantine([str(trace_ids[0])], LeadStage.ENRICHMENT, reason, code, error)
             return
     half = len(trace_ids) // 2
-    _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes)
-    _enrichments_write_isolated(trace_ids[half:], domain_of, outcomes)
+    _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes, news)
+    _enrichments_write_isolated(trace_ids[half:], domain_of, outcomes, news)
 
 
-def _enrichments_write(domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome]) -> None:
+def _enrichments_write(
+    domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome]
+) -> set[uuid.UUID]:
     """Write the enrichments of the leads still waiting for one (qualified, or with their
-    enrichment shed or degraded); a lead enriched meanwhile by another delivery is skipped."""
+    enrichment shed or degraded); a lead enriched meanwhile by another delivery is skipped.
+    Returns the leads written, less those degraded before and degraded again."""
     now = timezone.now()
     with transaction.atomic():
         # Locked in key order, so two deliveries of overlapping batches cannot deadlock; the
@@ -311,6 +343,11 @@ def _enrichments_write(domain_of: dict[uuid.UUID, str], outcomes: dict[str, Doma
             )
             .order_by("trace_id")
             .values_list("trace_id", flat=True)
+        )
+        degraded_before = set(
+            LeadEnrichment.objects.filter(lead_id__in=waiting, degraded=True).values_list(
+                "lead_id", flat=True
+            )
         )
         rows = []
         by_degraded: dict[bool, list[uuid.UUID]] = {False: [], True: []}
@@ -347,14 +384,15 @@ def _enrichments_write(domain_of: dict[uuid.UUID, str], outcomes: dict[str, Doma
                     updated_at=now,
                 )
         leads_deferral_close(DeferredKind.ENRICHMENT, waiting)
-        # Degraded answers are redone from the ledger later, when the provider may be back.
+        # Degraded answers wait in the ledger for the provider to be back: sent at its next
+        # recovery, an event its breaker records (apps/control/backfill.py), not on a timer.
         leads_defer(
             DeferredKind.ENRICHMENT,
             by_degraded[True],
             shedding_current().mode,
             reason=DeferredReason.AI_DEGRADED,
-            sent_at=now,
         )
+    return set(waiting) - (degraded_before & set(by_degraded[True]))
 
 
 def _trace_ids_parse(trace_ids: list[str]) -> list[uuid.UUID]:

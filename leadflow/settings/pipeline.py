@@ -139,9 +139,12 @@ if AI_PROVIDER_URL:  # refused at start too, not only at its first call
 # is left, so no thread is held longer by a slow provider or CRM.
 AI_TASK_DEADLINE_SECONDS = env_float("LEADFLOW_POOL_B_TASK_DEADLINE_SECONDS", 60.0)
 
-# Circuit breakers (shared by every process through Redis).
+# Circuit breakers (state and counts shared by every process through Redis): open after
+# FAIL_MAX failures in a row; after RESET_SECONDS open, calls are let through again (half-open);
+# SUCCESS_THRESHOLD successes in a row then close it, one failure opens it again.
 BREAKER_FAIL_MAX = env_int("LEADFLOW_BREAKER_FAIL_MAX", 5)
-BREAKER_RESET_SECONDS = env_float("LEADFLOW_BREAKER_RESET_SECONDS", 30.0)
+BREAKER_RESET_SECONDS = env_float("LEADFLOW_BREAKER_RESET_SECONDS", 60.0)
+BREAKER_SUCCESS_THRESHOLD = env_int("LEADFLOW_BREAKER_SUCCESS_THRESHOLD", 3)
 
 # Pool C: CRM sync. A tenant without a webhook URL is synced by the local adapter.
 # One delivery's total deadline (connect + send + receive) and how much of a reply is read.

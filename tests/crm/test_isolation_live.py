@@ -113,13 +113,23 @@ def test_a_tenants_crm_failing_retries_its_leads_on_schedule_then_dead_letters_t
     letters = DeadLetter.objects.filter(lead_id__in=x_ids)
     assert {letter.attempts for letter in letters} == {settings.CRM_MAX_RETRIES + 1}
     assert all(letter.error.startswith("CrmUnavailable") for letter in letters)
-    # The first try, then retries 1, 2 and 4 s apart (+/- 20 %), read from the CRM's side.
-    attempts = [call["at"] for call in double.calls("crm", path=x_path)]
-    assert len(attempts) == settings.CRM_MAX_RETRIES + 1
+    # The first try, then retries 1, 2 and 4 s apart (+/- 20 %), read from the CRM's side:
+    # never sooner than the jitter allows (a uniform 0-4 s draw would be), at most a generous
+    # 1.5 s of scheduling later (a loaded 2-core machine).
+    calls = double.calls("crm", path=x_path)
+    assert [call["status"] for call in calls] == [503] * (settings.CRM_MAX_RETRIES + 1)
+    assert {lead["trace_id"] for call in calls for lead in call["body"]["leads"]} == set(x_ids)
+    attempts = [call["at"] for call in calls]
     gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
     print(f"X's CRM was tried {len(attempts)} times, apart by", [round(g, 2) for g in gaps])
+    assert (settings.CRM_RETRY_BASE_SECONDS, settings.CRM_RETRY_JITTER) == (1.0, 0.2)
     for gap, nominal in zip(gaps, (1.0, 2.0, 4.0), strict=True):
         assert 0.8 * nominal - 0.05 <= gap <= 1.2 * nominal + 1.5, gaps
+    # Then the dead letter, right after the last attempt, and no attempt after it.
+    lettered_at = min(letter.created_at.timestamp() for letter in letters)
+    assert 0 <= lettered_at - attempts[-1] <= 3.0, (lettered_at, attempts[-1])
+    time.sleep(2)
+    assert len(double.calls("crm", path=x_path)) == settings.CRM_MAX_RETRIES + 1
     for tenant, accepted in ((x, x_ids), (y, y_ids), (z, z_ids)):
         accounting_closes(tenant, accepted)
 
