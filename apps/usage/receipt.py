@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -253,6 +253,27 @@ def receipts_flush(
     ending = {hour for hour in hours if hour + HOUR + FINAL_AFTER <= now}
     sync_hours = hours if deliveries else ending
     receipts = _computed(hours, intake, None, sync_hours)
+    try:
+        with transaction.atomic():
+            receipts_write(receipts, sync_hours)
+    except IntegrityError:
+        # A tenant deleted since its id was read above (its rows go with it): write the others,
+        # rather than fail the control process for every tenant.
+        alive = set(
+            Tenant.objects.filter(id__in={t for t, _ in receipts}).values_list("id", flat=True)
+        )
+        receipts = {key: value for key, value in receipts.items() if key[0] in alive}
+        with transaction.atomic():
+            receipts_write(receipts, sync_hours)
+    _closed_forget(intake, open_from)
+    final |= ending
+    final -= {hour for hour in final if hour < open_from}  # Redis holds none of them any more
+    return len(receipts)
+
+
+def receipts_write(receipts: dict[tuple[int, datetime], HourReceipt], sync_hours: set) -> None:
+    """Upsert the rows, each with its CRM deliveries only when its hour is in `sync_hours`
+    (else the row keeps the ones written before)."""
     for with_sync in (True, False):
         fields = ROW_FIELDS if with_sync else tuple(f for f in ROW_FIELDS if f not in SYNC_FIELDS)
         HourlyReceipt.objects.bulk_create(
@@ -266,10 +287,6 @@ def receipts_flush(
             update_fields=[*fields, "updated_at"],
             batch_size=500,
         )
-    _closed_forget(intake, open_from)
-    final |= ending
-    final -= {hour for hour in final if hour < open_from}  # Redis holds none of them any more
-    return len(receipts)
 
 
 def _row(receipt: HourReceipt) -> dict:

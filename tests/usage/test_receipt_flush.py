@@ -4,10 +4,12 @@ them (ledger, quarantine, dead letters, CRM deliveries), percentiles by percenti
 upsert that a repeat leaves as it is; a closed hour kept in PostgreSQL, gone from Redis. And
 the operators' page of every tenant's last 24 hours."""
 
+import threading
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connections, transaction
 from django.utils import timezone
 
 from apps import inbox
@@ -19,6 +21,7 @@ from apps.intake import admission
 from apps.leads.models import LeadStage, LeadStatus
 from apps.leads.quarantine import leads_quarantine
 from apps.tenants.cache import tenant_for_key
+from apps.tenants.models import Tenant
 from apps.usage.models import HourlyReceipt
 from apps.usage.receipt import FINAL_AFTER, HOUR, hour_floor, receipts_flush, tenant_receipt
 from leadflow import redis_keys
@@ -184,3 +187,39 @@ def test_the_admin_page_shows_every_tenants_last_day(admin_client, make_tenant):
     assert tenant.name in html and quiet.name in html
     assert html.count("<svg") >= 2
     assert "accepted 1</title>" in html and "refused 1</title>" in html
+
+
+def test_a_tenant_deleted_during_the_flush_leaves_the_others_written(make_tenant):
+    """The flush reads the tenants, then writes their rows: a tenant deleted in between (its
+    rows' foreign key fails at commit) must not fail the flush, and with it the control process
+    for every tenant; the others' rows are written."""
+    kept, kept_key = make_tenant("flush-kept")
+    doomed, doomed_key = make_tenant("flush-doomed")
+    _admit(kept_key, kept.id, ["normal"])
+    _admit(doomed_key, doomed.id, ["normal"])
+    deleting, release = threading.Event(), threading.Event()
+
+    def delete_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                Tenant.objects.filter(id=doomed.id).delete()  # its row locked until commit
+                deleting.set()
+                release.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    deleter = threading.Thread(target=delete_and_hold)
+    deleter.start()
+    try:
+        assert deleting.wait(timeout=30)
+        # The flush sees the doomed tenant (not deleted yet) and its foreign-key check waits on
+        # the deleting transaction's lock; that commits a second later.
+        threading.Timer(1.0, release.set).start()
+        receipts_flush()
+    finally:
+        release.set()
+        deleter.join(timeout=30)
+
+    assert not Tenant.objects.filter(id=doomed.id).exists()
+    assert _row(kept, hour_floor(timezone.now())).accepted == 1
+    assert not HourlyReceipt.objects.filter(tenant_id=doomed.id).exists()
