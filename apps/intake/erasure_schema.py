@@ -4,8 +4,8 @@ its query, its answer, and the OpenAPI description with an example for every ans
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 
-from apps.intake.contract import Error, LeadEmailField, RateLimited
-from apps.intake.schema import WWW_AUTHENTICATE, _common, _example, _retry_after_header
+from apps.intake.contract import Error, LeadEmailField
+from apps.intake.schema import WWW_AUTHENTICATE, _example, _read_errors, _retry_after_header
 from apps.intake.schema_examples import UNAUTHENTICATED, UNAVAILABLE, error
 
 
@@ -79,23 +79,7 @@ leads_erase_schema = extend_schema(
         401: OpenApiResponse(
             Error, "No valid API key.", [_example("No key", 401, UNAUTHENTICATED)]
         ),
-        429: OpenApiResponse(
-            RateLimited,
-            "Too many requests without a valid key from this address.",
-            [
-                _example(
-                    "No key, too often",
-                    429,
-                    {
-                        "error": "rate_limited",
-                        "detail": "too many requests without a valid API key from this IP address",
-                        "limit": "ip_rate",
-                        "retry_after": 1,
-                    },
-                )
-            ],
-        ),
-        431: _common(0)[431],
+        **_read_errors(),  # its own 503 below
         503: OpenApiResponse(
             Error,
             "PostgreSQL or Redis did not answer; nothing was erased in PostgreSQL: send it again.",

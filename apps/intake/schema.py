@@ -143,6 +143,33 @@ def _example(name: str, status: int, value: dict) -> OpenApiExample:
     return OpenApiExample(name, value=value, response_only=True, status_codes=[str(status)])
 
 
+def _read_errors() -> dict:
+    """The 429, 431 and 503 every authenticated GET or DELETE can answer (lead status, usage,
+    erasure): refused keyless callers, headers too large, a dependency down."""
+    return {
+        429: OpenApiResponse(
+            RateLimited,
+            "Too many requests without a valid key from this address.",
+            [
+                _example(
+                    "No key, too often",
+                    429,
+                    {
+                        "error": "rate_limited",
+                        "detail": "too many requests without a valid API key from this IP address",
+                        "limit": "ip_rate",
+                        "retry_after": 1,
+                    },
+                )
+            ],
+        ),
+        431: _common(0)[431],
+        503: OpenApiResponse(
+            Error, "PostgreSQL or Redis did not answer.", [_example("Down", 503, UNAVAILABLE)]
+        ),
+    }
+
+
 def _common(body_limit: int) -> dict:
     """The answers every POST shares."""
     return {
@@ -348,26 +375,7 @@ lead_retrieve_schema = extend_schema(
                 )
             ],
         ),
-        429: OpenApiResponse(
-            RateLimited,
-            "Too many requests without a valid key from this address.",
-            [
-                _example(
-                    "No key, too often",
-                    429,
-                    {
-                        "error": "rate_limited",
-                        "detail": "too many requests without a valid API key from this IP address",
-                        "limit": "ip_rate",
-                        "retry_after": 1,
-                    },
-                )
-            ],
-        ),
-        431: _common(0)[431],
-        503: OpenApiResponse(
-            Error, "PostgreSQL or Redis did not answer.", [_example("Down", 503, UNAVAILABLE)]
-        ),
+        **_read_errors(),
     },
 )
 

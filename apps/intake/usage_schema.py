@@ -7,9 +7,9 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 
-from apps.intake.contract import Error, RateLimited
-from apps.intake.schema import WWW_AUTHENTICATE, _common, _example, _retry_after_header
-from apps.intake.schema_examples import UNAUTHENTICATED, UNAVAILABLE, error
+from apps.intake.contract import Error
+from apps.intake.schema import WWW_AUTHENTICATE, _example, _read_errors, _retry_after_header
+from apps.intake.schema_examples import UNAUTHENTICATED, error
 
 # Before it, no hour can hold a lead (and date arithmetic near year 1 would overflow).
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -167,25 +167,6 @@ usage_retrieve_schema = extend_schema(
         401: OpenApiResponse(
             Error, "No valid API key.", [_example("No key", 401, UNAUTHENTICATED)]
         ),
-        429: OpenApiResponse(
-            RateLimited,
-            "Too many requests without a valid key from this address.",
-            [
-                _example(
-                    "No key, too often",
-                    429,
-                    {
-                        "error": "rate_limited",
-                        "detail": "too many requests without a valid API key from this IP address",
-                        "limit": "ip_rate",
-                        "retry_after": 1,
-                    },
-                )
-            ],
-        ),
-        431: _common(0)[431],
-        503: OpenApiResponse(
-            Error, "PostgreSQL or Redis did not answer.", [_example("Down", 503, UNAVAILABLE)]
-        ),
+        **_read_errors(),
     },
 )
