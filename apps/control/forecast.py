@@ -59,8 +59,15 @@ class Holt:
 
     @classmethod
     def from_redis(cls, raw: dict) -> "Holt":
-        level = raw.get(b"level")
-        return cls(float(level), float(raw.get(b"trend", 0.0))) if level is not None else cls()
+        """The model as saved; a fresh one when nothing or something unreadable was (a model
+        starts over in a few steps: never a reason for the controller not to run)."""
+        try:
+            level, trend = float(raw[b"level"]), float(raw.get(b"trend", 0.0))
+        except (KeyError, ValueError):
+            return cls()
+        if not (math.isfinite(level) and math.isfinite(trend)):
+            return cls()
+        return cls(level, trend)
 
 
 @dataclass(frozen=True, slots=True)

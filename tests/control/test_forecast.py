@@ -87,6 +87,12 @@ def test_the_backlog_forecast_counts_only_arrivals_above_capacity(settings):
     assert forecast.backlogs["5m"] == pytest.approx(growth)
 
 
+def test_a_saved_model_that_cannot_be_read_starts_over():
+    assert Holt.from_redis({b"level": b"12.5", b"trend": b"-0.5"}) == Holt(12.5, -0.5)
+    for raw in ({}, {b"level": b"garbage"}, {b"level": b"nan"}, {b"level": b"1", b"trend": b"inf"}):
+        assert Holt.from_redis(raw) == Holt()
+
+
 def test_replicas_are_the_need_over_the_per_replica_target_within_bounds():
     assert replicas_desired(0, 500, 1, 20) == 1
     assert replicas_desired(501, 500, 1, 20) == 2
