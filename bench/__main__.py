@@ -17,7 +17,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import report, stack
+from bench import capacity, report, stack
 from bench.config import SCENARIOS_ALL, SCENARIOS_DEFAULT, TENANT_LIMITS, config_from_env
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -116,6 +116,7 @@ def main(argv: list[str]) -> int:
             "first_tenant": seams.tenant_fields(tenants[0].tenant_id),
         },
         "profiles": ctx.profiles,
+        "capacity_model": capacity.model(results),
     }
     paths = report.write(run_dir, meta, results)
     for path in paths:

@@ -43,6 +43,8 @@ class BenchConfig:
     overload_slice_seconds: float
     overload_critical_permille: int
     overload_max_connections: int
+    overload_placements: tuple[str, ...]  # bench/placement.py: "shared", "split"
+    overload_batch_size: int  # leads a request in the batch runs (0: single leads only)
     forecast_base_rate: float  # leads/s before the rise to 10 ×
     forecast_warmup_seconds: float
     forecast_rise_seconds: float
@@ -88,6 +90,12 @@ def config_from_env() -> BenchConfig:
         overload_slice_seconds=env_float("BENCH_OVERLOAD_SLICE_SECONDS", 5 if quick else 15),
         overload_critical_permille=env_int("BENCH_OVERLOAD_CRITICAL_PERMILLE", 50),
         overload_max_connections=env_int("BENCH_OVERLOAD_MAX_CONNECTIONS", 512),
+        overload_batch_size=env_int("BENCH_OVERLOAD_BATCH_SIZE", 20),
+        overload_placements=tuple(
+            p.strip()
+            for p in env_str("BENCH_OVERLOAD_PLACEMENTS", "shared,split").split(",")
+            if p.strip()
+        ),
         forecast_base_rate=env_float("BENCH_FORECAST_BASE_RATE", 30),
         forecast_warmup_seconds=env_float("BENCH_FORECAST_WARMUP_SECONDS", 30 if quick else 90),
         forecast_rise_seconds=env_float("BENCH_FORECAST_RISE_SECONDS", 60 if quick else 180),

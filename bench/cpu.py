@@ -40,6 +40,20 @@ def _redis_seconds() -> float | None:
     return None
 
 
+def _redis_commands() -> dict[str, tuple[int, int]] | None:
+    """Redis INFO commandstats: command -> (calls, µs spent executing it). The time inside the
+    server only (not the network, not the client), server-wide (the bench's Redis is its own)."""
+    from leadflow.redis_conn import get_redis
+
+    with contextlib.suppress(Exception):
+        stats = get_redis().info("commandstats")
+        return {
+            name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+            for name, v in stats.items()
+        }
+    return None
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -84,6 +98,7 @@ class CpuMeter:
         self._result: dict[str, float] = {}
         self._seconds: dict[str, float] = {}
         self._wall = 0.0
+        self._commands: dict[str, list[int]] = {}  # command -> [calls, µs], summed over windows
 
     def _snapshot(self) -> dict:
         services = {
@@ -100,6 +115,7 @@ class CpuMeter:
             "services": services,
             "postgres": postgres,
             "redis": _redis_seconds(),
+            "redis_commands": _redis_commands(),
             "machine": _machine_busy_seconds(),
         }
 
@@ -137,6 +153,14 @@ class CpuMeter:
         result["wrk (load generator)"] = end["children"] - self._start["children"]
         result["bench driver"] = end["driver"] - self._start["driver"]
         result["machine (everything)"] = end["machine"] - self._start["machine"]
+        before, after = self._start["redis_commands"], end["redis_commands"]
+        if before is not None and after is not None:
+            for command, (calls, usec) in after.items():
+                calls0, usec0 = before.get(command, (0, 0))
+                if calls > calls0:
+                    summed = self._commands.setdefault(command, [0, 0])
+                    summed[0] += calls - calls0
+                    summed[1] += usec - usec0
         self._wall += wall
         for name, seconds in result.items():
             self._seconds[name] = self._seconds.get(name, 0.0) + seconds
@@ -152,3 +176,19 @@ class CpuMeter:
     @property
     def cores(self) -> dict[str, float]:
         return {name: cores for name, cores in self._result.items() if cores}
+
+    @property
+    def redis_commands(self) -> dict[str, dict[str, float]]:
+        """Per Redis command over the metered windows: calls and µs executing, busiest first.
+        A script's own commands are counted under their names as well as inside EVALSHA's µs,
+        so these do not add up to the server's time (its CPU is under `cpu_seconds`)."""
+        ranked = sorted(self._commands.items(), key=lambda item: -item[1][1])
+        return {
+            command: {"calls": calls, "usec": usec, "usec_per_call": round(usec / calls, 2)}
+            for command, (calls, usec) in ranked
+        }
+
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds per process group over the metered windows (not divided by the wall)."""
+        return dict(self._seconds)

@@ -6,6 +6,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from bench import capacity
 from bench.stack import ROOT
 
 
@@ -187,7 +188,10 @@ def plots(run_dir: Path, name: str, result: dict) -> list[str]:
                         "202 accepted": _xy(load, "ok_per_s"),
                         "429": _xy(load, "r429_per_s"),
                     },
-                    "hlines": {"offered": data.get("offered_per_s"), "capacity": capacity},
+                    "hlines": {
+                        "offered": data.get("offered_per_s"),
+                        "capacity": data.get("capacity", capacity),
+                    },
                 },
                 {
                     "ylabel": "ACK latency (ms)",
@@ -197,7 +201,7 @@ def plots(run_dir: Path, name: str, result: dict) -> list[str]:
                 {
                     "ylabel": "leads qualified/s",
                     "lines": {"goodput": _xy(rows, "rate")},
-                    "hlines": {"capacity": capacity},
+                    "hlines": {"capacity": data.get("capacity", capacity)},
                 },
             ]
             if data.get("lag"):
@@ -412,6 +416,7 @@ def markdown(meta: dict, results: dict) -> str:
             out += [f"![{plot}]({plot})", ""]
         for note in result.get("notes", []):
             out.append(f"- {note}")
+    out += ["", *capacity.markdown(meta.get("capacity_model") or {})]
     if meta.get("profiles"):
         out += ["", "## Profiles (BENCH_PROFILE=1)", ""]
         for name, prof in meta["profiles"].items():
@@ -438,7 +443,18 @@ def write(run_dir: Path, meta: dict, results: dict) -> list[Path]:
             except Exception as exc:  # noqa: BLE001 - a plot must not lose the figures
                 result.setdefault("notes", []).append(f"plotting failed: {exc}")
     report_json = run_dir / "report.json"
-    report_json.write_text(json.dumps({**meta, "results": results}, indent=2, default=str))
+    targets = [
+        {"scenario": name, **t}
+        for name, result in results.items()
+        for t in result.get("targets", [])
+    ]
+    targets += [
+        {"scenario": name, "name": "(the scenario failed)", "value": result["error"], "met": False}
+        for name, result in results.items()
+        if "error" in result
+    ]
+    data = {**meta, "targets": targets, "results": results}
+    report_json.write_text(json.dumps(data, indent=2, default=str))
     report_md = run_dir / "report.md"
     report_md.write_text(markdown(meta, results))
     return [report_json, report_md]

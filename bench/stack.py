@@ -7,6 +7,7 @@ session, with its output in a log file under the run's directory; only 127.0.0.1
 """
 
 import contextlib
+import functools
 import os
 import re
 import shlex
@@ -147,6 +148,7 @@ class Service:
     ready_count: int = 1
     http_port: int | None = None  # wait until something answers HTTP here
     env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
+    cpus: frozenset[int] | None = None  # the CPUs it runs on (bench/placement.py); None: any
     popen: subprocess.Popen | None = None
     log_path: Path | None = None
     _log_mark: int = 0
@@ -199,7 +201,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=functools.partial(_child_setup, service.cpus),
             )
         self.services[service.name] = service
 
@@ -249,6 +251,14 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _child_setup(cpus: frozenset[int] | None) -> None:
+    """In the child before exec: die with the driver; run on `cpus` (inherited by every
+    process the command forks)."""
+    die_with_parent()
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
 
 
 def _answers_http(port: int) -> bool:

@@ -52,6 +52,8 @@ def services_ensure(env: dict[str, str]) -> list:
                 redis_server = EmbeddedRedis()
                 services.append(redis_server)
                 env["REDIS_URL"] = redis_server.ensure()
+            # Which servers are this checkout's own (the bench pins their CPUs, bench/placement.py).
+            env["LEADFLOW_EMBEDDED"] = ",".join(service.name for service in services)
     except BaseException:
         services_stop(services)
         raise

@@ -45,6 +45,30 @@ def _metered(meters: dict):
     return metered
 
 
+def _costs(name: str, figures: dict, meter) -> dict:
+    """What one request and one accepted lead cost: CPU µs of the API's processes and of the
+    Redis server, and the µs Redis spent executing each script call (EVALSHA: for LeadFlow,
+    admit.lua) — the capacity model's inputs (README "Scaling out")."""
+    seconds = meter.cpu_seconds
+    answered = figures["answered"]
+    leads = figures.get("accepted_leads")
+    if leads is None:
+        leads = round(figures.get("accepted_per_s", 0) * figures["seconds"])
+    costs: dict = {}
+    for label, group in (("api", name), ("redis", "redis (whole server)")):
+        if seconds.get(group) is not None and answered:
+            costs[f"{label}_cpu_us_per_request"] = round(1e6 * seconds[group] / answered, 1)
+            if leads:
+                costs[f"{label}_cpu_us_per_lead"] = round(1e6 * seconds[group] / leads, 2)
+    commands = meter.redis_commands
+    if "evalsha" in commands:
+        costs["redis_script_us_per_call"] = commands["evalsha"]["usec_per_call"]
+        if leads:
+            costs["redis_script_us_per_lead"] = round(commands["evalsha"]["usec"] / leads, 2)
+    costs["redis_commands"] = dict(list(commands.items())[:8])
+    return costs
+
+
 def measure_side_by_side(
     ctx: Context,
     scenario: str,
@@ -112,6 +136,7 @@ def measure_side_by_side(
                     if used and data["figures"].get(key) is not None:
                         per_cpu = key.replace("_per_s", "_per_cpu_s")
                         data["figures"][per_cpu] = round(data["figures"][key] / used, 1)
+                data["figures"].update(_costs(name, data["figures"], meters[name]))
                 runs[name][str(connections)] = data
     return runs
 
@@ -148,35 +173,17 @@ def run(ctx: Context) -> dict:
         kind: {f"c{c}": ratio(per_cpu("leadflow", c), per_cpu(kind, c)) for c in counts}
         for kind in REFERENCES
     }
-    targets = []
-    for c in counts:
-        f = figures[f"c{c}"]
-        targets.append(
-            target(
-                f"req/s at p99 ≤ 50 ms, {c} connections",
-                "≥ 6,000 req/s (2xx) with p99 ≤ 50 ms",
-                {"ok_per_s": f["ok_per_s"], "p99_ms": f["p99_ms"]},
-                f["ok_per_s"] >= 6000 and f["p99_ms"] is not None and f["p99_ms"] <= 50,
-            )
-        )
     vs_django = ratios["django_min"][f"c{first}"]
     vs_usual = ratios["drf_usual"][f"c{first}"]
-    targets.append(
+    # Issue 15's target; round one's absolute 6,000 req/s is retired (not on 2 shared cores).
+    targets = [
         target(
             f"vs minimal Django view, {first} connections",
             "≥ 0.9 ×",
             vs_django,
             vs_django is not None and vs_django >= 0.9,
         )
-    )
-    targets.append(
-        target(
-            f"vs the usual DRF + Celery view, {first} connections",
-            "≥ 4 ×",
-            vs_usual,
-            vs_usual is not None and vs_usual >= 4,
-        )
-    )
+    ]
     notes = [
         f"All five APIs run at once (gunicorn -k sync -w {gunicorn_workers()} each, the "
         "Procfile's api options); "
