@@ -32,7 +32,7 @@ def model(results: dict) -> dict:
     intake = _get(results, "intake", "figures", "c16") or {}
     batch = _get(results, "batch", "figures") or {}
     pipeline = _get(results, "pipeline", "figures") or {}
-    pipeline_cores = pipeline.get("cpu_us_per_lead") or {}
+    pipeline_cores = pipeline.get("cpu_us_per_lead") or {}  # meter name -> CPU µs per lead
     rows = []
 
     def row(component: str, unit: str, us: float | None, scales: str) -> None:
@@ -51,7 +51,7 @@ def model(results: dict) -> dict:
     row("API, batches", "core", batch.get("api_cpu_us_per_lead"), "hosts × cores")
     admit_single = intake.get("redis_cpu_us_per_lead")
     admit_batch = batch.get("redis_cpu_us_per_lead")
-    moved = pipeline.get("redis_cpu_us_per_lead")
+    moved = pipeline_cores.get("redis (whole server)")
     row("Redis: admission, single leads", "Redis", admit_single, "shards (tenant hash tag)")
     row("Redis: admission, batches", "Redis", admit_batch, "shards (tenant hash tag)")
     row("Redis: dispatch + Celery messages", "Redis", moved, "one broker Redis per pool")
