@@ -150,5 +150,10 @@ class CpuMeter:
         self.stop()
 
     @property
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds per process group over the windows measured."""
+        return dict(self._seconds)
+
+    @property
     def cores(self) -> dict[str, float]:
         return {name: cores for name, cores in self._result.items() if cores}
