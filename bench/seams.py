@@ -287,6 +287,17 @@ def platform_mode() -> str:
     return raw.decode() if raw else "normal"
 
 
+def control_wait_ticked(timeout: float) -> None:
+    """Wait until the controller has published its first mode (its first tick is over)."""
+    from leadflow.redis_conn import get_redis
+
+    deadline = time.monotonic() + timeout
+    while not get_redis().exists(redis_keys.MODE_KEY):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"control published no mode within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 RECEIPT_COLUMNS = (
     "accepted",
     "demoted",
