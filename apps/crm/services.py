@@ -116,7 +116,7 @@ _PAYLOAD_FIELDS = (
     "payload",
     "received_at",
 )
-_READ_FIELDS = ("tenant_id", *_PAYLOAD_FIELDS[:12], "enrichment__data", *_PAYLOAD_FIELDS[13:])
+_PAYLOAD_COLUMNS = _PAYLOAD_FIELDS[:12]  # then enrichment, payload, received_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +154,7 @@ def leads_sync(
     outcome = outcome if outcome is not None else SyncOutcome()
     ready = _ready(resend)
     by_tenant: dict[int, list[ReadyLead]] = defaultdict(list)
-    rows = (
-        Lead.objects.filter(ready, trace_id__in=trace_ids)
-        .order_by("received_at")
-        .values_list(*_READ_FIELDS)
-    )
-    for tenant_id, *values in rows:
+    for tenant_id, *values in _ready_read(ready, trace_ids):
         by_tenant[tenant_id].append(ReadyLead(values[0], tenant_id, tuple(values)))
     tenants = Tenant.objects.in_bulk(list(by_tenant)) if by_tenant else {}
     for tenant_id, tenant_leads in by_tenant.items():
@@ -169,6 +164,54 @@ def leads_sync(
         with log_context(tenant=tenant_id):
             _tenant_sync(tenant, tenant_leads, ready, attempt, deadline, outcome)
     return outcome
+
+
+def _ready_read(ready: Q, trace_ids: list[str]) -> list[tuple]:
+    """The ready leads among trace_ids, oldest first, as (tenant_id, *_PAYLOAD_FIELDS' values):
+    one statement, a primary-key probe per id (apps/leads/services.py says why), the ids as
+    one array literal (the ORM's IN binds and quotes 500 parameters one by one)."""
+    where, params = _where_sql(ready)
+    leads = connection.ops.quote_name(Lead._meta.db_table)
+    # The enrichment's table through the relation: pool C does not import pool B's code.
+    enrichment = Lead._meta.get_field("enrichment").related_model
+    enrichments = connection.ops.quote_name(enrichment._meta.db_table)
+    columns = ", ".join(f"lead.{name}" for name in _PAYLOAD_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT lead.tenant_id, {columns}, enrichment.data, lead.payload, lead.received_at"
+            f" FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL ("
+            f"  SELECT * FROM {leads} WHERE trace_id = batch.trace_id AND {where} LIMIT 1"
+            f" ) AS lead LEFT JOIN {enrichments} AS enrichment"
+            f" ON enrichment.lead_id = lead.trace_id ORDER BY lead.received_at",
+            [_array_literal(trace_ids), *params],
+        )
+        rows = cursor.fetchall()
+    # jsonb comes as text from Django's connection (its JSONField decodes it): decoded here.
+    return [(*row[:-3], _json_load(row[-3]), _json_load(row[-2]), row[-1]) for row in rows]
+
+
+def _json_load(text):
+    return json.loads(text) if isinstance(text, str | bytes) else text
+
+
+def _array_literal(trace_ids) -> str:
+    """A PostgreSQL array literal of trace ids, each once (nothing to quote in a UUID)."""
+    ids: dict[str, None] = {}
+    for trace_id in trace_ids:
+        try:
+            ids.setdefault(str(uuid.UUID(str(trace_id))), None)
+        except ValueError:
+            log.warning("pool C got a trace id that is not a UUID: %r", trace_id)
+    return "{" + ",".join(ids) + "}"
+
+
+@functools.cache
+def _where_sql(condition: Q) -> tuple[str, tuple]:
+    """A condition on leads as SQL (columns named by table), compiled from the Q object so that
+    the raw statements and the ORM's filters cannot drift apart."""
+    query = Lead.objects.filter(condition).query
+    where, params = query.where.as_sql(query.get_compiler(connection=connection), connection)
+    return where, tuple(params)
 
 
 def _ready(resend: bool) -> Q:
@@ -359,7 +402,7 @@ def _record_delivered(trace_ids: list, adapter_name: str, response: dict) -> Non
     waiting in the deferred ledger (read under the lock, as they are now); only those have a
     dead letter or a ledger row to close, so a batch with none runs nothing more."""
     now = timezone.now()
-    ids = sorted(str(trace_id) for trace_id in trace_ids)
+    ids = _array_literal(sorted(map(str, trace_ids)))  # locked in key order
     statement, ready_params = _record_statement()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -398,8 +441,7 @@ def _record_statement() -> tuple[str, tuple]:
     from the Q object, so the two cannot drift apart)."""
     leads = connection.ops.quote_name(Lead._meta.db_table)
     syncs = connection.ops.quote_name(CrmSync._meta.db_table)
-    query = Lead.objects.filter(CRM_READY | Q(status=LeadStatus.SYNCED)).query
-    where, params = query.where.as_sql(query.get_compiler(connection=connection), connection)
+    where, params = _where_sql(CRM_READY | Q(status=LeadStatus.SYNCED))
     # The leads are read one primary-key probe each (apps/leads/services.py says why); a synced
     # lead (a second delivery) is locked and read for its ledger flag, and keeps its synced_at.
     statement = f"""

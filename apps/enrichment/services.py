@@ -146,7 +146,7 @@ def _leads_read(ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str, bool | 
             f" FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL ("
             f"  SELECT trace_id, email, status, is_qualified FROM {_LEADS}"
             f"  WHERE trace_id = batch.trace_id LIMIT 1) AS lead",
-            [[str(trace_id) for trace_id in ids]],
+            [_array_literal(ids)],
         )
         return {row[0]: row[1:] for row in cursor}
 
@@ -413,7 +413,7 @@ def _enrichments_write(
             f"    (SELECT degraded FROM {_ENRICHMENTS} WHERE lead_id = trace_id) END AS degraded"
             f"  FROM {_LEADS} WHERE trace_id = batch.trace_id"
             f"  AND (status = %s OR enrichment_deferred) LIMIT 1 FOR UPDATE) AS lead",
-            [[str(trace_id) for trace_id in sorted(domain_of)], LeadStatus.QUALIFIED.value],
+            [_array_literal(sorted(domain_of)), LeadStatus.QUALIFIED.value],
         )
         waiting = cursor.fetchall()
         locked = [trace_id for trace_id, _, _, _ in waiting]
@@ -430,8 +430,8 @@ def _enrichments_write(
                 "providers": [outcomes[d].provider for d in domains],
                 "profiles": [json.dumps(outcomes[d].profile) for d in domains],
                 "degraded": [outcomes[d].degraded for d in domains],
-                "trace_ids": [str(trace_id) for trace_id in locked],
-                "domain_index": [index[domain_of[trace_id]] for trace_id in locked],
+                "trace_ids": _array_literal(locked),
+                "domain_index": _array_literal(index[domain_of[trace_id]] for trace_id in locked),
                 "now": now,
                 "qualified": LeadStatus.QUALIFIED.value,
                 "enriched": LeadStatus.ENRICHED.value,
@@ -458,6 +458,12 @@ def _enrichments_write(
         for trace_id, status, _, _ in waiting
         if status in (LeadStatus.QUALIFIED, LeadStatus.ENRICHED)
     )
+
+
+def _array_literal(values: Iterable) -> str:
+    """A PostgreSQL array literal of UUIDs or numbers (nothing to quote): one parameter, where
+    psycopg would adapt a list's elements one by one."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _trace_ids_parse(trace_ids: list[str]) -> list[uuid.UUID]:
