@@ -34,7 +34,7 @@ class BenchConfig:
     batch_connections: int
     batch_size: int
     pipeline_leads: int
-    pipeline_reference_leads: int
+    pipeline_stage_leads: int
     writes_leads: int
     capacity_seconds: float
     capacity_backlog: int  # leads waiting when the capacity probe starts
@@ -79,9 +79,7 @@ def config_from_env() -> BenchConfig:
         batch_connections=env_int("BENCH_BATCH_CONNECTIONS", 4),
         batch_size=env_int("BENCH_BATCH_SIZE", 500),
         pipeline_leads=env_int("BENCH_PIPELINE_LEADS", 10_000 if quick else 60_000),
-        pipeline_reference_leads=env_int(
-            "BENCH_PIPELINE_REFERENCE_LEADS", 1_000 if quick else 3_000
-        ),
+        pipeline_stage_leads=env_int("BENCH_PIPELINE_STAGE_LEADS", 5_000 if quick else 20_000),
         writes_leads=env_int("BENCH_WRITES_LEADS", 10_000 if quick else 50_000),
         capacity_seconds=env_float("BENCH_CAPACITY_SECONDS", 8 if quick else 20),
         capacity_backlog=env_int("BENCH_CAPACITY_BACKLOG", 20_000 if quick else 100_000),

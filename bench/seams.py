@@ -117,6 +117,13 @@ def qualified_count() -> int:
     return Lead.objects.filter(qualified_at__isnull=False).count()
 
 
+def synced_count() -> int:
+    """Leads pool C has delivered to their CRM (status synced)."""
+    from apps.leads.models import Lead, LeadStatus
+
+    return Lead.objects.filter(status=LeadStatus.SYNCED).count()
+
+
 @dataclass(frozen=True)
 class StoredLead:
     email: str
@@ -175,6 +182,12 @@ def inbox_take(limit: int) -> list[list[bytes]]:
     return batches
 
 
+def dispatch_batch_max() -> int:
+    from django.conf import settings
+
+    return settings.DISPATCH_BATCH_MAX
+
+
 def entries_decode(raw_entries: list[bytes]) -> list[dict]:
     from apps import inbox
 
@@ -186,6 +199,63 @@ def leads_qualify(entries: list[dict]) -> None:
     from apps.leads.services import leads_qualify as qualify
 
     qualify(entries)
+
+
+def leads_qualify_routed(entries: list[dict]) -> tuple[list[str], list[str]]:
+    """Pool A's service on a batch; returns (to enrich, to sync), as pool A routes them while
+    nothing is shed."""
+    from apps.leads.services import leads_qualify as qualify
+
+    outcome = qualify(entries)
+    return outcome.to_enrich, outcome.to_sync
+
+
+def leads_enrich(trace_ids: list[str]) -> list[str]:
+    """Pool B's service on a batch; returns the leads it hands to pool C."""
+    from apps.enrichment.services import leads_enrich as enrich
+
+    return enrich(trace_ids).enriched
+
+
+def leads_sync(trace_ids: list[str]) -> None:
+    """Pool C's service on a batch (the configured CRM adapter; the bench's is local)."""
+    from apps.crm.services import leads_sync as sync
+
+    sync(trace_ids)
+
+
+def database_backend_pid() -> int:
+    """The PostgreSQL backend serving this process's Django connection."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    return connection.connection.info.backend_pid
+
+
+@contextlib.contextmanager
+def statements_counted():
+    """Counts the statements this process sends PostgreSQL while inside, whichever way they go
+    (the ORM, a Django cursor, or psycopg directly: pool A copies through psycopg): psycopg's
+    cursor methods are wrapped for the while. Yields a dict whose "statements" grows."""
+    import psycopg
+
+    counted = {"statements": 0}
+    originals = {name: getattr(psycopg.Cursor, name) for name in ("execute", "executemany", "copy")}
+
+    def counting(original):
+        def wrapper(self, *args, **kwargs):
+            counted["statements"] += 1
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name, original in originals.items():
+        setattr(psycopg.Cursor, name, counting(original))
+    try:
+        yield counted
+    finally:
+        for name, original in originals.items():
+            setattr(psycopg.Cursor, name, original)
 
 
 def lead_table() -> tuple[str, list[str]]:
@@ -215,6 +285,17 @@ def platform_mode() -> str:
     except Exception as exc:  # noqa: BLE001 - the key's type may change with the controller
         return f"unreadable ({exc})"
     return raw.decode() if raw else "normal"
+
+
+def control_wait_ticked(timeout: float) -> None:
+    """Wait until the controller has published its first mode (its first tick is over)."""
+    from leadflow.redis_conn import get_redis
+
+    deadline = time.monotonic() + timeout
+    while not get_redis().exists(redis_keys.MODE_KEY):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"control published no mode within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 RECEIPT_COLUMNS = (

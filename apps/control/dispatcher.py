@@ -4,7 +4,8 @@ Tiers go in strict order (critical, normal, low); inside a tier tenants take tur
 holds at most DISPATCH_BATCH_MAX leads: a tenant with that many waiting fills one alone, and
 tenants with fewer share one. A batch goes out only while pool A's queues hold fewer than
 DISPATCH_WATERMARK_A messages and B's and C's fewer than DISPATCH_WATERMARK_BC, so the backlog
-waits in the inboxes, where it can be reordered, counted per tenant, paused or shed.
+waits in the inboxes, where it can be reordered, counted per tenant, paused or shed; in NORMAL
+mode B and C may hold up to DISPATCH_AHEAD_BC (pools_have_room_to_dispatch says why).
 
 A paused tier's queues are left out of the watermark: what they hold waits there, and it
 never holds back another tier (critical included).
@@ -24,6 +25,8 @@ from collections import Counter
 from django.conf import settings
 
 from apps import inbox
+from apps.control.models import Mode
+from apps.control.state import shedding_current
 from leadflow import handoff
 from leadflow.queues import POOLS, TIERS, pool_queues, queue_name
 from leadflow.redis_conn import get_redis
@@ -50,15 +53,28 @@ def queue_depths(paused_tiers: frozenset[str] = frozenset()) -> dict[str, int]:
     }
 
 
-def pools_have_room(paused_tiers: frozenset[str] = frozenset()) -> bool:
+def pools_have_room(paused_tiers: frozenset[str] = frozenset(), *, ahead: bool = False) -> bool:
     """Every pool's queues under their watermark. A paused tier's queues do not count: its
-    consumers are cancelled, so what they hold does not drain until the pause ends."""
+    consumers are cancelled, so what they hold does not drain until the pause ends.
+
+    ahead: pool A may run ahead of B and C, up to DISPATCH_AHEAD_BC messages in b.* or c.*,
+    while the platform is in NORMAL mode (see pools_have_room_to_dispatch)."""
     depths = queue_depths(paused_tiers)
-    return (
-        depths["a"] < settings.DISPATCH_WATERMARK_A
-        and depths["b"] < settings.DISPATCH_WATERMARK_BC
-        and depths["c"] < settings.DISPATCH_WATERMARK_BC
-    )
+    bc = settings.DISPATCH_AHEAD_BC if ahead else settings.DISPATCH_WATERMARK_BC
+    return depths["a"] < settings.DISPATCH_WATERMARK_A and depths["b"] < bc and depths["c"] < bc
+
+
+def pools_have_room_to_dispatch(paused_tiers: frozenset[str] = frozenset()) -> bool:
+    """Room for one more batch to pool A. In NORMAL mode pool A is not held back by B's and
+    C's queues until they hold DISPATCH_AHEAD_BC messages: qualification runs ahead and B and C
+    work through what it left them at their own pace, instead of A idling at every step of
+    theirs. Out of NORMAL (THIN, SEVERE, EMERGENCY: the platform is overloaded) B and C keep
+    the tight watermark again, so the backlog waits in the inboxes, where it can be shed,
+    sampled, paused and reordered. The controller measures lag and drain in the inboxes only:
+    the bounded run-ahead is what it does not see (a few seconds of B's and C's work), and
+    once B and C fall that far behind, pool A is held, the inboxes' lag grows and the mode
+    machine reacts as before."""
+    return pools_have_room(paused_tiers, ahead=shedding_current().mode == Mode.NORMAL)
 
 
 def inflight_republished_count(tier: str) -> None:
@@ -105,7 +121,7 @@ class Dispatcher:
             if tier in paused_tiers:
                 continue
             for batch_id in batch_ids:
-                if not pools_have_room(paused_tiers):
+                if not pools_have_room_to_dispatch(paused_tiers):
                     return sent
                 batch = inbox.batch_for_republish(batch_id, tier, self._fence)
                 if batch is None:
@@ -157,7 +173,7 @@ class Dispatcher:
                 continue
             # Strict order: a lower tier is served only once this one has nothing left.
             while True:
-                if not pools_have_room(paused_tiers):
+                if not pools_have_room_to_dispatch(paused_tiers):
                     return sent  # this tier may still wait, and the tiers below it with it
                 tenants = self._tenants_in_turn(tier)
                 if not tenants:

@@ -15,6 +15,8 @@ A remote group is leased before it is delivered (apps/crm/leases.py), so two run
 same leads (a redelivered message, the sweeper, a replay) never both send them.
 """
 
+import functools
+import json
 import logging
 import random
 import uuid
@@ -22,7 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -96,31 +98,43 @@ def crm_retry_countdown(attempt: int) -> float:
     return nominal * random.uniform(1 - jitter, 1 + jitter)
 
 
-def _enrichment_data(lead: Lead) -> dict | None:
-    # A missing row raises RelatedObjectDoesNotExist, an AttributeError: getattr covers both.
-    enrichment = getattr(lead, "enrichment", None)
-    return getattr(enrichment, "data", None) if enrichment is not None else None
+# What pool C reads of a ready lead: its CRM payload's fields, in the payload's order.
+_PAYLOAD_FIELDS = (
+    "trace_id",
+    "email",
+    "name",
+    "phone",
+    "company",
+    "source",
+    "campaign_id",
+    "region",
+    "tier",
+    "score",
+    "is_qualified",
+    "ai_degraded",
+    "enrichment",
+    "payload",
+    "received_at",
+)
+_PAYLOAD_COLUMNS = _PAYLOAD_FIELDS[:12]  # then enrichment, payload, received_at
 
 
-def lead_crm_payload(lead: Lead) -> dict:
+@dataclass(frozen=True, slots=True)
+class ReadyLead:
+    """A lead pool C delivers: its tenant and the stored values its CRM payload is made of
+    (plain values read in one query, not model instances: pool C builds hundreds a batch)."""
+
+    trace_id: uuid.UUID
+    tenant_id: int
+    values: tuple  # _PAYLOAD_FIELDS' values, in order
+
+
+def lead_crm_payload(lead: ReadyLead) -> dict:
     """What the CRM receives for one lead."""
-    return {
-        "trace_id": str(lead.trace_id),
-        "email": lead.email,
-        "name": lead.name,
-        "phone": lead.phone,
-        "company": lead.company,
-        "source": lead.source,
-        "campaign_id": lead.campaign_id,
-        "region": lead.region,
-        "tier": lead.tier,
-        "score": lead.score,
-        "is_qualified": lead.is_qualified,
-        "ai_degraded": lead.ai_degraded,
-        "enrichment": _enrichment_data(lead),
-        "payload": lead.payload,
-        "received_at": lead.received_at.isoformat(),
-    }
+    payload = dict(zip(_PAYLOAD_FIELDS, lead.values, strict=True))
+    payload["trace_id"] = str(lead.trace_id)
+    payload["received_at"] = payload["received_at"].isoformat()
+    return payload
 
 
 def leads_sync(
@@ -139,16 +153,65 @@ def leads_sync(
     deadline = deadline or Deadline(settings.CRM_TASK_DEADLINE_SECONDS)
     outcome = outcome if outcome is not None else SyncOutcome()
     ready = _ready(resend)
-    by_tenant: dict[int, list[Lead]] = defaultdict(list)
-    leads = Lead.objects.filter(ready, trace_id__in=trace_ids).select_related(
-        "tenant", "enrichment"
-    )
-    for lead in leads.order_by("received_at"):
-        by_tenant[lead.tenant_id].append(lead)
+    by_tenant: dict[int, list[ReadyLead]] = defaultdict(list)
+    for tenant_id, *values in _ready_read(ready, trace_ids):
+        by_tenant[tenant_id].append(ReadyLead(values[0], tenant_id, tuple(values)))
+    tenants = Tenant.objects.in_bulk(list(by_tenant)) if by_tenant else {}
     for tenant_id, tenant_leads in by_tenant.items():
+        tenant = tenants.get(tenant_id)
+        if tenant is None:
+            continue  # deleted meanwhile, and its leads with it
         with log_context(tenant=tenant_id):
-            _tenant_sync(tenant_leads, ready, attempt, deadline, outcome)
+            _tenant_sync(tenant, tenant_leads, ready, attempt, deadline, outcome)
     return outcome
+
+
+def _ready_read(ready: Q, trace_ids: list[str]) -> list[tuple]:
+    """The ready leads among trace_ids, oldest first, as (tenant_id, *_PAYLOAD_FIELDS' values):
+    one statement, a primary-key probe per id (apps/leads/services.py says why), the ids as
+    one array literal (the ORM's IN binds and quotes 500 parameters one by one)."""
+    where, params = _where_sql(ready)
+    leads = connection.ops.quote_name(Lead._meta.db_table)
+    # The enrichment's table through the relation: pool C does not import pool B's code.
+    enrichment = Lead._meta.get_field("enrichment").related_model
+    enrichments = connection.ops.quote_name(enrichment._meta.db_table)
+    columns = ", ".join(f"lead.{name}" for name in _PAYLOAD_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT lead.tenant_id, {columns}, enrichment.data, lead.payload, lead.received_at"
+            f" FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL ("
+            f"  SELECT * FROM {leads} WHERE trace_id = batch.trace_id AND {where} LIMIT 1"
+            f" ) AS lead LEFT JOIN {enrichments} AS enrichment"
+            f" ON enrichment.lead_id = lead.trace_id ORDER BY lead.received_at",
+            [_array_literal(trace_ids), *params],
+        )
+        rows = cursor.fetchall()
+    # jsonb comes as text from Django's connection (its JSONField decodes it): decoded here.
+    return [(*row[:-3], _json_load(row[-3]), _json_load(row[-2]), row[-1]) for row in rows]
+
+
+def _json_load(text):
+    return json.loads(text) if isinstance(text, str | bytes) else text
+
+
+def _array_literal(trace_ids) -> str:
+    """A PostgreSQL array literal of trace ids, each once (nothing to quote in a UUID)."""
+    ids: dict[str, None] = {}
+    for trace_id in trace_ids:
+        try:
+            ids.setdefault(str(uuid.UUID(str(trace_id))), None)
+        except ValueError:
+            log.warning("pool C got a trace id that is not a UUID: %r", trace_id)
+    return "{" + ",".join(ids) + "}"
+
+
+@functools.cache
+def _where_sql(condition: Q) -> tuple[str, tuple]:
+    """A condition on leads as SQL (columns named by table), compiled from the Q object so that
+    the raw statements and the ORM's filters cannot drift apart."""
+    query = Lead.objects.filter(condition).query
+    where, params = query.where.as_sql(query.get_compiler(connection=connection), connection)
+    return where, tuple(params)
 
 
 def _ready(resend: bool) -> Q:
@@ -156,9 +219,13 @@ def _ready(resend: bool) -> Q:
 
 
 def _tenant_sync(
-    leads: list[Lead], ready: Q, attempt: int, deadline: Deadline, outcome: SyncOutcome
+    tenant: Tenant,
+    leads: list[ReadyLead],
+    ready: Q,
+    attempt: int,
+    deadline: Deadline,
+    outcome: SyncOutcome,
 ) -> None:
-    tenant = leads[0].tenant
     adapter = adapter_for(tenant)
     trace_ids = [str(lead.trace_id) for lead in leads]
     if not deadline.allows(adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
@@ -235,7 +302,7 @@ class _Delivery:
         self.recorded: list[str] = []
         self.lease: Lease | None = None  # a remote CRM's: kept before each call
 
-    def run(self, leads: list[Lead]) -> None:
+    def run(self, leads: list[ReadyLead]) -> None:
         if not leads:
             return
         ids = [str(lead.trace_id) for lead in leads]
@@ -268,7 +335,9 @@ class _Delivery:
             deliveries_mark_sent(self.tenant.id, ids, delivery_id(payloads), response)
         self.recorded += _record_isolated(ids, self.adapter.name, response)
 
-    def _still_leased(self, leads: list[Lead], ids: list[str]) -> tuple[list[Lead], list[str]]:
+    def _still_leased(
+        self, leads: list[ReadyLead], ids: list[str]
+    ) -> tuple[list[ReadyLead], list[str]]:
         kept = set(delivery_lease_keep(self.lease, ids))
         lapsed = [trace_id for trace_id in ids if trace_id not in kept]
         if lapsed:
@@ -282,7 +351,7 @@ class _Delivery:
             self.outcome.waiting.append((lapsed, delivery_lease_seconds()))
         return [lead for lead in leads if str(lead.trace_id) in kept], [i for i in ids if i in kept]
 
-    def _split(self, leads: list[Lead]) -> bool:
+    def _split(self, leads: list[ReadyLead]) -> bool:
         if len(leads) < 2 or self.splits_left < 2:
             return False
         self.splits_left -= 2
@@ -328,22 +397,71 @@ def _record_isolated(trace_ids: list[str], adapter_name: str, response: dict) ->
 
 @transaction.atomic
 def _record_delivered(trace_ids: list, adapter_name: str, response: dict) -> None:
+    """One statement records the delivery: locks the leads (in key order), writes their CrmSync
+    rows and marks the CRM-ready ones synced. It answers which of them were dead-lettered or
+    waiting in the deferred ledger (read under the lock, as they are now); only those have a
+    dead letter or a ledger row to close, so a batch with none runs nothing more."""
     now = timezone.now()
-    # A concurrent delivery of the same leads may have recorded first: keep its row.
-    CrmSync.objects.bulk_create(
-        [
-            CrmSync(lead_id=trace_id, adapter=adapter_name, response=response, synced_at=now)
-            for trace_id in trace_ids
-        ],
-        ignore_conflicts=True,
-    )
-    Lead.objects.filter(CRM_READY, trace_id__in=trace_ids).update(
-        status=LeadStatus.SYNCED, synced_at=now, updated_at=now
-    )
-    DeadLetter.objects.filter(lead_id__in=trace_ids, replayed_at__isnull=True).update(
-        replayed_at=now
-    )
-    leads_deferral_close(DeferredKind.CRM_SYNC, trace_ids)
+    ids = _array_literal(sorted(map(str, trace_ids)))  # locked in key order
+    statement, ready_params = _record_statement()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            statement,
+            [
+                ids,
+                *ready_params,
+                # A concurrent delivery of the same leads may have recorded first: keep its row.
+                adapter_name,
+                json.dumps(response),
+                now,
+                ids,
+                LeadStatus.SYNCED.value,
+                now,
+                now,
+                LeadStatus.SYNCED.value,
+                LeadStatus.DEAD_LETTERED.value,
+            ],
+        )
+        flagged = cursor.fetchall()
+    dead_lettered = [
+        trace_id for trace_id, status, _ in flagged if status == LeadStatus.DEAD_LETTERED
+    ]
+    if dead_lettered:
+        DeadLetter.objects.filter(lead_id__in=dead_lettered, replayed_at__isnull=True).update(
+            replayed_at=now
+        )
+    deferred = [trace_id for trace_id, _, sync_deferred in flagged if sync_deferred]
+    if deferred:
+        leads_deferral_close(DeferredKind.CRM_SYNC, deferred)
+
+
+@functools.cache
+def _record_statement() -> tuple[str, tuple]:
+    """_record_delivered's statement, and the parameters of its CRM_READY condition (compiled
+    from the Q object, so the two cannot drift apart)."""
+    leads = connection.ops.quote_name(Lead._meta.db_table)
+    syncs = connection.ops.quote_name(CrmSync._meta.db_table)
+    where, params = _where_sql(CRM_READY | Q(status=LeadStatus.SYNCED))
+    # The leads are read one primary-key probe each (apps/leads/services.py says why); a synced
+    # lead (a second delivery) is locked and read for its ledger flag, and keeps its synced_at.
+    statement = f"""
+WITH locked AS (
+    SELECT lead.trace_id, lead.status, lead.sync_deferred
+    FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL (
+        SELECT trace_id, status, sync_deferred FROM {leads}
+        WHERE trace_id = batch.trace_id AND {where} LIMIT 1 FOR UPDATE
+    ) AS lead
+), recorded AS (
+    INSERT INTO {syncs} (lead_id, adapter, response, synced_at)
+    SELECT trace_id, %s, %s::jsonb, %s FROM unnest(%s::uuid[]) AS batch (trace_id)
+    ON CONFLICT (lead_id) DO NOTHING
+), synced AS (
+    UPDATE {leads} AS lead SET status = %s, synced_at = %s, updated_at = %s
+    FROM locked WHERE lead.trace_id = locked.trace_id AND locked.status <> %s
+)
+SELECT trace_id, status, sync_deferred FROM locked WHERE status = %s OR sync_deferred
+"""
+    return statement, tuple(params)
 
 
 def _dead_letter(trace_ids: list[str], exc: Exception, attempts: int) -> None:

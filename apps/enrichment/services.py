@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import pybreaker
 import redis
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.control.ledger import leads_defer, leads_deferral_close
@@ -44,6 +43,32 @@ from leadflow.redis_keys import ENRICH_DOMAIN_CACHE_PREFIX
 logger = logging.getLogger(__name__)
 
 CACHE_TTL_SECONDS = 7 * 24 * 3600
+_LEADS = connection.ops.quote_name(Lead._meta.db_table)
+_ENRICHMENTS = connection.ops.quote_name(LeadEnrichment._meta.db_table)
+# A batch's enrichments and leads in one statement: each domain's row of the profile arrays
+# joined to its leads by index; a redo (a shed or degraded enrichment, backfilled) replaces the
+# earlier answer; a lead whose enrichment was shed may be synced already: it keeps its status.
+_ENRICHMENTS_WRITE = f"""
+WITH profile AS (
+    SELECT * FROM unnest(
+        %(domains)s::text[], %(providers)s::text[], %(profiles)s::jsonb[], %(degraded)s::bool[]
+    ) WITH ORDINALITY AS profile (domain, provider, profile, degraded, number)
+), batch AS (
+    SELECT batch.trace_id, profile.domain, profile.provider, profile.profile, profile.degraded
+    FROM unnest(%(trace_ids)s::uuid[], %(domain_index)s::int[]) AS batch (trace_id, number)
+    JOIN profile USING (number)
+), enrichment AS (
+    INSERT INTO {_ENRICHMENTS} (lead_id, provider, data, degraded, created_at)
+    SELECT trace_id, provider, jsonb_build_object('domain', domain) || profile, degraded, %(now)s
+    FROM batch
+    ON CONFLICT (lead_id) DO UPDATE
+    SET provider = EXCLUDED.provider, data = EXCLUDED.data, degraded = EXCLUDED.degraded
+)
+UPDATE {_LEADS} AS lead
+SET status = CASE WHEN lead.status = %(qualified)s THEN %(enriched)s ELSE lead.status END,
+    enriched_at = %(now)s, ai_degraded = batch.degraded, updated_at = %(now)s
+FROM batch WHERE lead.trace_id = batch.trace_id
+"""
 # What a probe asks the provider about (ai_provider_probe): any company domain would do.
 AI_PROBE_DOMAIN = "example.org"
 
@@ -85,18 +110,45 @@ def leads_enrich(trace_ids: list[str], deadline: Deadline | None = None) -> Enri
     ids = _trace_ids_parse(trace_ids)
     if not ids:
         return EnrichOutcome()
+    found = _leads_read(ids)
     # Only leads that passed scoring are enriched; the rest go to the CRM as they are.
-    leads = Lead.objects.filter(trace_id__in=ids, status=LeadStatus.QUALIFIED, is_qualified=True)
-    later = _enrich(dict(leads.values_list("trace_id", "email")), deadline)
-    enriched = set(
-        Lead.objects.filter(trace_id__in=ids, status=LeadStatus.ENRICHED).values_list(
-            "trace_id", flat=True
-        )
-    )
+    email_of = {
+        trace_id: email
+        for trace_id, (email, status, qualified) in found.items()
+        if status == LeadStatus.QUALIFIED and qualified
+    }
+    written = _Written()
+    later = _enrich(email_of, deadline, written)
+    enriched = written.enriched | {
+        trace_id for trace_id, (_, status, _) in found.items() if status == LeadStatus.ENRICHED
+    }
+    if written.missed:
+        # Changed between the read and the write's lock (another delivery enriched them, say):
+        # read again, as they are now.
+        enriched |= {
+            trace_id
+            for trace_id, (_, status, _) in _leads_read(sorted(written.missed)).items()
+            if status == LeadStatus.ENRICHED
+        }
     return EnrichOutcome(
         enriched=[str(trace_id) for trace_id in ids if trace_id in enriched],
         later=[str(trace_id) for trace_id in later],
     )
+
+
+def _leads_read(ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str, bool | None]]:
+    """{trace id: (email, status, is_qualified)} of the stored leads among ids, in one
+    statement: a primary-key probe per id whatever the planner thinks of the table's size
+    (apps/leads/services.py explains why)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT lead.trace_id, lead.email, lead.status, lead.is_qualified"
+            f" FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL ("
+            f"  SELECT trace_id, email, status, is_qualified FROM {_LEADS}"
+            f"  WHERE trace_id = batch.trace_id LIMIT 1) AS lead",
+            [_array_literal(ids)],
+        )
+        return {row[0]: row[1:] for row in cursor}
 
 
 def leads_enrich_deferred(trace_ids: list[str], deadline: Deadline | None = None) -> EnrichOutcome:
@@ -112,26 +164,37 @@ def leads_enrich_deferred(trace_ids: list[str], deadline: Deadline | None = None
     ids = _trace_ids_parse(trace_ids)
     leads = Lead.objects.filter(trace_id__in=ids, enrichment_deferred=True)
     email_of = dict(leads.values_list("trace_id", "email"))
-    news: set[uuid.UUID] = set()
-    later = _enrich(email_of, deadline, news)
+    written = _Written()
+    later = _enrich(email_of, deadline, written)
     return EnrichOutcome(
-        enriched=[str(trace_id) for trace_id in ids if trace_id in news],
+        enriched=[str(trace_id) for trace_id in ids if trace_id in written.news],
         later=[str(trace_id) for trace_id in later],
     )
 
 
+@dataclass
+class _Written:
+    """What writing a run's enrichments did, added up over the parts a failure splits it in."""
+
+    # Written, less those degraded before and degraded again: their CRM copy changes.
+    news: set[uuid.UUID] = field(default_factory=set)
+    enriched: set[uuid.UUID] = field(default_factory=set)  # status enriched after the write
+    # Not waiting any more once locked (enriched or quarantined meanwhile): not written.
+    missed: set[uuid.UUID] = field(default_factory=set)
+
+
 def _enrich(
-    email_of: dict[uuid.UUID, str], deadline: Deadline | None, news: set | None = None
+    email_of: dict[uuid.UUID, str], deadline: Deadline | None, written: _Written
 ) -> list[uuid.UUID]:
-    """Enrich these leads and write it; returns the leads whose domain was not asked in time.
-    Adds to `news` the leads written whose CRM copy this changes (not degraded again)."""
+    """Enrich these leads and write it (adding to `written`); returns the leads whose domain
+    was not asked in time."""
     if not email_of:
         return []
     domain_of = {trace_id: email_domain(email) for trace_id, email in email_of.items()}
     deadline = deadline or Deadline(settings.AI_TASK_DEADLINE_SECONDS)
     outcomes = domains_enrich(set(domain_of.values()), deadline)
     ready = {t: d for t, d in domain_of.items() if d in outcomes}
-    _enrichments_write_isolated(sorted(ready), ready, outcomes, set() if news is None else news)
+    _enrichments_write_isolated(sorted(ready), ready, outcomes, written)
     return [trace_id for trace_id, domain in domain_of.items() if domain not in outcomes]
 
 
@@ -303,14 +366,14 @@ def _enrichments_write_isolated(
     trace_ids: list[uuid.UUID],
     domain_of: dict[uuid.UUID, str],
     outcomes: dict[str, DomainOutcome],
-    news: set,
+    written: _Written,
 ) -> None:
     """Write the enrichments; a lead whose write fails for a reason of its own (PostgreSQL
     refuses its data, a bug) is found by halving the batch and quarantined alone."""
     if not trace_ids:
         return
     try:
-        news.update(_enrichments_write({t: domain_of[t] for t in trace_ids}, outcomes))
+        _enrichments_write({t: domain_of[t] for t in trace_ids}, outcomes, written)
         return
     except DEPENDENCY_DOWN_ERRORS:
         raise  # not the leads': the task retries the batch
@@ -321,78 +384,86 @@ def _enrichments_write_isolated(
             leads_quarantine([str(trace_ids[0])], LeadStage.ENRICHMENT, reason, code, error)
             return
     half = len(trace_ids) // 2
-    _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes, news)
-    _enrichments_write_isolated(trace_ids[half:], domain_of, outcomes, news)
+    _enrichments_write_isolated(trace_ids[:half], domain_of, outcomes, written)
+    _enrichments_write_isolated(trace_ids[half:], domain_of, outcomes, written)
 
 
 def _enrichments_write(
-    domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome]
-) -> set[uuid.UUID]:
+    domain_of: dict[uuid.UUID, str], outcomes: dict[str, DomainOutcome], written: _Written
+) -> None:
     """Write the enrichments of the leads still waiting for one (qualified, or with their
     enrichment shed or degraded); a lead enriched meanwhile by another delivery is skipped.
-    Returns the leads written, less those degraded before and degraded again."""
+
+    Set-based: one statement locks and reads the leads, one writes every enrichment and lead
+    (an INSERT ... ON CONFLICT and an UPDATE ... FROM of the batch's arrays); the deferred
+    ledger is touched only for leads that have something there (their flag, read under the
+    lock) or are degraded now.
+    """
     now = timezone.now()
-    with transaction.atomic():
-        # Locked in key order, so two deliveries of overlapping batches cannot deadlock; the
-        # second one waits, then finds the leads enriched and writes nothing.
-        waiting = list(
-            Lead.objects.select_for_update()
-            .filter(
-                Q(status=LeadStatus.QUALIFIED) | Q(enrichment_deferred=True),
-                trace_id__in=list(domain_of),
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Locked in key order (the ids come sorted), so two deliveries of overlapping batches
+        # cannot deadlock; the second one waits, then finds the leads enriched and writes
+        # nothing. The row a lock waited for is read as it is now, the flag included.
+        cursor.execute(
+            f"SELECT lead.trace_id, lead.status, lead.enrichment_deferred, lead.degraded"
+            f" FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL ("
+            f"  SELECT trace_id, status, enrichment_deferred,"
+            # Only a redo has an earlier enrichment to look at.
+            f"   CASE WHEN enrichment_deferred THEN"
+            f"    (SELECT degraded FROM {_ENRICHMENTS} WHERE lead_id = trace_id) END AS degraded"
+            f"  FROM {_LEADS} WHERE trace_id = batch.trace_id"
+            f"  AND (status = %s OR enrichment_deferred) LIMIT 1 FOR UPDATE) AS lead",
+            [_array_literal(sorted(domain_of)), LeadStatus.QUALIFIED.value],
+        )
+        waiting = cursor.fetchall()
+        locked = [trace_id for trace_id, _, _, _ in waiting]
+        written.missed.update(set(domain_of) - set(locked))
+        if not waiting:
+            return
+        # Profiles go once per domain, leads as (trace id, domain's index): a batch shares few.
+        domains = sorted({domain_of[trace_id] for trace_id in locked})
+        index = {domain: number for number, domain in enumerate(domains, start=1)}
+        cursor.execute(
+            _ENRICHMENTS_WRITE,
+            {
+                "domains": domains,
+                "providers": [outcomes[d].provider for d in domains],
+                "profiles": [json.dumps(outcomes[d].profile) for d in domains],
+                "degraded": [outcomes[d].degraded for d in domains],
+                "trace_ids": _array_literal(locked),
+                "domain_index": _array_literal(index[domain_of[trace_id]] for trace_id in locked),
+                "now": now,
+                "qualified": LeadStatus.QUALIFIED.value,
+                "enriched": LeadStatus.ENRICHED.value,
+            },
+        )
+        degraded_now = [t for t in locked if outcomes[domain_of[t]].degraded]
+        flagged = [trace_id for trace_id, _, deferred, _ in waiting if deferred]
+        if flagged:
+            leads_deferral_close(DeferredKind.ENRICHMENT, flagged)
+        if degraded_now:
+            # Degraded answers wait in the ledger for the provider to be back: sent at its next
+            # recovery, an event its breaker records (apps/control/backfill.py), not on a timer.
+            leads_defer(
+                DeferredKind.ENRICHMENT,
+                degraded_now,
+                shedding_current().mode,
+                reason=DeferredReason.AI_DEGRADED,
             )
-            .order_by("trace_id")
-            .values_list("trace_id", flat=True)
-        )
-        degraded_before = set(
-            LeadEnrichment.objects.filter(lead_id__in=waiting, degraded=True).values_list(
-                "lead_id", flat=True
-            )
-        )
-        rows = []
-        by_degraded: dict[bool, list[uuid.UUID]] = {False: [], True: []}
-        for trace_id in waiting:
-            domain = domain_of[trace_id]
-            outcome = outcomes[domain]
-            rows.append(
-                LeadEnrichment(
-                    lead_id=trace_id,
-                    provider=outcome.provider,
-                    data={"domain": domain, **outcome.profile},
-                    degraded=outcome.degraded,
-                )
-            )
-            by_degraded[outcome.degraded].append(trace_id)
-        # A redo (a shed or degraded enrichment, backfilled) replaces the earlier answer.
-        LeadEnrichment.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["lead"],
-            update_fields=["provider", "data", "degraded"],
-            batch_size=500,
-        )
-        for degraded, group in by_degraded.items():
-            if group:
-                # A lead whose enrichment was shed may be synced already: it keeps its status.
-                Lead.objects.filter(trace_id__in=group).update(
-                    status=Case(
-                        When(status=LeadStatus.QUALIFIED, then=Value(LeadStatus.ENRICHED)),
-                        default=F("status"),
-                    ),
-                    enriched_at=now,
-                    ai_degraded=degraded,
-                    updated_at=now,
-                )
-        leads_deferral_close(DeferredKind.ENRICHMENT, waiting)
-        # Degraded answers wait in the ledger for the provider to be back: sent at its next
-        # recovery, an event its breaker records (apps/control/backfill.py), not on a timer.
-        leads_defer(
-            DeferredKind.ENRICHMENT,
-            by_degraded[True],
-            shedding_current().mode,
-            reason=DeferredReason.AI_DEGRADED,
-        )
-    return set(waiting) - (degraded_before & set(by_degraded[True]))
+    degraded_before = {trace_id for trace_id, _, _, degraded in waiting if degraded}
+    written.news.update(set(locked) - (degraded_before & set(degraded_now)))
+    # A lead whose enrichment was shed may be synced already: it keeps its status.
+    written.enriched.update(
+        trace_id
+        for trace_id, status, _, _ in waiting
+        if status in (LeadStatus.QUALIFIED, LeadStatus.ENRICHED)
+    )
+
+
+def _array_literal(values: Iterable) -> str:
+    """A PostgreSQL array literal of UUIDs or numbers (nothing to quote): one parameter, where
+    psycopg would adapt a list's elements one by one."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _trace_ids_parse(trace_ids: list[str]) -> list[uuid.UUID]:

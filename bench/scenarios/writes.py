@@ -5,17 +5,14 @@ rows into the same table in the same batches, and Django's bulk_create of them."
 import cProfile
 import pstats
 import statistics
-import time
 
 import psycopg
 
 from bench import profile, seams
+from bench.refs.copy_rows import CopyReference
+from bench.refs.copy_rows import batches_timed as _timed
+from bench.refs.copy_rows import table_truncate as _truncate
 from bench.scenarios import Context, api_url, app_api, inboxes_fill, ratio, target
-
-
-def _truncate(conn: psycopg.Connection, table: str) -> None:
-    conn.execute(f"TRUNCATE {table} CASCADE")
-    conn.commit()
 
 
 def _figures(batch_seconds: list[float], sizes: list[int]) -> dict:
@@ -39,15 +36,6 @@ def _series(batch_seconds: list[float], sizes: list[int]) -> list[dict]:
     return points
 
 
-def _timed(batches, write) -> list[float]:
-    timings = []
-    for batch in batches:
-        started = time.perf_counter()
-        write(batch)
-        timings.append(time.perf_counter() - started)
-    return timings
-
-
 def run(ctx: Context) -> dict:
     count = ctx.config.writes_leads
     seams.state_reset()
@@ -67,30 +55,11 @@ def run(ctx: Context) -> dict:
         ctx.log(f"writes: the qualification service on {count} leads")
         service = _timed(batches, seams.leads_qualify)
 
-        rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-        # By oid: psycopg dumps each value (dict to jsonb, UUID, datetime) as the column's type.
-        oids = dict(
-            conn.execute(
-                "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass",
-                [table],
-            ).fetchall()
-        )
-        types = [oids[column] for column in columns]
-        row_batches, start = [], 0
-        for size in sizes:
-            row_batches.append(rows[start : start + size])
-            start += size
-
-        def copy(batch) -> None:
-            statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-            with conn.transaction(), conn.cursor() as cursor, cursor.copy(statement) as copy_in:
-                copy_in.set_types(types)
-                for row in batch:
-                    copy_in.write_row(row)
-
+        reference = CopyReference(conn, table, columns)
+        row_batches = reference.batches(sizes)
         _truncate(conn, table)
-        ctx.log(f"writes: COPY of the same {len(rows)} rows")
-        copied = _timed(row_batches, copy)
+        ctx.log(f"writes: COPY of the same {len(reference.rows)} rows")
+        copied = _timed(row_batches, reference.copy)
 
         model = seams.lead_model()
         fields = [f.attname for f in model._meta.concrete_fields]

@@ -43,6 +43,9 @@ TENANT_CACHE_STALE_SECONDS = env_float("LEADFLOW_TENANT_CACHE_STALE_SECONDS", 36
 DISPATCH_BATCH_MAX = env_int("LEADFLOW_DISPATCH_BATCH_MAX", 500)
 DISPATCH_WATERMARK_A = env_int("LEADFLOW_DISPATCH_WATERMARK_A", 4)  # messages in a.*
 DISPATCH_WATERMARK_BC = env_int("LEADFLOW_DISPATCH_WATERMARK_BC", 16)  # messages in b.* or c.*
+# In NORMAL mode pool A runs ahead of B and C up to this many messages in b.* or c.* (each at
+# most 500 leads: seconds of their work), apps/control/dispatcher.py says why.
+DISPATCH_AHEAD_BC = env_int("LEADFLOW_DISPATCH_AHEAD_BC", 64)
 # How often, at most, a tier sends a batch that is not full (apps/control/dispatcher.py says
 # why): at a few hundred leads a second, a few batches of a hundred leads, not hundreds of one.
 DISPATCH_LINGER_SECONDS = {
