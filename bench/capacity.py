@@ -77,7 +77,16 @@ def model(results: dict) -> dict:
         if known:
             first = min(known, key=known.get)
             ceilings[shape] = {"component": first, "leads_per_s": known[first], **known}
-    return {"rows": rows, "first_ceiling": ceilings}
+    messages = {
+        key: pipeline[key]
+        for key in ("leads_per_celery_message", "redis_cpu_us_per_celery_message")
+        if key in pipeline
+    }
+    stages = {
+        stage: {k: v for k, v in costs.items() if k in ("python_us", "postgres_us")}
+        for stage, costs in (pipeline.get("stages") or {}).items()
+    }
+    return {"rows": rows, "first_ceiling": ceilings, "celery": messages, "stages": stages}
 
 
 def markdown(capacity: dict) -> list[str]:
@@ -99,5 +108,17 @@ def markdown(capacity: dict) -> list[str]:
         out.append(
             f"- first ceiling, {shape}: {ceiling['component']} at "
             f"{ceiling['leads_per_s']:,} leads/s"
+        )
+    celery = capacity.get("celery") or {}
+    if celery:
+        out.append(
+            f"- Celery: {celery.get('leads_per_celery_message')} leads a message; Redis CPU "
+            f"{celery.get('redis_cpu_us_per_celery_message')} µs a message at most (all of "
+            "Redis's CPU in the pipeline run over the messages)"
+        )
+    for stage, costs in (capacity.get("stages") or {}).items():
+        out.append(
+            f"- stage {stage.upper()} alone: {costs.get('python_us')} µs Python + "
+            f"{costs.get('postgres_us')} µs PostgreSQL a lead"
         )
     return [*out, ""]
