@@ -193,6 +193,7 @@ def run(ctx: Context) -> dict:
     ctx.measured["pipeline_leads_per_s"] = value
     r = ratio(value, copy_figures["rows_per_s"])
     main["figures"]["ratio_to_copy"] = r
+    cpu_per_lead = main["figures"]["cpu_us_per_lead"]
     stage_line = "; ".join(
         f"{name.upper()} {s['python_us']:.0f} µs Python + {s['postgres_us']:.0f} µs PostgreSQL"
         for name, s in stages.items()
@@ -225,6 +226,16 @@ def run(ctx: Context) -> dict:
             "(figures.stages; Python is the bench process's CPU, psycopg's client side "
             "included; PostgreSQL its backend's CPU; queries_per_batch counts statements "
             "sent, a multi-statement round trip as one).",
+            "CPU per lead in the run, by process group (figures.cpu_us_per_lead, µs): "
+            + ", ".join(f"{name} {us:,.0f}" for name, us in cpu_per_lead.items())
+            + ".",
+            "Every lead qualified after "
+            + (
+                f"{main['figures']['qualified_all_after_s']} s"
+                if "qualified_all_after_s" in main["figures"]
+                else "(not seen)"
+            )
+            + f", every lead synced after {main['figures']['seconds']} s (series: qualified).",
             "The one-Celery-task-per-lead reference of earlier runs is no longer run: the "
             "reference is COPY, and the whole bench must stay ~25 min.",
         ],
