@@ -60,9 +60,11 @@ def _run_once(ctx: Context, count: int) -> dict:
             stack.start(pool_a)
             meter.start()
             started = time.monotonic()
+            runs_before = seams.pool_task_runs()
             with profile.sampling(ctx, "pipeline", pool_a):
                 done = watcher.wait_for(count, timeout)
             meter.stop()
+            runs = seams.pool_task_runs()
             stored = watcher.latest()
             all_qualified = qualified.wait_for(count, 1.0)
         series = watcher.series(started)
@@ -82,6 +84,17 @@ def _run_once(ctx: Context, count: int) -> dict:
     figures["cpu_us_per_lead"] = {
         name: round(cpu * 1e6 / count, 1) for name, cpu in meter.seconds.items() if cpu > 0
     }
+    # Celery messages: one a task run of pools A, B and C (a retry runs again). Redis's CPU in
+    # the run over them is at most what one message costs it (the dispatcher's claims and the
+    # workers' events are in it too).
+    read = set(runs) == set(runs_before) == {"a", "b", "c"}
+    messages = sum(runs.values()) - sum(runs_before.values()) if read else 0
+    if messages:
+        figures["celery_messages"] = {pool: runs[pool] - runs_before[pool] for pool in runs}
+        figures["leads_per_celery_message"] = round(count / messages, 1)
+        redis_seconds = meter.seconds.get("redis (whole server)")
+        if redis_seconds is not None:
+            figures["redis_cpu_us_per_celery_message"] = round(redis_seconds * 1e6 / messages, 1)
     # The steady rate, between 10 % and 90 % of the leads synced (no start-up, no tail).
     low = next((p for p in series if p["count"] >= 0.1 * count), None)
     high = next((p for p in series if p["count"] >= 0.9 * count), None)
