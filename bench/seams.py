@@ -287,6 +287,29 @@ def platform_mode() -> str:
     return raw.decode() if raw else "normal"
 
 
+def pool_task_runs() -> dict[str, int]:
+    """Task runs so far of each pool's worker (its leadflow_stage_tasks counter, every outcome),
+    read from the metrics each worker serves: one Celery message consumed a run. A pool whose
+    metrics cannot be read is left out."""
+    import httpx
+    from django.conf import settings
+
+    runs = {}
+    for pool, port in settings.POOL_METRICS_PORTS.items():
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10.0).text
+        except httpx.HTTPError:
+            continue
+        runs[pool] = round(
+            sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("leadflow_stage_tasks_total{")
+            )
+        )
+    return runs
+
+
 def control_wait_ticked(timeout: float) -> None:
     """Wait until the controller has published its first mode (its first tick is over)."""
     from leadflow.redis_conn import get_redis

@@ -60,9 +60,11 @@ def _run_once(ctx: Context, count: int) -> dict:
             stack.start(pool_a)
             meter.start()
             started = time.monotonic()
+            runs_before = seams.pool_task_runs()
             with profile.sampling(ctx, "pipeline", pool_a):
                 done = watcher.wait_for(count, timeout)
             meter.stop()
+            runs = seams.pool_task_runs()
             stored = watcher.latest()
             all_qualified = qualified.wait_for(count, 1.0)
         series = watcher.series(started)
@@ -82,17 +84,18 @@ def _run_once(ctx: Context, count: int) -> dict:
     figures["cpu_us_per_lead"] = {
         name: round(cpu * 1e6 / count, 1) for name, cpu in meter.cpu_seconds.items() if cpu > 0
     }
-    # Redis's side (the capacity model): the dispatcher's claims and the Celery messages.
-    # LPUSH is kombu publishing one message; EVALSHA is a script (the claim, CRM leases).
-    commands = meter.redis_commands
-    figures["redis_commands"] = dict(list(commands.items())[:10])
-    messages = commands.get("lpush", {}).get("calls", 0)
+    figures["redis_commands"] = dict(list(meter.redis_commands.items())[:10])
+    # Celery messages: one a task run of pools A, B and C (a retry runs again). Redis's CPU in
+    # the run over them is at most what one message costs it (the dispatcher's claims and the
+    # workers' events are in it too).
+    read = set(runs) == set(runs_before) == {"a", "b", "c"}
+    messages = sum(runs.values()) - sum(runs_before.values()) if read else 0
     if messages:
-        figures["celery_messages"] = messages
+        figures["celery_messages"] = {pool: runs[pool] - runs_before[pool] for pool in runs}
         figures["leads_per_celery_message"] = round(count / messages, 1)
-        redis_seconds = meter.cpu_seconds.get("redis (whole server)", 0.0)
-        # All of Redis's CPU in the run over the messages: an upper bound of one message's.
-        figures["redis_cpu_us_per_celery_message"] = round(redis_seconds * 1e6 / messages, 1)
+        redis_seconds = meter.seconds.get("redis (whole server)")
+        if redis_seconds is not None:
+            figures["redis_cpu_us_per_celery_message"] = round(redis_seconds * 1e6 / messages, 1)
     # The steady rate, between 10 % and 90 % of the leads synced (no start-up, no tail).
     low = next((p for p in series if p["count"] >= 0.1 * count), None)
     high = next((p for p in series if p["count"] >= 0.9 * count), None)
@@ -204,6 +207,7 @@ def run(ctx: Context) -> dict:
     ctx.measured["pipeline_leads_per_s"] = value
     r = ratio(value, copy_figures["rows_per_s"])
     main["figures"]["ratio_to_copy"] = r
+    cpu_per_lead = main["figures"]["cpu_us_per_lead"]
     stage_line = "; ".join(
         f"{name.upper()} {s['python_us']:.0f} µs Python + {s['postgres_us']:.0f} µs PostgreSQL"
         for name, s in stages.items()
@@ -236,6 +240,16 @@ def run(ctx: Context) -> dict:
             "(figures.stages; Python is the bench process's CPU, psycopg's client side "
             "included; PostgreSQL its backend's CPU; queries_per_batch counts statements "
             "sent, a multi-statement round trip as one).",
+            "CPU per lead in the run, by process group (figures.cpu_us_per_lead, µs): "
+            + ", ".join(f"{name} {us:,.0f}" for name, us in cpu_per_lead.items())
+            + ".",
+            "Every lead qualified after "
+            + (
+                f"{main['figures']['qualified_all_after_s']} s"
+                if "qualified_all_after_s" in main["figures"]
+                else "(not seen)"
+            )
+            + f", every lead synced after {main['figures']['seconds']} s (series: qualified).",
             "The one-Celery-task-per-lead reference of earlier runs is no longer run: the "
             "reference is COPY, and the whole bench must stay ~25 min.",
         ],
