@@ -134,10 +134,10 @@ def plots(run_dir: Path, name: str, result: dict) -> list[str]:
         made.append(
             _plot(
                 run_dir / "pipeline.png",
-                "pipeline: leads qualified in PostgreSQL",
+                "pipeline: leads synced (and qualified) in PostgreSQL",
                 [
                     {
-                        "ylabel": "rows qualified",
+                        "ylabel": "leads",
                         "lines": {k: _xy(v, "count") for k, v in series.items()},
                     },
                     {"ylabel": "leads/s", "lines": {k: _xy(v, "rate") for k, v in series.items()}},
