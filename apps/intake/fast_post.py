@@ -18,6 +18,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 import orjson
 import structlog
@@ -127,7 +128,7 @@ def _lead_body(result: admission.Admission) -> dict:
         "tier": result.tier,
         "demoted": result.demoted,
         "position": result.position,
-        "estimated_completion": result.estimated_completion.isoformat(),
+        "estimated_completion": result.estimated_completion,  # _answer_json writes it
     }
     if result.retry_after is not None:
         body["retry_after"] = result.retry_after  # overloaded: poll the status no sooner
@@ -145,7 +146,7 @@ def _batch_lead_body(index: int, result: admission.Admission) -> dict:
         "tier": result.tier,
         "demoted": result.demoted,
         "position": result.position,
-        "estimated_completion": result.estimated_completion.isoformat(),
+        "estimated_completion": result.estimated_completion,
     }
 
 
@@ -354,12 +355,20 @@ class FastPostIntake:
 
 
 def _answer_json(body: dict) -> bytes:
+    """The answer's JSON. A lead's estimated_completion is left a datetime for orjson, which
+    writes what datetime.isoformat() does (RFC 3339, "+00:00") at a tenth of its cost."""
     try:
         return orjson.dumps(body)
     except orjson.JSONEncodeError:
         # An error naming a field or value that holds a lone surrogate (the lenient reading of
         # json_body): the standard library writes it as a \u escape, as the client sent it.
-        return json.dumps(body).encode()
+        return json.dumps(body, default=_isoformat).encode()
+
+
+def _isoformat(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 _hosts_seen: dict[str, bool] = {}
