@@ -10,7 +10,7 @@ import contextlib
 import inspect
 import json
 import logging.config
-import os
+import random
 import re
 from collections.abc import Iterable, Iterator
 
@@ -21,15 +21,17 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # A caller's id is kept when it is short and plain (it goes into every log line and back in
 # the answer); anything else is replaced, never echoed.
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_random_bits = random.getrandbits
 
 
 def request_id_for(given: str | None) -> str:
     """The request's id: the caller's X-Request-Id if it is 1-64 of [A-Za-z0-9._-], else a new
-    one: 16 hex digits of os.urandom (64 bits: unique enough to find a request in the logs, at
-    0.7 µs against uuid4's 4.6 µs on the intake's hot path)."""
+    one: 16 hex digits, 64 random bits (unique enough to find a request in the logs). An id is
+    no secret: the random module's generator (reseeded in every forked worker) gives them for
+    a tenth of os.urandom's system call, on every request of the intake's hot path."""
     if given and _REQUEST_ID_OK.fullmatch(given):
         return given
-    return os.urandom(8).hex()
+    return f"{_random_bits(64):016x}"
 
 
 _SHARED_PROCESSORS = [

@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
+from redis.utils import HIREDIS_AVAILABLE
 
 from leadflow.replica_wait import evalsha_then_wait
 
@@ -79,6 +80,10 @@ def lua_script(path: Path, *includes: Path) -> Script:
 
 
 _hot = threading.local()
+# redis-py packs commands with hiredis when it is installed: _evalsha packs the same bytes.
+_hiredis_pack = None
+if HIREDIS_AVAILABLE:
+    from hiredis import pack_command as _hiredis_pack
 
 
 def script_run_hot(script: Script, keys: list, args: list):
@@ -110,5 +115,11 @@ def script_run_hot(script: Script, keys: list, args: list):
 def _evalsha(conn, script: Script, keys: list, args: list):
     if settings.ADMIT_WAIT_REPLICAS:  # the 202 waits for replicas (leadflow/replica_wait.py)
         return evalsha_then_wait(conn, script.sha, keys, args)
-    conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    if _hiredis_pack is not None:
+        # What redis-py's hiredis packer ends with, without its pass over every argument for
+        # bytearray and memoryview (none here: str, bytes, int, float), which cost more than
+        # the packing itself: ~6 arguments a lead, 3,000 for a batch of 500.
+        conn.send_packed_command([_hiredis_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+    else:
+        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
     return conn.read_response()

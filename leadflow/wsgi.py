@@ -1,5 +1,6 @@
 """The WSGI application: the intake's POSTs on their fast path, everything else Django."""
 
+import gc
 import os
 
 from django.core.wsgi import get_wsgi_application
@@ -27,3 +28,13 @@ api_timeouts_use()
 
 # The fast POST path never reaches django-prometheus's middleware: count and time it here.
 application = IntakeRequestMetrics(FastPostIntake(django_application), ROUTES)
+
+# The garbage collector, tuned for a process that serves requests (measured in process):
+# everything loaded so far (Django, the apps: ~120,000 objects) is never garbage, so it leaves
+# the collector's generations, and a full collection no longer walks it (~70 ms, paid by some
+# request's answer, against ~0 once frozen). The youngest generation is collected after 10,000
+# net new objects instead of 700, above what a batch of 500 leads holds at once (~6 objects a
+# lead): a batch no longer pays ~3 collections of objects it still uses (~0.6 µs a lead). The
+# intake makes few reference cycles (tracebacks on error paths): those wait a little longer.
+gc.freeze()
+gc.set_threshold(10_000, *gc.get_threshold()[1:])

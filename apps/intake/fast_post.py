@@ -18,6 +18,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 import orjson
 import structlog
@@ -60,8 +61,11 @@ class Answer:
 
 def _json_body(environ: dict, max_bytes: int) -> tuple[object, bool]:
     """The body's JSON and whether its leads need the deep checks (json_body.body_decode)."""
-    content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json":
+    content_type = environ.get("CONTENT_TYPE", "")
+    if (
+        content_type != "application/json"  # as clients send it: no parsing
+        and content_type.split(";", 1)[0].strip().lower() != "application/json"
+    ):
         raise ApiError(
             415,
             "unsupported_media_type",
@@ -124,11 +128,26 @@ def _lead_body(result: admission.Admission) -> dict:
         "tier": result.tier,
         "demoted": result.demoted,
         "position": result.position,
-        "estimated_completion": result.estimated_completion.isoformat(),
+        "estimated_completion": result.estimated_completion,  # _answer_json writes it
     }
     if result.retry_after is not None:
         body["retry_after"] = result.retry_after  # overloaded: poll the status no sooner
     return body
+
+
+def _batch_lead_body(index: int, result: admission.Admission) -> dict:
+    """A batch's lead's answer: its index, then _lead_body's; the usual one built in one go."""
+    if result.duplicate or result.refusal or result.retry_after is not None:
+        return {"index": index, **_lead_body(result)}
+    return {
+        "index": index,
+        "trace_id": result.trace_id,
+        "status": "queued",
+        "tier": result.tier,
+        "demoted": result.demoted,
+        "position": result.position,
+        "estimated_completion": result.estimated_completion,
+    }
 
 
 def _candidate(
@@ -148,7 +167,7 @@ def _admit(tenant, ip: str, candidates: list) -> admission.AdmissionResult:
         raise _decided(
             rate_limited(refusal.limit, refusal.retry_after, refusal.detail, result.mode)
         )
-    _decisions_count(tenant.tenant_id, Counter(map(_decision, result.admissions)))
+    _decisions_count(tenant.tenant_id, _decisions(result.admissions))
     return result
 
 
@@ -158,18 +177,24 @@ def _decided(error: ApiError) -> ApiError:
     return error
 
 
-def _decision(result: admission.Admission) -> tuple[str, str, str]:
-    """(tier, outcome, reason), as the intake's decision metric counts a lead."""
-    if result.refusal:
-        return result.tier, "rate_limited", result.refusal.limit
-    if result.key_reused:
-        return result.tier, "invalid", "idempotency_key_reused"
-    if result.duplicate or result.replayed:  # a replay was counted when it was accepted
-        return result.tier, "duplicate", ""
-    return result.tier, "demoted" if result.demoted else "accepted", ""
+def _decisions(results: list[admission.Admission]) -> dict[tuple[str, str, str], int]:
+    """How many leads were decided each way: (tier, outcome, reason), as the intake's decision
+    metric counts a lead."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for result in results:
+        if result.refusal:
+            decision = (result.tier, "rate_limited", result.refusal.limit)
+        elif result.key_reused:
+            decision = (result.tier, "invalid", "idempotency_key_reused")
+        elif result.duplicate or result.replayed:  # a replay was counted when it was accepted
+            decision = (result.tier, "duplicate", "")
+        else:
+            decision = (result.tier, "demoted" if result.demoted else "accepted", "")
+        counts[decision] = counts.get(decision, 0) + 1
+    return counts
 
 
-def _decisions_count(tenant_id: int, decisions: Counter) -> None:
+def _decisions_count(tenant_id: int, decisions: dict) -> None:
     for (tier, outcome, reason), n in decisions.items():
         intake_decisions_count(tenant_id, tier, outcome, n, reason)
 
@@ -231,13 +256,17 @@ def leads_batch_create(environ: dict) -> Answer:
     results: list[dict | None] = [None] * len(leads)
     candidates, positions = [], []
     invalid: Counter = Counter()
+    payload_max_bytes = settings.LEAD_PAYLOAD_MAX_BYTES  # read once, not once a lead
+    dedup_identity, candidate_new = admission.dedup_identity, admission.Candidate
     for index, raw in enumerate(leads):
-        lead, errors = lead_validate(raw, deep)
+        lead, errors = lead_validate(raw, deep, payload_max_bytes)
         if errors:
             results[index] = {"index": index, "error": "invalid", "fields": errors}
             invalid[(_invalid_tier(raw), "invalid", "invalid")] += 1
             continue
-        candidates.append(_candidate(lead, raw, idempotency_key, in_batch=True))
+        # _candidate, inline: a call less a lead.
+        digest, fingerprint = dedup_identity(raw, idempotency_key, True)
+        candidates.append(candidate_new(digest, lead.pop("priority"), lead, fingerprint))
         positions.append(index)
 
     _decisions_count(tenant.tenant_id, invalid)
@@ -248,7 +277,7 @@ def leads_batch_create(environ: dict) -> Answer:
         admitted = _admit(tenant, ip, candidates)
         headers["X-LeadFlow-Mode"] = admitted.mode
         for index, result in zip(positions, admitted.admissions, strict=True):
-            results[index] = {"index": index, **_lead_body(result)}
+            body = results[index] = _batch_lead_body(index, result)
             if result.refusal:
                 retry_afters.append(result.refusal.retry_after)
             elif result.duplicate:
@@ -256,7 +285,7 @@ def leads_batch_create(environ: dict) -> Answer:
             else:
                 accepted += 1
                 if result.replayed:  # accepted by an earlier try of this batch (its key)
-                    results[index]["replayed"] = True
+                    body["replayed"] = True
                     replayed += 1
     if replayed == len(leads):
         headers["Idempotent-Replayed"] = "true"
@@ -326,12 +355,20 @@ class FastPostIntake:
 
 
 def _answer_json(body: dict) -> bytes:
+    """The answer's JSON. A lead's estimated_completion is left a datetime for orjson, which
+    writes what datetime.isoformat() does (RFC 3339, "+00:00") at a tenth of its cost."""
     try:
         return orjson.dumps(body)
     except orjson.JSONEncodeError:
         # An error naming a field or value that holds a lone surrogate (the lenient reading of
         # json_body): the standard library writes it as a \u escape, as the client sent it.
-        return json.dumps(body).encode()
+        return json.dumps(body, default=_isoformat).encode()
+
+
+def _isoformat(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 _hosts_seen: dict[str, bool] = {}

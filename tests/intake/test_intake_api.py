@@ -3,6 +3,7 @@
 import json
 import time
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -164,6 +165,24 @@ def test_batch_answers_per_lead_in_order(api, make_tenant):
     assert results[0]["status"] == "queued" and results[0]["tier"] == "normal"
     assert "email" in results[1]["fields"]
     assert results[2]["status"] == "queued" and results[2]["tier"] == "low"
+
+
+def test_a_batch_answer_naming_a_lone_surrogate_still_answers_its_accepted_lead(api, make_tenant):
+    # The refused lead's field name is a lone surrogate, which orjson cannot write: the answer
+    # is written by the standard library, with the accepted lead's estimated_completion too.
+    _, key = make_tenant()
+    body = json.dumps({"leads": [a_lead(), {**a_lead(), "\ud800": 1}]})  # sent as \ud800
+    response = api.post(
+        "/api/v1/leads/batch",
+        content=body,
+        headers={**auth(key), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 202
+    answer = response.json()
+    assert (answer["accepted"], answer["invalid"]) == (1, 1)
+    accepted, refused = answer["results"]
+    assert datetime.fromisoformat(accepted["estimated_completion"]).utcoffset() == timedelta(0)
+    assert refused["fields"] == {"\ud800": ["unknown field"]}
 
 
 def test_idempotency_key_repeat_returns_the_original_answer(api, make_tenant):
