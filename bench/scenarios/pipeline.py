@@ -93,7 +93,7 @@ def _run_once(ctx: Context, count: int) -> dict:
     if messages:
         figures["celery_messages"] = {pool: runs[pool] - runs_before[pool] for pool in runs}
         figures["leads_per_celery_message"] = round(count / messages, 1)
-        redis_seconds = meter.seconds.get("redis (whole server)")
+        redis_seconds = meter.cpu_seconds.get("redis (whole server)")
         if redis_seconds is not None:
             figures["redis_cpu_us_per_celery_message"] = round(redis_seconds * 1e6 / messages, 1)
     # The steady rate, between 10 % and 90 % of the leads synced (no start-up, no tail).
