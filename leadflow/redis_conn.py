@@ -1,5 +1,10 @@
 """The process's Redis client. One connection pool per process, rebuilt after fork.
 
+With REDIS_CLUSTER (LEADFLOW_REDIS_CLUSTER=true), REDIS_URL names one node of a Redis Cluster
+and the client is redis-py's RedisCluster: the inboxes and admission state live there, their
+keys in shards of one hash tag each (leadflow/redis_keys.py); the Celery broker stays on its own
+plain Redis (CELERY_BROKER_URL: kombu does not support Redis Cluster).
+
 Every call is bounded (settings REDIS_*_TIMEOUT_SECONDS): a Redis that is down or stalled
 raises redis.ConnectionError / TimeoutError instead of holding the caller. The API process
 (leadflow/wsgi.py calls api_timeouts_use) bounds them tighter and does not back off and retry,
@@ -13,6 +18,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
@@ -31,7 +37,21 @@ def api_timeouts_use() -> None:
     _api_timeouts = True
 
 
+def cluster_enabled() -> bool:
+    """The inboxes are on a Redis Cluster (a script reaches only its own slot)."""
+    return settings.REDIS_CLUSTER
+
+
 def _client_new(url: str) -> redis.Redis:
+    if settings.REDIS_CLUSTER:
+        timeouts = (
+            (settings.API_REDIS_CONNECT_TIMEOUT_SECONDS, settings.API_REDIS_TIMEOUT_SECONDS)
+            if _api_timeouts
+            else (settings.REDIS_CONNECT_TIMEOUT_SECONDS, settings.REDIS_TIMEOUT_SECONDS)
+        )
+        return RedisCluster.from_url(
+            url, socket_connect_timeout=timeouts[0], socket_timeout=timeouts[1]
+        )
     if not _api_timeouts:
         # redis-py's default retries (with backoff) ride out a blip for the workers and control.
         return redis.Redis.from_url(
@@ -56,7 +76,7 @@ def _client_new(url: str) -> redis.Redis:
 def get_redis() -> redis.Redis:
     """A client with decode_responses=False: payloads are bytes, callers decode what they need."""
     global _client, _client_key
-    key = (os.getpid(), settings.REDIS_URL, _api_timeouts)
+    key = (os.getpid(), settings.REDIS_URL, settings.REDIS_CLUSTER, _api_timeouts)
     if _client is None or _client_key != key:
         _client = _client_new(settings.REDIS_URL)
         _client_key = key
@@ -91,6 +111,8 @@ def script_run_hot(script: Script, keys: list, args: list):
     told "duplicate" with the first trace id, which is the truth. A timeout is not tried again.
     """
     client = get_redis()
+    if isinstance(client, RedisCluster):  # routed to the node of the keys' slot
+        return script(keys=keys, args=args, client=client)
     conn = getattr(_hot, "conn", None)
     if conn is None or getattr(_hot, "key", None) != _client_key:  # new process, URL or timeouts
         conn = _hot.conn = client.connection_pool.make_connection()

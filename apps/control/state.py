@@ -29,6 +29,8 @@ def shedding_write(pipe, shedding: Shedding) -> None:
     """Queue the Shedding's publication on `pipe` (the controller's one transaction a tick)."""
     pipe.hset(CONTROL_STATE_KEY, mapping=shedding.as_redis())
     pipe.set(redis_keys.MODE_KEY, shedding.mode)
+    for shard in redis_keys.shards():  # admission reads the mode from its shard's copy
+        pipe.hset(redis_keys.shard_key(shard), "mode", shedding.mode)
 
 
 def shedding_current() -> Shedding:

@@ -68,10 +68,12 @@ def tenant_inboxes() -> dict[int, dict[str, TenantInbox]]:
     Only the inboxes of active tenants are read, so thousands of idle tenants cost nothing."""
     client = get_redis()
     pipe = client.pipeline(transaction=False)
+    tiers = [tier for tier in TIERS for _ in redis_keys.shards()]
     for tier in TIERS:
-        pipe.smembers(redis_keys.active_tenants_key(tier))
+        for shard in redis_keys.shards():
+            pipe.smembers(redis_keys.active_tenants_key(tier, shard))
     active = pipe.execute()
-    keys = [(tier, int(t)) for tier, members in zip(TIERS, active, strict=True) for t in members]
+    keys = [(tier, int(t)) for tier, members in zip(tiers, active, strict=True) for t in members]
     pipe = client.pipeline(transaction=False)
     for tier, tenant_id in keys:
         pipe.llen(redis_keys.inbox_key(tier, tenant_id))
