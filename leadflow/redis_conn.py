@@ -1,9 +1,11 @@
 """The process's Redis client. One connection pool per process, rebuilt after fork.
 
-With REDIS_CLUSTER (LEADFLOW_REDIS_CLUSTER=true), REDIS_URL names one node of a Redis Cluster
-and the client is redis-py's RedisCluster: the inboxes and admission state live there, their
-keys in shards of one hash tag each (leadflow/redis_keys.py); the Celery broker stays on its own
-plain Redis (CELERY_BROKER_URL: kombu does not support Redis Cluster).
+Two clients. get_redis(): REDIS_URL, everything but the inboxes (the control lease and state,
+tenants, breakers; the Celery broker by default). get_inbox_redis(): the inboxes and the
+admission state (every key admit.lua and claim.lua touch, leadflow/redis_keys.py), on a Redis
+Cluster when REDIS_CLUSTER_URL (LEADFLOW_REDIS_CLUSTER_URL) names one of its nodes, the keys in
+shards of one hash tag each; otherwise the same client as get_redis(). kombu does not support
+Redis Cluster: the broker stays on a plain Redis.
 
 Every call is bounded (settings REDIS_*_TIMEOUT_SECONDS): a Redis that is down or stalled
 raises redis.ConnectionError / TimeoutError instead of holding the caller. The API process
@@ -27,7 +29,9 @@ from leadflow.replica_wait import evalsha_then_wait
 
 _client: redis.Redis | None = None
 _client_key: tuple | None = None
-_scripts: dict[tuple[Path, ...], Script] = {}
+_cluster: RedisCluster | None = None
+_cluster_key: tuple | None = None
+_scripts: dict[tuple, Script] = {}
 _api_timeouts = False
 
 
@@ -39,19 +43,16 @@ def api_timeouts_use() -> None:
 
 def cluster_enabled() -> bool:
     """The inboxes are on a Redis Cluster (a script reaches only its own slot)."""
-    return settings.REDIS_CLUSTER
+    return bool(settings.REDIS_CLUSTER_URL)
+
+
+def _timeouts() -> tuple[float, float]:
+    if _api_timeouts:
+        return settings.API_REDIS_CONNECT_TIMEOUT_SECONDS, settings.API_REDIS_TIMEOUT_SECONDS
+    return settings.REDIS_CONNECT_TIMEOUT_SECONDS, settings.REDIS_TIMEOUT_SECONDS
 
 
 def _client_new(url: str) -> redis.Redis:
-    if settings.REDIS_CLUSTER:
-        timeouts = (
-            (settings.API_REDIS_CONNECT_TIMEOUT_SECONDS, settings.API_REDIS_TIMEOUT_SECONDS)
-            if _api_timeouts
-            else (settings.REDIS_CONNECT_TIMEOUT_SECONDS, settings.REDIS_TIMEOUT_SECONDS)
-        )
-        return RedisCluster.from_url(
-            url, socket_connect_timeout=timeouts[0], socket_timeout=timeouts[1]
-        )
     if not _api_timeouts:
         # redis-py's default retries (with backoff) ride out a blip for the workers and control.
         return redis.Redis.from_url(
@@ -76,7 +77,7 @@ def _client_new(url: str) -> redis.Redis:
 def get_redis() -> redis.Redis:
     """A client with decode_responses=False: payloads are bytes, callers decode what they need."""
     global _client, _client_key
-    key = (os.getpid(), settings.REDIS_URL, settings.REDIS_CLUSTER, _api_timeouts)
+    key = (os.getpid(), settings.REDIS_URL, _api_timeouts)
     if _client is None or _client_key != key:
         _client = _client_new(settings.REDIS_URL)
         _client_key = key
@@ -84,16 +85,35 @@ def get_redis() -> redis.Redis:
     return _client
 
 
-def lua_script(path: Path, *includes: Path) -> Script:
-    """The Lua script in `path`, with `includes` (shared local functions) put ahead of it.
+def get_inbox_redis() -> redis.Redis | RedisCluster:
+    """The inboxes' client: the Redis Cluster's (REDIS_CLUSTER_URL), else get_redis()."""
+    global _cluster, _cluster_key
+    if not settings.REDIS_CLUSTER_URL:
+        return get_redis()
+    key = (os.getpid(), settings.REDIS_CLUSTER_URL, _api_timeouts)
+    if _cluster is None or _cluster_key != key:
+        connect_timeout, timeout = _timeouts()
+        _cluster = RedisCluster.from_url(
+            settings.REDIS_CLUSTER_URL,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+        )
+        _cluster_key = key
+        _scripts.clear()
+    return _cluster
+
+
+def lua_script(path: Path, *includes: Path, inbox: bool = False) -> Script:
+    """The Lua script in `path`, with `includes` (shared local functions) put ahead of it;
+    with `inbox`, registered with the inboxes' client (get_inbox_redis).
 
     Read once per process; redis-py runs it by EVALSHA.
     """
-    client = get_redis()
-    parts = (*includes, path)
+    client = get_inbox_redis() if inbox else get_redis()
+    parts = (*includes, path, id(client))
     script = _scripts.get(parts)
     if script is None:
-        source = "\n".join(part.read_text() for part in parts)
+        source = "\n".join(part.read_text() for part in (*includes, path))
         script = _scripts[parts] = client.register_script(source)
     return script
 
@@ -110,7 +130,7 @@ def script_run_hot(script: Script, keys: list, args: list):
     try ran but its reply was lost, the second meets the first's dedup keys: the client is
     told "duplicate" with the first trace id, which is the truth. A timeout is not tried again.
     """
-    client = get_redis()
+    client = get_inbox_redis()
     if isinstance(client, RedisCluster):  # routed to the node of the keys' slot
         return script(keys=keys, args=args, client=client)
     conn = getattr(_hot, "conn", None)

@@ -130,9 +130,7 @@ KEYS_LAST_USED_WRITER_KEY = "lf:keys:last_used:writer"  # lock: one writer to Po
 # --- the control process (apps/control) ---
 CONTROL_STATE_KEY = "lf:state"  # the shedding state every process reads
 CONTROL_SCALING_KEY = "lf:scaling"
-# In shard 0's slot: a claim of shard 0 checks the lease in the same script on a Redis Cluster
-# (apps/inbox/ _fence_args); with one shard, every claim does.
-CONTROL_LEADER_KEY = "lf:control:leader:{0}"
+CONTROL_LEADER_KEY = "lf:control:leader"
 CONTROL_MACHINE_KEY = "lf:control:machine"  # the mode machine's state, for the next leader
 CONTROL_HISTORY_KEY = "lf:control:history"
 CONTROL_FORECAST_KEY = "lf:control:forecast"  # hash: "<tier>.level|trend" of the forecast

@@ -17,23 +17,18 @@ if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
     )
 
 TEST_REDIS_DB = os.environ.get("LEADFLOW_TEST_REDIS_DB", "15")
+os.environ["REDIS_URL"] = urlunsplit(
+    urlsplit(os.environ["REDIS_URL"])._replace(path=f"/{TEST_REDIS_DB}")
+)
+os.environ.pop("CELERY_BROKER_URL", None)  # the broker follows REDIS_URL in tests
+if os.environ.get("LEADFLOW_REDIS_CLUSTER_URL"):
+    # The inboxes on a Redis Cluster (make test-cluster, tests/doubles/redis_server.py): it has
+    # only db 0, all of it the tests', flushed on every master (the rest is on REDIS_URL).
+    from redis.cluster import RedisCluster
 
-
-def _test_db(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{TEST_REDIS_DB}"))
-
-
-if os.environ.get("LEADFLOW_REDIS_CLUSTER", "").lower() in ("1", "true", "yes", "on"):
-    # On a Redis Cluster (make test-cluster, tests/doubles/redis_server.py): it has only db 0,
-    # all of it the tests' (flushed on every master when the session starts); the Celery broker
-    # is the plain Redis in LEADFLOW_TEST_BROKER_URL, in the tests' db of it.
-    broker = os.environ.get("LEADFLOW_TEST_BROKER_URL")
-    if not broker:
-        raise pytest.UsageError("LEADFLOW_REDIS_CLUSTER: set LEADFLOW_TEST_BROKER_URL too")
-    os.environ["CELERY_BROKER_URL"] = _test_db(broker)
-else:
-    os.environ["REDIS_URL"] = _test_db(os.environ["REDIS_URL"])
-    os.environ.pop("CELERY_BROKER_URL", None)  # the broker follows REDIS_URL in tests
+    _cluster = RedisCluster.from_url(os.environ["LEADFLOW_REDIS_CLUSTER_URL"])
+    _cluster.flushdb()
+    _cluster.close()
 # The tests run on whatever Redis they are given, CI's with appendonly off: its durability is
 # logged, not a reason for the live stack's processes to refuse to start (leadflow/redis_checks.py).
 os.environ.setdefault("LEADFLOW_REDIS_CHECKS", "warn")

@@ -23,7 +23,7 @@ from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
 from apps.control.state import shedding_write
 from leadflow import redis_keys
 from leadflow.queues import TIERS
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import cluster_enabled, get_inbox_redis, get_redis
 from leadflow.redis_keys import CONTROL_FORECAST_KEY, CONTROL_MACHINE_KEY, CONTROL_SCALING_KEY
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class Controller:
             policy = Policy.current()
         if self.machine is None:
             self.machine = _machine_restore()
+        inbox.legacy_keys_move()  # leads still in the key layout before shards (an upgrade)
         measures = self._measure(now, dispatched)
         self._forecast(now, measures)
         changes = self.machine.observe(
@@ -212,16 +213,20 @@ class Controller:
 
         shard_copies = shard_state_copies(rates.get("total"), closed, self._waiting_by_shard)
 
-        def write(pipe) -> None:
-            if rates:
-                pipe.hset(redis_keys.DRAIN_KEY, mapping=rates)
-            # Each shard's copy of what admission reads (leadflow/redis_keys.py shard_key).
+        def copies_write(pipe) -> None:
+            """Each shard's copy of what admission reads (leadflow/redis_keys.py shard_key)."""
             for shard, copy in enumerate(shard_copies):
                 key = redis_keys.shard_key(shard)
                 if opened := [f"closed:{tier}" for tier in TIERS if tier not in closed]:
                     pipe.hdel(key, *opened)
                 if copy:
                     pipe.hset(key, mapping=copy)
+
+        def write(pipe) -> None:
+            if rates:
+                pipe.hset(redis_keys.DRAIN_KEY, mapping=rates)
+            if not cluster_enabled():
+                copies_write(pipe)
             if figures is not None:
                 pipe.hset(CONTROL_SCALING_KEY, mapping=figures)
             pipe.hset(CONTROL_MACHINE_KEY, mapping=machine)
@@ -236,6 +241,10 @@ class Controller:
         else:
             pipe = get_redis().pipeline(transaction=True)
             write(pipe)
+            pipe.execute()
+        if cluster_enabled():  # the inboxes' Redis Cluster: after the (fenced) transaction
+            pipe = get_inbox_redis().pipeline(transaction=False)
+            copies_write(pipe)
             pipe.execute()
 
     def _low_pause_apply(self, paused: bool, now: float, first: bool) -> None:

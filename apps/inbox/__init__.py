@@ -22,7 +22,7 @@ import orjson
 
 from leadflow import redis_keys
 from leadflow.queues import TIERS
-from leadflow.redis_conn import cluster_enabled, get_redis, lua_script
+from leadflow.redis_conn import cluster_enabled, get_inbox_redis, lua_script
 from leadflow.redis_keys import (
     active_tenants_key,
     batch_shard,
@@ -60,10 +60,10 @@ class FenceRefused(Exception):
 
 
 def _fence_args(fence: Fence | None, shard: int) -> tuple[str, bytes]:
-    """The fence a script of `shard` checks. On a Redis Cluster a script reaches only its own
-    slot: the lease key shares shard 0's tag (redis_keys.CONTROL_LEADER_KEY), and the other
-    shards' scripts rely on the leader's own check of its lease before each step."""
-    if fence is None or (shard != 0 and cluster_enabled()):
+    """The fence a script of `shard` checks. With the inboxes on a Redis Cluster the lease key
+    is not where the script runs (it stays on REDIS_URL): the scripts are unfenced, and rely
+    on the leader's own check of its lease before each step (apps/control/leadership.py)."""
+    if fence is None or cluster_enabled():
         # Unfenced: the script reads no key, but its place holds one of the shard's slot.
         return shard_key(shard), b""
     return fence.key, fence.token
@@ -89,7 +89,7 @@ def claim_batch(
     tenants = [tenant_id for tenant_id in tenant_ids if shard_of(tenant_id) == shard]
     batch_id = redis_keys.batch_id_new(tier, shard, uuid.uuid4().hex)
     fence_key, token = _fence_args(fence, shard)
-    claimed = lua_script(_LUA / "claim.lua")(
+    claimed = lua_script(_LUA / "claim.lua", inbox=True)(
         keys=[
             active_tenants_key(tier, shard),
             shard_key(shard),
@@ -129,7 +129,7 @@ def claim_batches(
 
 def tier_waiting(tier: str) -> int:
     """Leads waiting in the tier's inboxes, in every shard."""
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     for shard in shards():
         pipe.hget(shard_key(shard), tier)
     return sum(int(count or 0) for count in pipe.execute())
@@ -158,7 +158,7 @@ def release_batch(batch_id: str) -> None:
     """Pool A has stored the batch in PostgreSQL: forget the in-flight copy, and uncount its
     leads (once: a redelivered batch released again changes nothing; release.lua)."""
     shard = batch_shard(batch_id)
-    lua_script(_LUA / "release.lua")(
+    lua_script(_LUA / "release.lua", inbox=True)(
         keys=[
             inflight_batch_key(batch_id),
             inflight_key(shard),
@@ -178,7 +178,7 @@ def batch_tier(batch_id: str) -> str | None:
 def stale_batch_ids(older_than_seconds: float) -> dict[str, list[str]]:
     """Per tier, the in-flight batches published (claimed or republished) longer ago than
     that and never released, the longest waiting first (in each shard)."""
-    client = get_redis()
+    client = get_inbox_redis()
     cutoff = time.time() - older_than_seconds
     stale: dict[str, list[str]] = {tier: [] for tier in TIERS}
     for shard in shards():
@@ -209,7 +209,7 @@ def batch_for_republish(
     With a fence, raises FenceRefused (and stamps nothing) once the caller's lease is over."""
     shard = batch_shard(batch_id)
     fence_key, token = _fence_args(fence, shard)
-    entries = lua_script(_LUA / "republish.lua")(
+    entries = lua_script(_LUA / "republish.lua", inbox=True)(
         keys=[fence_key, inflight_batch_key(batch_id), inflight_key(shard)],
         args=[token, batch_id, time.time()],
     )
@@ -223,7 +223,7 @@ def batch_for_republish(
 
 def active_tenants(tier: str) -> list[int]:
     """The tenants with leads waiting in the tier, in every shard."""
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     for shard in shards():
         pipe.smembers(active_tenants_key(tier, shard))
     return sorted(int(t) for members in pipe.execute() for t in members)
@@ -243,7 +243,7 @@ def backlog_by_tier() -> dict[str, TierBacklog]:
     """Leads waiting and in flight, and the oldest of them, per tier, summed over the shards:
     the counters, the heads of the inboxes and the in-flight batches' oldest lead (two round
     trips, whatever the number of leads; one command per tenant with leads waiting)."""
-    client = get_redis()
+    client = get_inbox_redis()
     fields = [*TIERS, *(f"inflight:{tier}" for tier in TIERS)]
     pipe = client.pipeline(transaction=False)
     for shard in shards():
@@ -284,7 +284,70 @@ def backlog_by_tier() -> dict[str, TierBacklog]:
 
 
 def tenant_backlog(tenant_id: int) -> dict[str, int]:
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     for tier in TIERS:
         pipe.llen(inbox_key(tier, tenant_id))
     return dict(zip(TIERS, pipe.execute(), strict=True))
+
+
+# The key layout before shards (no hash tags): what a running platform held when it was
+# upgraded, or what an API process of the older version still writes during a rolling deploy.
+_LEGACY_ACTIVE = "lf:active:{tier}"
+_LEGACY_INBOX = "lf:inbox:{tier}:{tenant}"
+_LEGACY_BACKLOG = "lf:backlog"
+_LEGACY_INFLIGHT = "lf:inflight"
+_LEGACY_INFLIGHT_BATCH = "lf:inflight:{batch_id}"
+_LEGACY_INFLIGHT_SINCE = "lf:inflight-since:{tier}"
+_LEGACY_INFLIGHT_LEADS = "lf:inflight-leads"
+
+
+def legacy_keys_move() -> int:
+    """Move the leads the layout before shards holds (inboxes, in-flight batches) into their
+    shards' keys, so none is stranded by the upgrade; the controller calls it every tick
+    (a few reads when there is nothing to move). Not on a Redis Cluster, which never held the
+    old layout. Returns the leads moved."""
+    if cluster_enabled():
+        return 0
+    client = get_inbox_redis()
+    pipe = client.pipeline(transaction=False)
+    for tier in TIERS:
+        pipe.smembers(_LEGACY_ACTIVE.format(tier=tier))
+    pipe.zrange(_LEGACY_INFLIGHT, 0, -1)
+    *active, batch_ids = pipe.execute()
+    moved = 0
+    for tier, tenants in zip(TIERS, active, strict=True):
+        for raw in tenants:
+            tenant = raw.decode()
+            moved += lua_script(_LUA / "legacy_inbox.lua", inbox=True)(
+                keys=[
+                    _LEGACY_INBOX.format(tier=tier, tenant=tenant),
+                    inbox_key(tier, tenant),
+                    _LEGACY_ACTIVE.format(tier=tier),
+                    active_tenants_key(tier, shard_of(tenant)),
+                    _LEGACY_BACKLOG,
+                    shard_key(shard_of(tenant)),
+                ],
+                args=[tenant, tier],
+            )
+    for raw in batch_ids:
+        batch_id = raw.decode()
+        tier = batch_tier(batch_id)
+        if tier is None:  # ids from before ids named their tier: its first entry says it
+            head = client.lindex(_LEGACY_INFLIGHT_BATCH.format(batch_id=batch_id), 0)
+            tier = orjson.loads(head)["tier"] if head else TIERS[0]
+        moved += lua_script(_LUA / "legacy_inflight.lua", inbox=True)(
+            keys=[
+                _LEGACY_INFLIGHT,
+                _LEGACY_INFLIGHT_BATCH.format(batch_id=batch_id),
+                _LEGACY_INFLIGHT_SINCE.format(tier=tier),
+                _LEGACY_INFLIGHT_LEADS,
+                inflight_key(0),
+                inflight_batch_key(batch_id),
+                inflight_since_key(tier, 0),
+                shard_key(0),
+            ],
+            args=[batch_id, tier],
+        )
+    if moved:
+        log.warning("moved %d leads from the key layout before shards", moved)
+    return moved

@@ -22,7 +22,7 @@ from apps.tenants.cache import TenantAuth
 from leadflow import redis_keys
 from leadflow.queues import TIERS
 from leadflow.ratelimit import TOKEN_BUCKET_LUA
-from leadflow.redis_conn import get_redis, lua_script, script_run_hot
+from leadflow.redis_conn import get_inbox_redis, lua_script, script_run_hot
 
 _SCRIPT_PATH = Path(__file__).parent / "lua" / "admit.lua"
 _TIER_INDEX = {tier: index for index, tier in enumerate(TIERS, start=1)}
@@ -224,7 +224,7 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
             candidate.fingerprint,
         ]
 
-    script = lua_script(_SCRIPT_PATH, TOKEN_BUCKET_LUA)
+    script = lua_script(_SCRIPT_PATH, TOKEN_BUCKET_LUA, inbox=True)
     raw_mode, refused, wait, raw_drain, results = script_run_hot(script, keys, args)
     mode = raw_mode.decode()
     if refused:
@@ -332,7 +332,7 @@ def queued_lead(trace_id: str) -> QueuedLead | None:
     # counters are read together (one slot on a Redis Cluster).
     shard = redis_keys.trace_shard(trace_id)
     claimed_fields = [f"claimed:{tier}" for tier in TIERS]
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     pipe.get(redis_keys.trace_key(trace_id))
     others_fields = [f"others:{tier}" for tier in TIERS]
     pipe.hmget(redis_keys.shard_key(shard), [*claimed_fields, *TIERS, *others_fields, "drain"])

@@ -34,7 +34,7 @@ from apps.crm.models import CrmSync, DeadLetter
 from apps.leads.models import Lead, LeadStatus
 from apps.tenants.models import Tenant
 from apps.usage.models import HourlyReceipt
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis
 from leadflow.redis_keys import receipt_key
 
 HOUR = timedelta(hours=1)
@@ -114,7 +114,7 @@ def _open_from(now: datetime) -> datetime:
 
 def _intake_read(tenant_ids: list[int]) -> dict[int, dict[bytes, bytes]]:
     """Each tenant's Redis hash, in one round trip."""
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     for tenant_id in tenant_ids:
         pipe.hgetall(receipt_key(tenant_id))
     return dict(zip(tenant_ids, pipe.execute(), strict=True))
@@ -299,7 +299,7 @@ def _closed_forget(intake: dict[int, dict[bytes, bytes]], open_from: datetime) -
     """Delete the Redis fields of closed hours, now written (admit.lua counts only the hour
     it runs in, so nothing adds to them any more)."""
     first_open = int(open_from.timestamp()) // 3600
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     for tenant_id, hash_fields in intake.items():
         closed = [
             name

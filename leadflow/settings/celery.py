@@ -1,16 +1,12 @@
 """Celery's settings (the CELERY_ namespace of leadflow/celery.py's app), each with its reason."""
 
-from leadflow.env import EnvError, env_float, env_int, env_str
-from leadflow.settings.base import REDIS_CLUSTER, REDIS_URL
+from leadflow.env import env_float, env_int, env_str
+from leadflow.settings.base import REDIS_URL
 
 # ---------------------------------------------------------------------------
 # Celery. Only what matters is set, each with its reason.
 # ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
-if REDIS_CLUSTER and CELERY_BROKER_URL == REDIS_URL:
-    raise EnvError(
-        "LEADFLOW_REDIS_CLUSTER: set CELERY_BROKER_URL to a plain Redis, not the cluster"
-    )
 # Results are written to PostgreSQL by the tasks themselves; nobody reads task results.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

@@ -195,25 +195,16 @@ def local_cluster(data_dir: Path) -> Iterator[LocalCluster]:
 
 
 def cluster_exec(argv: list[str]) -> int:
-    """Run argv with the inboxes on a fresh local Redis Cluster (LEADFLOW_REDIS_CLUSTER, its
-    node in REDIS_URL) and the Celery broker on the plain Redis REDIS_URL named
-    (LEADFLOW_TEST_BROKER_URL, read by tests/session_env.py); the cluster stops with it."""
+    """Run argv with the inboxes on a fresh local Redis Cluster (LEADFLOW_REDIS_CLUSTER_URL,
+    one of its nodes), everything else on REDIS_URL; the cluster stops with it."""
     import os
     import tempfile
 
-    plain = os.environ.get("REDIS_URL")
-    if not plain:
-        raise SystemExit("REDIS_URL (a plain Redis, for the Celery broker) must be set")
     with (
         tempfile.TemporaryDirectory(prefix="leadflow-cluster-") as data_dir,
         local_cluster(Path(data_dir)) as cluster,
     ):
-        env = {
-            **os.environ,
-            "REDIS_URL": cluster.url,
-            "LEADFLOW_REDIS_CLUSTER": "true",
-            "LEADFLOW_TEST_BROKER_URL": plain,
-        }
+        env = {**os.environ, "LEADFLOW_REDIS_CLUSTER_URL": cluster.url}
         return subprocess.run(argv, env=env, check=False).returncode
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from leadflow import redis_keys
 from leadflow.queues import TIERS
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis, get_redis
 from tests.intake import test_contract_differential as differential
 from tests.intake.test_contract_differential import LEAD
 from tests.intake.test_idempotency import same_answer, same_headers
@@ -30,7 +30,7 @@ def a_lead(priority: str) -> dict:
 
 def shards_set(mapping: dict) -> None:
     """Fields of every shard's hash (admission reads its tenant's shard's copy)."""
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     for shard in redis_keys.shards():
         pipe.hset(redis_keys.shard_key(shard), mapping=mapping)
     pipe.execute()
@@ -46,7 +46,7 @@ def mode_set(mode: str) -> None:
 def known_state(control_stopped):
     """A drain rate of 1000 leads/s and no tier closed; whatever a test adds to the backlog
     counters (of every shard) is taken away again."""
-    client = get_redis()
+    client = get_inbox_redis()
     closed = [f"closed:{tier}" for tier in TIERS]
     saved = [client.hget(redis_keys.shard_key(shard), "drain") for shard in redis_keys.shards()]
     shards_set({"drain": DRAIN_RATE})
@@ -70,10 +70,12 @@ def known_state(control_stopped):
 
 
 def backlog(tenant_id: int = 0) -> dict[str, int]:
-    """The leads waiting ahead, as the tenant's shard counts them."""
+    """The leads waiting ahead, as the tenant's shard counts them: its own, and with more than
+    one shard, the others' as of the controller's last tick."""
     key = redis_keys.shard_key(redis_keys.shard_of(tenant_id))
-    counts = get_redis().hmget(key, list(TIERS))
-    return dict(zip(TIERS, (int(c or 0) for c in counts), strict=True))
+    counts = get_inbox_redis().hmget(key, [*TIERS, *(f"others:{tier}" for tier in TIERS)])
+    mine, others = counts[:3], counts[3:]
+    return {tier: int(m or 0) + int(o or 0) for tier, m, o in zip(TIERS, mine, others, strict=True)}
 
 
 def test_a_tier_over_its_backlog_bound_is_429_with_retry_after_from_the_drain_rate(

@@ -26,12 +26,11 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def on_cluster(cluster, settings, monkeypatch):
-    """This process's Redis client is the cluster's, its keys in three shards."""
-    settings.REDIS_URL = cluster.url
-    settings.REDIS_CLUSTER = True
+    """This process's inboxes are on the cluster, their keys in three shards."""
+    settings.REDIS_CLUSTER_URL = cluster.url
     monkeypatch.setattr(redis_keys, "SHARDS", SHARDS)
     admission._tenant_keys.cache_clear()
-    client = redis_conn.get_redis()
+    client = redis_conn.get_inbox_redis()
     assert isinstance(client, RedisCluster)
     client.flushdb()  # every master
     yield client
