@@ -175,7 +175,9 @@ class Dispatcher:
                     self._last_served[tier] = batch.last_tenant_id
                     served += len(batch.entries)
                     self.dispatched[tier] += len(batch.entries)
-                    self._send(batch, paused_tiers)
+                    # All of them pending first: a refused publication leaves none behind.
+                    self._unpublished.append(batch)
+                self._send_pending(paused_tiers)
                 sent += served
                 if served < settings.DISPATCH_BATCH_MAX:
                     self._partial_sent_at[tier] = time.monotonic()

@@ -75,6 +75,8 @@ def test_admission_and_claims_run_on_a_cluster_with_tenants_in_three_shards(on_c
             queued = admission.queued_lead(trace_id)
             assert queued is not None and queued.tenant_id == tenant_id
 
+    assert admission.queued_lead("not-a-trace-id") is None  # any text: no key, no error
+
     waiting = inbox.backlog_by_tier()
     assert waiting["normal"].waiting == 20 and waiting["critical"].waiting == 8
 
