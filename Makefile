@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Logs of gunicorn and celery show up in honcho's output as they happen, not when a buffer fills.
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test lint fmt bench compose-env
+.PHONY: install run test test-cluster lint fmt bench compose-env
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ run: install
 # Lint needs no services, so it runs (and fails fast) before any are started.
 test: lint
 	$(DEVSTACK) $(BIN)/pytest $(PYTEST_ARGS)
+
+# The intake tests with the inboxes on a local Redis Cluster of three masters (the bundled
+# redis-server, started and stopped by tests/doubles/redis_server.py; LEADFLOW_REDIS_CLUSTER_URL)
+# and their keys in three shards, everything else (the Celery broker too) on the plain Redis.
+# `make test` runs the in-process part (tests/intake/test_cluster.py).
+test-cluster: install
+	LEADFLOW_REDIS_SHARDS=$${LEADFLOW_REDIS_SHARDS:-3} $(DEVSTACK) \
+		$(BIN)/python -m tests.doubles.redis_server cluster -- $(BIN)/pytest tests/intake $(PYTEST_ARGS)
 
 # lint-imports: the import contracts in pyproject.toml (which layer may import which).
 # Django's deployment checks with production settings (no dev flag, a real-looking secret key;

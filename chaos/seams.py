@@ -17,8 +17,10 @@ TENANT_NAMES = ("chaos-crm", "chaos-local-1", "chaos-local-2")
 
 # apps/inbox/'s keys, and kombu's: leads waiting in the inboxes by tier, batches the
 # dispatcher claimed and pool A has not stored, messages taken by workers and not yet acked.
-BACKLOG_KEY = "lf:backlog"
-INFLIGHT_KEY = "lf:inflight"
+# They are per shard (leadflow/redis_keys.py: "lf:shard:{<shard>}", the tiers' waiting leads
+# among its fields; "lf:inflight:{<shard>}"); the harness's stack runs the default, one shard.
+SHARDS = int(os.environ.get("LEADFLOW_REDIS_SHARDS") or 1)
+TIERS = ("critical", "normal", "low")
 UNACKED_INDEX_KEY = "unacked_index"
 QUEUES = [f"{pool}.{tier}" for pool in "abc" for tier in ("critical", "normal", "low")]
 
@@ -63,15 +65,17 @@ def redis_gauges(client) -> dict[str, int]:
     """Where the backlog waits: leads in the inboxes, in-flight batches, queued and unacked
     messages per pool."""
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(BACKLOG_KEY)
-    pipe.zcard(INFLIGHT_KEY)
+    for shard in range(SHARDS):
+        pipe.hmget(f"lf:shard:{{{shard}}}", TIERS)
+        pipe.zcard(f"lf:inflight:{{{shard}}}")
     pipe.zcard(UNACKED_INDEX_KEY)
     for name in QUEUES:
         pipe.llen(name)
-    backlog, inflight, unacked, *lengths = pipe.execute()
+    replies = pipe.execute()
+    per_shard, (unacked, *lengths) = replies[: 2 * SHARDS], replies[2 * SHARDS :]
     gauges = {
-        "inbox_leads": sum(int(v) for v in backlog.values()),
-        "inflight_batches": inflight,
+        "inbox_leads": sum(int(v or 0) for waiting in per_shard[::2] for v in waiting),
+        "inflight_batches": sum(per_shard[1::2]),
         "unacked_messages": unacked,
     }
     for pool in "abc":

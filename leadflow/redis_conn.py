@@ -1,5 +1,12 @@
 """The process's Redis client. One connection pool per process, rebuilt after fork.
 
+Two clients. get_redis(): REDIS_URL, everything but the inboxes (the control lease and state,
+tenants, breakers; the Celery broker by default). get_inbox_redis(): the inboxes and the
+admission state (every key admit.lua and claim.lua touch, leadflow/redis_keys.py), on a Redis
+Cluster when REDIS_CLUSTER_URL (LEADFLOW_REDIS_CLUSTER_URL) names one of its nodes, the keys in
+shards of one hash tag each; otherwise the same client as get_redis(). kombu does not support
+Redis Cluster: the broker stays on a plain Redis.
+
 Every call is bounded (settings REDIS_*_TIMEOUT_SECONDS): a Redis that is down or stalled
 raises redis.ConnectionError / TimeoutError instead of holding the caller. The API process
 (leadflow/wsgi.py calls api_timeouts_use) bounds them tighter and does not back off and retry,
@@ -13,6 +20,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
@@ -22,7 +30,9 @@ from leadflow.replica_wait import evalsha_then_wait
 
 _client: redis.Redis | None = None
 _client_key: tuple | None = None
-_scripts: dict[tuple[Path, ...], Script] = {}
+_cluster: RedisCluster | None = None
+_cluster_key: tuple | None = None
+_scripts: dict[tuple, Script] = {}
 _api_timeouts = False
 
 
@@ -30,6 +40,17 @@ def api_timeouts_use() -> None:
     """This process answers HTTP requests: the API's short timeouts from now on."""
     global _api_timeouts
     _api_timeouts = True
+
+
+def cluster_enabled() -> bool:
+    """The inboxes are on a Redis Cluster (a script reaches only its own slot)."""
+    return bool(settings.REDIS_CLUSTER_URL)
+
+
+def _timeouts() -> tuple[float, float]:
+    if _api_timeouts:
+        return settings.API_REDIS_CONNECT_TIMEOUT_SECONDS, settings.API_REDIS_TIMEOUT_SECONDS
+    return settings.REDIS_CONNECT_TIMEOUT_SECONDS, settings.REDIS_TIMEOUT_SECONDS
 
 
 def _client_new(url: str) -> redis.Redis:
@@ -65,16 +86,35 @@ def get_redis() -> redis.Redis:
     return _client
 
 
-def lua_script(path: Path, *includes: Path) -> Script:
-    """The Lua script in `path`, with `includes` (shared local functions) put ahead of it.
+def get_inbox_redis() -> redis.Redis | RedisCluster:
+    """The inboxes' client: the Redis Cluster's (REDIS_CLUSTER_URL), else get_redis()."""
+    global _cluster, _cluster_key
+    if not settings.REDIS_CLUSTER_URL:
+        return get_redis()
+    key = (os.getpid(), settings.REDIS_CLUSTER_URL, _api_timeouts)
+    if _cluster is None or _cluster_key != key:
+        connect_timeout, timeout = _timeouts()
+        _cluster = RedisCluster.from_url(
+            settings.REDIS_CLUSTER_URL,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+        )
+        _cluster_key = key
+        _scripts.clear()
+    return _cluster
+
+
+def lua_script(path: Path, *includes: Path, inbox: bool = False) -> Script:
+    """The Lua script in `path`, with `includes` (shared local functions) put ahead of it;
+    with `inbox`, registered with the inboxes' client (get_inbox_redis).
 
     Read once per process; redis-py runs it by EVALSHA.
     """
-    client = get_redis()
-    parts = (*includes, path)
+    client = get_inbox_redis() if inbox else get_redis()
+    parts = (*includes, path, id(client))
     script = _scripts.get(parts)
     if script is None:
-        source = "\n".join(part.read_text() for part in parts)
+        source = "\n".join(part.read_text() for part in (*includes, path))
         script = _scripts[parts] = client.register_script(source)
     return script
 
@@ -95,7 +135,9 @@ def script_run_hot(script: Script, keys: list, args: list):
     try ran but its reply was lost, the second meets the first's dedup keys: the client is
     told "duplicate" with the first trace id, which is the truth. A timeout is not tried again.
     """
-    client = get_redis()
+    client = get_inbox_redis()
+    if isinstance(client, RedisCluster):  # routed to the node of the keys' slot
+        return script(keys=keys, args=args, client=client)
     conn = getattr(_hot, "conn", None)
     if conn is None or getattr(_hot, "key", None) != _client_key:  # new process, URL or timeouts
         conn = _hot.conn = client.connection_pool.make_connection()

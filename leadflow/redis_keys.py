@@ -1,66 +1,127 @@
 """Redis key names, one place: every `lf:` key LeadFlow's Python code reads or writes is built
 here, so a reader sees the whole keyspace at once (Lua scripts receive their keys as KEYS, the
-Celery broker's own keys are kombu's). A key with `{tenant}` in braces keeps one tenant's keys
-in one Redis Cluster slot.
+Celery broker's own keys are kombu's).
+
+Every key the admission and claim scripts touch (apps/intake/lua/admit.lua, apps/inbox/lua/
+claim.lua) carries its shard's hash tag, `{<shard>}` (after the prefix a reader scans by), so
+the inboxes can live on a Redis Cluster. A tenant belongs to shard `tenant_id % SHARDS`
+(LEADFLOW_REDIS_SHARDS, default 1); each shard holds its own copy of the state admission reads
+(mode, drain rate, closed tiers) and its own counters (waiting, claimed, in flight), which the
+controller writes into every shard and sums across them. Why shards and not one tag per
+tenant: admission updates the tier's backlog atomically with the push, so the counter must sit
+in the tenant's slot; a copy per shard is written once a tick, a copy per tenant would be
+written for every tenant every tick.
 """
 
+from leadflow.env import EnvError, env_int
+
+SHARDS = env_int("LEADFLOW_REDIS_SHARDS", 1)
+if not 1 <= SHARDS <= 16384:
+    raise EnvError(f"LEADFLOW_REDIS_SHARDS must be between 1 and 16384, got {SHARDS}")
+
+
+def shard_of(tenant_id: int | str) -> int:
+    """The shard a tenant's keys live in."""
+    return int(tenant_id) % SHARDS
+
+
+def shards() -> range:
+    return range(SHARDS)
+
+
 # --- the inboxes and admission (apps/intake/lua/admit.lua; apps/inbox/, its lua/claim.lua) ---
-BACKLOG_KEY = "lf:backlog"  # hash tier -> leads waiting in inboxes
-CLAIMED_KEY = "lf:claimed"  # hash tier -> leads ever claimed (positions of queued leads)
+def shard_key(shard: int) -> str:
+    """The shard's state, one hash (admission reads it with one HMGET): per tier the leads
+    waiting ("<tier>"), ever claimed ("claimed:<tier>", for positions of queued leads) and in
+    flight ("inflight:<tier>") in this shard; and the controller's copy of the platform state:
+    "mode", "drain" (leads/s, all tiers), "closed:<tier>" (Retry-After while it closes a tier)
+    and, with more than one shard, "others:<tier>" (the other shards' waiting leads at its last
+    tick)."""
+    return f"lf:shard:{{{shard}}}"
+
+
+BACKLOG_KEY = shard_key(0)  # the first (with one shard, the only) shard's hash
+MODE_KEY = "lf:mode"  # the platform mode, written by the controller (a copy in every shard)
 DRAIN_KEY = "lf:drain"  # hash tier|"total" -> leads/s, written by the controller
-MODE_KEY = "lf:mode"  # the platform mode, written by the controller
-CLOSED_KEY = "lf:closed"  # hash tier -> Retry-After (s) while the controller closes a tier
-INFLIGHT_KEY = "lf:inflight"  # zset batch id -> when last published (claimed or republished)
-INFLIGHT_LEADS_KEY = "lf:inflight-leads"  # hash tier -> leads in flight
 
 
 def inbox_key(tier: str, tenant_id: int | str) -> str:
-    return f"lf:inbox:{tier}:{tenant_id}"
+    return f"lf:inbox:{tier}:{tenant_id}:{{{shard_of(tenant_id)}}}"
 
 
-def active_tenants_key(tier: str) -> str:
-    return f"lf:active:{tier}"
+def active_tenants_key(tier: str, shard: int = 0) -> str:
+    return f"lf:active:{tier}:{{{shard}}}"
+
+
+def inflight_key(shard: int = 0) -> str:
+    """zset batch id -> when last published (claimed or republished)."""
+    return f"lf:inflight:{{{shard}}}"
+
+
+INFLIGHT_KEY = inflight_key(0)
+
+
+def batch_id_new(tier: str, shard: int, unique: str) -> str:
+    """An in-flight batch's id names its tier and shard: no read to learn either later."""
+    return f"{tier}-{shard}-{unique}"
+
+
+def batch_shard(batch_id: str) -> int:
+    """The shard a batch id names (0 for an id from before ids carried it)."""
+    parts = batch_id.split("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
 
 
 def inflight_batch_key(batch_id: str) -> str:
-    return f"lf:inflight:{batch_id}"
+    return f"lf:inflight:{{{batch_shard(batch_id)}}}:{batch_id}"
 
 
-def inflight_since_key(tier: str) -> str:
+def inflight_since_key(tier: str, shard: int = 0) -> str:
     """zset batch id -> received_at of the batch's oldest lead: the tier's in-flight lag."""
-    return f"lf:inflight-since:{tier}"
+    return f"lf:inflight-since:{tier}:{{{shard}}}"
 
 
 def dedup_key(tenant_id: int, digest: str) -> str:
-    return f"lf:dedup:{tenant_id}:{digest}"
+    return f"lf:dedup:{tenant_id}:{{{shard_of(tenant_id)}}}:{digest}"
+
+
+def trace_shard(trace_id: str) -> int:
+    """The shard a trace id belongs to: admission makes a lead's trace id name its tenant's
+    shard (apps/intake/admission.py trace_ids_new), so a trace id alone finds its key."""
+    if SHARDS == 1:
+        return 0
+    try:
+        return int(trace_id[-4:], 16) % SHARDS
+    except ValueError:  # not a trace id admission made (a client's typo): no key anywhere
+        return 0
 
 
 def trace_key(trace_id: str) -> str:
-    return f"lf:trace:{trace_id}"
+    return f"lf:trace:{{{trace_shard(trace_id)}}}:{trace_id}"
 
 
 # A tenant's admission state (apps/intake/lua/admit.lua keeps it).
 def request_window_key(tenant_id: int) -> str:
-    return f"lf:rate:{tenant_id}"
+    return f"lf:rate:{tenant_id}:{{{shard_of(tenant_id)}}}"
 
 
 def ip_bucket_key(tenant_id: int | None, ip: str) -> str:
     """Requests from one IP address: inside a tenant, or without a valid key (tenant None)."""
-    return f"lf:ip:{tenant_id if tenant_id is not None else 'anonymous'}:{ip}"
+    if tenant_id is None:
+        return f"lf:ip:anonymous:{ip}"
+    return f"lf:ip:{tenant_id}:{{{shard_of(tenant_id)}}}:{ip}"
 
 
-def credits_key(tenant_id: int) -> str:
-    return f"lf:credits:{tenant_id}"
+def tenant_state_key(tenant_id: int) -> str:
+    """One hash per tenant, read with one HMGET and written with one HSET by admit.lua:
+    the hourly budget {hour, used}, the critical credits' token bucket {tokens, at}, and the
+    intake's side of the tenant's hourly receipt, "<epoch hour>|<kind>" -> leads (apps/usage
+    reads those fields and flushes them to PostgreSQL)."""
+    return f"lf:tenant:{tenant_id}:{{{shard_of(tenant_id)}}}"
 
 
-def budget_key(tenant_id: int) -> str:
-    return f"lf:budget:{tenant_id}"
-
-
-def receipt_key(tenant_id: int) -> str:
-    """hash "<epoch hour>|<kind>" -> leads: the intake's side of the tenant's hourly receipt
-    (admit.lua counts, apps/usage flushes to PostgreSQL)."""
-    return f"lf:receipt:{tenant_id}"
+# The three are fields of the one hash; the names say which fields a reader wants.
+credits_key = budget_key = receipt_key = tenant_state_key
 
 
 # --- tenants and API keys (apps/tenants) ---

@@ -21,6 +21,14 @@ os.environ["REDIS_URL"] = urlunsplit(
     urlsplit(os.environ["REDIS_URL"])._replace(path=f"/{TEST_REDIS_DB}")
 )
 os.environ.pop("CELERY_BROKER_URL", None)  # the broker follows REDIS_URL in tests
+if os.environ.get("LEADFLOW_REDIS_CLUSTER_URL"):
+    # The inboxes on a Redis Cluster (make test-cluster, tests/doubles/redis_server.py): it has
+    # only db 0, all of it the tests', flushed on every master (the rest is on REDIS_URL).
+    from redis.cluster import RedisCluster
+
+    _cluster = RedisCluster.from_url(os.environ["LEADFLOW_REDIS_CLUSTER_URL"])
+    _cluster.flushdb()
+    _cluster.close()
 # The tests run on whatever Redis they are given, CI's with appendonly off: its durability is
 # logged, not a reason for the live stack's processes to refuse to start (leadflow/redis_checks.py).
 os.environ.setdefault("LEADFLOW_REDIS_CHECKS", "warn")

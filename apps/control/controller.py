@@ -23,7 +23,7 @@ from apps.control.modes import Change, ModeMachine, Shedding, shedding_for
 from apps.control.state import shedding_write
 from leadflow import redis_keys
 from leadflow.queues import TIERS
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import cluster_enabled, get_inbox_redis, get_redis
 from leadflow.redis_keys import CONTROL_FORECAST_KEY, CONTROL_MACHINE_KEY, CONTROL_SCALING_KEY
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ class Controller:
         # The last tick's measures, for the metrics collector (apps/status/metrics.py).
         self.measures: dict[str, TierMeasure] = {}
         self.ticked_at = 0.0
+        # tier -> leads waiting per shard at the last tick (each shard is told the others').
+        self._waiting_by_shard: dict[str, tuple[int, ...]] = {}
 
     def tick(self, dispatched: dict[str, int], policy: Policy | None = None) -> dict:
         """One control step; `dispatched` is the dispatcher's running count of leads per tier,
@@ -80,6 +82,7 @@ class Controller:
             policy = Policy.current()
         if self.machine is None:
             self.machine = _machine_restore()
+        inbox.legacy_keys_move()  # leads still in the key layout before shards (an upgrade)
         measures = self._measure(now, dispatched)
         self._forecast(now, measures)
         changes = self.machine.observe(
@@ -132,6 +135,7 @@ class Controller:
         self._last_tick = now
         self._last_dispatched = dict(dispatched)
         self._last_waiting = {tier: backlog.waiting for tier, backlog in backlogs.items()}
+        self._waiting_by_shard = {tier: b.waiting_by_shard for tier, b in backlogs.items()}
         return measures
 
     def _forecast(self, now: float, measures: dict[str, TierMeasure]) -> None:
@@ -207,12 +211,22 @@ class Controller:
             "emergency_level": self.machine.emergency_level,
         }
 
+        shard_copies = shard_state_copies(rates.get("total"), closed, self._waiting_by_shard)
+
+        def copies_write(pipe) -> None:
+            """Each shard's copy of what admission reads (leadflow/redis_keys.py shard_key)."""
+            for shard, copy in enumerate(shard_copies):
+                key = redis_keys.shard_key(shard)
+                if opened := [f"closed:{tier}" for tier in TIERS if tier not in closed]:
+                    pipe.hdel(key, *opened)
+                if copy:
+                    pipe.hset(key, mapping=copy)
+
         def write(pipe) -> None:
             if rates:
                 pipe.hset(redis_keys.DRAIN_KEY, mapping=rates)
-            pipe.delete(redis_keys.CLOSED_KEY)
-            if closed:
-                pipe.hset(redis_keys.CLOSED_KEY, mapping=closed)
+            if not cluster_enabled():
+                copies_write(pipe)
             if figures is not None:
                 pipe.hset(CONTROL_SCALING_KEY, mapping=figures)
             pipe.hset(CONTROL_MACHINE_KEY, mapping=machine)
@@ -228,6 +242,10 @@ class Controller:
             pipe = get_redis().pipeline(transaction=True)
             write(pipe)
             pipe.execute()
+        if cluster_enabled():  # the inboxes' Redis Cluster: after the (fenced) transaction
+            pipe = get_inbox_redis().pipeline(transaction=False)
+            copies_write(pipe)
+            pipe.execute()
 
     def _low_pause_apply(self, paused: bool, now: float, first: bool) -> None:
         was_paused = self._low_paused_at is not None
@@ -241,6 +259,25 @@ class Controller:
             log.info("control: LOW runs; the *.low consumers are back")
             consumers.low_consumers_add()
             self._low_paused_at = None
+
+
+def shard_state_copies(
+    drain_total: str | None, closed: dict[str, int], waiting_by_shard: dict[str, tuple[int, ...]]
+) -> list[dict[str, str | int]]:
+    """Per shard, the fields of its hash the controller writes: the drain rate (once measured),
+    the closed tiers' Retry-After, and with more than one shard, per tier the leads waiting in
+    the other shards (admission adds them to its own shard's live count)."""
+    copies = []
+    for shard in redis_keys.shards():
+        copy: dict[str, str | int] = {f"closed:{tier}": after for tier, after in closed.items()}
+        if drain_total is not None:
+            copy["drain"] = drain_total
+        if redis_keys.SHARDS > 1:
+            for tier, per_shard in waiting_by_shard.items():
+                mine = per_shard[shard] if shard < len(per_shard) else 0
+                copy[f"others:{tier}"] = sum(per_shard) - mine
+        copies.append(copy)
+    return copies
 
 
 def scaling_forecast_figures(forecasts: dict[str, TierForecast]) -> dict[str, int]:

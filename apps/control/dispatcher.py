@@ -180,17 +180,22 @@ class Dispatcher:
                     break  # this tier is empty
                 if not self._batch_due(tier):
                     return sent  # lingering: its leads, and the tiers below, wait a moment
-                batch = inbox.claim_batch(
+                # Shard by shard (one batch each), up to a batch's worth of leads in all.
+                batches = inbox.claim_batches(
                     tier, tenants, settings.DISPATCH_BATCH_MAX, fence=self._fence
                 )
-                if batch is None:
+                if not batches:
                     break
-                self._last_served[tier] = batch.last_tenant_id
-                served = len(batch.entries)
-                self.dispatched[tier] += served
+                served = 0
+                for batch in batches:
+                    self._last_served[tier] = batch.last_tenant_id
+                    served += len(batch.entries)
+                    self.dispatched[tier] += len(batch.entries)
+                    # All of them pending first: a refused publication leaves none behind.
+                    self._unpublished.append(batch)
+                self._send_pending(paused_tiers)
                 sent += served
-                self._send(batch, paused_tiers)
                 if served < settings.DISPATCH_BATCH_MAX:
                     self._partial_sent_at[tier] = time.monotonic()
-                    break  # every tenant of the tier gave what it had
+                    break  # every tenant of the tier, in every shard, gave what it had
         return sent

@@ -5,7 +5,7 @@ import time
 
 from apps.control.modes import Shedding
 from leadflow import redis_keys
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import cluster_enabled, get_inbox_redis, get_redis
 from leadflow.redis_keys import CONTROL_STATE_KEY
 
 # What autoscalers read (GET /scaling/backlog, KEDA's metrics-api scaler), "<pool>.<tier>" ->
@@ -29,6 +29,13 @@ def shedding_write(pipe, shedding: Shedding) -> None:
     """Queue the Shedding's publication on `pipe` (the controller's one transaction a tick)."""
     pipe.hset(CONTROL_STATE_KEY, mapping=shedding.as_redis())
     pipe.set(redis_keys.MODE_KEY, shedding.mode)
+    # Admission reads the mode from its shard's copy: in the same transaction, unless the
+    # inboxes are on a Redis Cluster (then written at once, unfenced, on its own).
+    copies = pipe if not cluster_enabled() else get_inbox_redis().pipeline(transaction=False)
+    for shard in redis_keys.shards():
+        copies.hset(redis_keys.shard_key(shard), "mode", shedding.mode)
+    if copies is not pipe:
+        copies.execute()
 
 
 def shedding_current() -> Shedding:

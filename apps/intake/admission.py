@@ -22,7 +22,7 @@ from apps.tenants.cache import TenantAuth
 from leadflow import redis_keys
 from leadflow.queues import TIERS
 from leadflow.ratelimit import TOKEN_BUCKET_LUA
-from leadflow.redis_conn import get_redis, lua_script, script_run_hot
+from leadflow.redis_conn import get_inbox_redis, lua_script, script_run_hot
 
 _SCRIPT_PATH = Path(__file__).parent / "lua" / "admit.lua"
 _TIER_INDEX = {tier: index for index, tier in enumerate(TIERS, start=1)}
@@ -144,15 +144,26 @@ def dedup_identity(raw: object, idempotency_key: str | None, in_batch: bool) -> 
     return dedup_digest_for_key(idempotency_key), hashlib.sha256(canonical).hexdigest()[:32]
 
 
-def trace_ids_new(count: int) -> list[str]:
+def trace_ids_new(count: int, shard: int = 0) -> list[str]:
     """`count` random (version 4) UUIDs as text, as str(uuid.uuid4()) gives them, from one read
-    of the OS's randomness: for a batch of 500, a third of what uuid4() one by one costs."""
+    of the OS's randomness: for a batch of 500, a third of what uuid4() one by one costs.
+
+    With more than one Redis shard, each id's last 16 bits name `shard` (redis_keys.trace_shard:
+    a trace id alone finds its trace key, which must be in its tenant's shard); 106 bits stay
+    random."""
+    shards = redis_keys.SHARDS
     randomness = os.urandom(16 * count)
     trace_ids = []
     for start in range(0, 16 * count, 16):
         raw = bytearray(randomness[start : start + 16])
         raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
         raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+        if shards > 1:
+            tail = int.from_bytes(raw[14:16], "big")
+            tail = tail - tail % shards + shard
+            if tail > 0xFFFF:
+                tail -= shards
+            raw[14:16] = tail.to_bytes(2, "big")
         text = raw.hex()
         trace_ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
     return trace_ids
@@ -160,18 +171,14 @@ def trace_ids_new(count: int) -> list[str]:
 
 @functools.lru_cache(maxsize=4096)
 def _tenant_keys(tenant_id: int) -> tuple[str, ...]:
-    """The script's fixed keys for a tenant but the per-IP bucket (KEYS[1..11, 13..15])."""
+    """The script's fixed keys for a tenant but the per-IP bucket (KEYS[1..8, 10])."""
+    shard = redis_keys.shard_of(tenant_id)
     return (
         *(redis_keys.inbox_key(tier, tenant_id) for tier in TIERS),
-        *(redis_keys.active_tenants_key(tier) for tier in TIERS),
-        redis_keys.BACKLOG_KEY,
-        redis_keys.DRAIN_KEY,
-        redis_keys.MODE_KEY,
-        redis_keys.CLOSED_KEY,
+        *(redis_keys.active_tenants_key(tier, shard) for tier in TIERS),
+        redis_keys.shard_key(shard),
         redis_keys.request_window_key(tenant_id),
-        redis_keys.credits_key(tenant_id),
-        redis_keys.budget_key(tenant_id),
-        redis_keys.CLAIMED_KEY,
+        redis_keys.tenant_state_key(tenant_id),
     )
 
 
@@ -182,8 +189,8 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
     tenant_id = tenant.tenant_id
     received_at = time.time()
     fixed = _tenant_keys(tenant_id)
-    keys = [*fixed[:11], redis_keys.ip_bucket_key(tenant_id, client_ip), *fixed[11:]]
-    trace_ids = trace_ids_new(len(candidates))
+    keys = [*fixed[:8], redis_keys.ip_bucket_key(tenant_id, client_ip), fixed[8]]
+    trace_ids = trace_ids_new(len(candidates), redis_keys.shard_of(tenant_id))
     args: list = [
         tenant_id,
         # A lead's dedup and trace keys never outlive its tenant's retention (apps/retention).
@@ -216,9 +223,8 @@ def admit(tenant: TenantAuth, client_ip: str, candidates: list[Candidate]) -> Ad
             inbox.entry_open(fields),
             candidate.fingerprint,
         ]
-    keys.append(redis_keys.receipt_key(tenant_id))  # always the script's last key
 
-    script = lua_script(_SCRIPT_PATH, TOKEN_BUCKET_LUA)
+    script = lua_script(_SCRIPT_PATH, TOKEN_BUCKET_LUA, inbox=True)
     raw_mode, refused, wait, raw_drain, results = script_run_hot(script, keys, args)
     mode = raw_mode.decode()
     if refused:
@@ -318,20 +324,30 @@ def queued_lead(trace_id: str) -> QueuedLead | None:
     """A lead admitted in the last 24 h and its place in the backlog now, from Redis.
 
     The position is the one it was admitted with, less the leads of its tier and the tiers
-    before it that the dispatcher has taken since, and never more than what waits there now.
+    before it that the dispatcher has taken since, and never more than what waits there now
+    (with more than one shard, the claims of its own shard, and the other shards' waiting
+    leads as of the controller's last tick).
     """
-    pipe = get_redis().pipeline(transaction=False)
+    # Admission gives a lead a trace id in its tenant's shard: the key and its shard's
+    # counters are read together (one slot on a Redis Cluster).
+    shard = redis_keys.trace_shard(trace_id)
+    claimed_fields = [f"claimed:{tier}" for tier in TIERS]
+    pipe = get_inbox_redis().pipeline(transaction=False)
     pipe.get(redis_keys.trace_key(trace_id))
-    pipe.hmget(redis_keys.CLAIMED_KEY, list(TIERS))
-    pipe.hmget(redis_keys.BACKLOG_KEY, list(TIERS))
-    pipe.hget(redis_keys.DRAIN_KEY, "total")
-    record, claimed, waiting, drain = pipe.execute()
+    others_fields = [f"others:{tier}" for tier in TIERS]
+    pipe.hmget(redis_keys.shard_key(shard), [*claimed_fields, *TIERS, *others_fields, "drain"])
+    record, counters = pipe.execute()
+    claimed, drain = counters[:3], counters[9]
+    waiting = [
+        int(mine or 0) + int(other or 0)
+        for mine, other in zip(counters[3:6], counters[6:9], strict=True)
+    ]
     if record is None:
         return None
     tenant_id, tier_index, received_at, position, claimed_at_admit = record.decode().split("|")
     ahead = int(tier_index)
     moved = sum(int(count or 0) for count in claimed[:ahead]) - int(claimed_at_admit)
-    waiting_ahead = sum(int(count or 0) for count in waiting[:ahead])
+    waiting_ahead = sum(waiting[:ahead])
     position_now = max(1, min(int(position) - moved, waiting_ahead))
     rate = max(float(drain or settings.DRAIN_RATE_DEFAULT), 0.001)
     return QueuedLead(

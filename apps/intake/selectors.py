@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from leadflow import redis_keys
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,11 +13,12 @@ class AdmissionState:
 
 
 def admission_state(tenant) -> AdmissionState:
-    pipe = get_redis().pipeline(transaction=False)
-    pipe.time()
-    pipe.hmget(redis_keys.credits_key(tenant.id), ["tokens", "at"])
-    pipe.hmget(redis_keys.budget_key(tenant.id), ["hour", "used"])
-    (seconds, micros), (tokens, at), (hour, used) = pipe.execute()
+    client = get_inbox_redis()
+    seconds, micros = client.time()  # apart: a Redis Cluster's pipeline cannot carry TIME
+    # One hash holds both (redis_keys.tenant_state_key).
+    tokens, at, hour, used = client.hmget(
+        redis_keys.tenant_state_key(tenant.id), ["tokens", "at", "hour", "used"]
+    )
     now = seconds + micros / 1_000_000
     credits = float(tenant.critical_capacity)
     if tokens is not None:

@@ -14,7 +14,7 @@ from apps.tenants.models import Tenant
 from leadflow import redis_keys
 from leadflow.celery import SENT_AT_HEADER
 from leadflow.queues import POOLS, TIERS, pool_queues
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis, get_redis
 from leadflow.redis_keys import breaker_namespace, pool_workers_key
 
 # A worker alive sends a heartbeat every 2 s (Celery's default); missing this long, it is gone.
@@ -66,12 +66,14 @@ def tenant_inboxes() -> dict[int, dict[str, TenantInbox]]:
     has waited. Two round trips whatever the number of tenants: the tiers' active tenants, then
     each active inbox's length and head (admission appends, the dispatcher takes from the head).
     Only the inboxes of active tenants are read, so thousands of idle tenants cost nothing."""
-    client = get_redis()
+    client = get_inbox_redis()
     pipe = client.pipeline(transaction=False)
+    tiers = [tier for tier in TIERS for _ in redis_keys.shards()]
     for tier in TIERS:
-        pipe.smembers(redis_keys.active_tenants_key(tier))
+        for shard in redis_keys.shards():
+            pipe.smembers(redis_keys.active_tenants_key(tier, shard))
     active = pipe.execute()
-    keys = [(tier, int(t)) for tier, members in zip(TIERS, active, strict=True) for t in members]
+    keys = [(tier, int(t)) for tier, members in zip(tiers, active, strict=True) for t in members]
     pipe = client.pipeline(transaction=False)
     for tier, tenant_id in keys:
         pipe.llen(redis_keys.inbox_key(tier, tenant_id))
@@ -122,17 +124,17 @@ def tenants_laggiest(
 def tenant_volumes(tenant_ids: list[int]) -> dict[int, int]:
     """Leads accepted this clock hour plus leads waiting, per tenant: what ranks tenants for
     their metric labels."""
-    pipe = get_redis().pipeline(transaction=False)
-    pipe.time()
+    client = get_inbox_redis()
+    hour = int(client.time()[0]) // 3600  # apart: a Redis Cluster's pipeline cannot carry TIME
+    pipe = client.pipeline(transaction=False)
     for tenant_id in tenant_ids:
         pipe.hmget(redis_keys.budget_key(tenant_id), ["hour", "used"])
         for tier in TIERS:
             pipe.llen(redis_keys.inbox_key(tier, tenant_id))
     replies = pipe.execute()
-    hour = int(replies[0][0]) // 3600
     volumes = {}
     for index, tenant_id in enumerate(tenant_ids):
-        (budget_hour, used), *lengths = replies[1 + 4 * index : 5 + 4 * index]
+        (budget_hour, used), *lengths = replies[4 * index : 4 + 4 * index]
         accepted = int(used) if budget_hour is not None and int(budget_hour) == hour else 0
         volumes[tenant_id] = accepted + sum(int(n) for n in lengths)
     return volumes

@@ -34,7 +34,7 @@ from apps.crm.models import CrmSync, DeadLetter
 from apps.leads.models import Lead, LeadStatus
 from apps.tenants.models import Tenant
 from apps.usage.models import HourlyReceipt
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import cluster_enabled, get_inbox_redis
 from leadflow.redis_keys import receipt_key
 
 HOUR = timedelta(hours=1)
@@ -112,9 +112,44 @@ def _open_from(now: datetime) -> datetime:
 # --- reading the two sources ---
 
 
+# The key layout before shards kept the receipt in a hash of its own: after an upgrade, what it
+# still counts (hours not yet written) is added into the tenant's hash, then it is deleted.
+_LEGACY_RECEIPT = "lf:receipt:{tenant_id}"
+_LEGACY_MERGE = """
+local fields = redis.call("HGETALL", KEYS[1])
+for i = 1, #fields, 2 do
+  redis.call("HINCRBY", KEYS[2], fields[i], fields[i + 1])
+end
+if #fields > 0 then
+  redis.call("EXPIRE", KEYS[2], 259200)
+end
+redis.call("DEL", KEYS[1])
+return #fields / 2
+"""
+
+
+def _legacy_receipts_merge(tenant_ids: list[int]) -> None:
+    """Not on a Redis Cluster (it never held the old layout; the keys span slots)."""
+    if cluster_enabled():
+        return
+    client = get_inbox_redis()
+    pipe = client.pipeline(transaction=False)
+    for tenant_id in tenant_ids:
+        pipe.exists(_LEGACY_RECEIPT.format(tenant_id=tenant_id))
+    for tenant_id, present in zip(tenant_ids, pipe.execute(), strict=True):
+        if present:
+            client.eval(
+                _LEGACY_MERGE,
+                2,
+                _LEGACY_RECEIPT.format(tenant_id=tenant_id),
+                receipt_key(tenant_id),
+            )
+
+
 def _intake_read(tenant_ids: list[int]) -> dict[int, dict[bytes, bytes]]:
-    """Each tenant's Redis hash, in one round trip."""
-    pipe = get_redis().pipeline(transaction=False)
+    """Each tenant's Redis hash, in one round trip (two, the first after an upgrade)."""
+    _legacy_receipts_merge(tenant_ids)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     for tenant_id in tenant_ids:
         pipe.hgetall(receipt_key(tenant_id))
     return dict(zip(tenant_ids, pipe.execute(), strict=True))
@@ -299,7 +334,7 @@ def _closed_forget(intake: dict[int, dict[bytes, bytes]], open_from: datetime) -
     """Delete the Redis fields of closed hours, now written (admit.lua counts only the hour
     it runs in, so nothing adds to them any more)."""
     first_open = int(open_from.timestamp()) // 3600
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_inbox_redis().pipeline(transaction=False)
     for tenant_id, hash_fields in intake.items():
         closed = [
             name

@@ -3,15 +3,19 @@
 -- batch of 500 against a rate of 100/s) is allowed once the bucket is full and leaves it in
 -- debt, so big batches are paced instead of refused forever.
 
--- The tokens in the bucket now, refill included.
-local function bucket_read(key, capacity, refill, now)
-  local state = redis.call("HMGET", key, "tokens", "at")
-  local tokens = tonumber(state[1]) or capacity
-  local at = tonumber(state[2]) or now
+-- The tokens in a bucket now, refill included, from its stored {tokens, at} (nil: full).
+local function bucket_tokens(stored_tokens, stored_at, capacity, refill, now)
+  local tokens = tonumber(stored_tokens) or capacity
+  local at = tonumber(stored_at) or now
   if now > at and refill > 0 then
     tokens = math.min(capacity, tokens + (now - at) * refill)
   end
   return tokens
+end
+
+local function bucket_read(key, capacity, refill, now)
+  local state = redis.call("HMGET", key, "tokens", "at")
+  return bucket_tokens(state[1], state[2], capacity, refill, now)
 end
 
 local function bucket_write(key, tokens, capacity, refill, now)

@@ -164,6 +164,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str(
     "REDIS_URL", f"redis://127.0.0.1:{env_int('LEADFLOW_EMBEDDED_REDIS_PORT', 6390)}/0"
 )
+# A node of the Redis Cluster that holds the inboxes and the admission state (empty: they are
+# on REDIS_URL); everything else stays on REDIS_URL (leadflow/redis_conn.py). The tenants' keys
+# spread over LEADFLOW_REDIS_SHARDS hash tags (leadflow/redis_keys.py): set it to a few times
+# the cluster's masters, on every process alike.
+REDIS_CLUSTER_URL = env_str("LEADFLOW_REDIS_CLUSTER_URL", "")
 # How long a Redis call may take (leadflow/redis_conn.py): every process's client, and the
 # API's, which answers 503 rather than keep a client waiting (README "Outages").
 REDIS_CONNECT_TIMEOUT_SECONDS = env_float("LEADFLOW_REDIS_CONNECT_TIMEOUT_SECONDS", 2.0)

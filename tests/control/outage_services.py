@@ -22,6 +22,7 @@ import httpx
 import psycopg
 import redis
 
+from leadflow import redis_keys
 from tests.live.api import auth, wait_until
 from tests.live.stack import ROOT, _die_with_parent, free_port
 
@@ -214,9 +215,11 @@ def post_leads(api_url: str, key: str, count: int, timeout: float = 60.0) -> lis
 
 def tier_counts(client: redis.Redis, tier: str = "normal") -> tuple[int, int]:
     """(leads waiting in the tier's inboxes, leads in flight): what the dispatcher moved."""
-    waiting = client.hget("lf:backlog", tier)
-    inflight = client.hget("lf:inflight-leads", tier)
-    return int(waiting or 0), int(inflight or 0)
+    counts = [
+        client.hmget(redis_keys.shard_key(shard), [tier, f"inflight:{tier}"])
+        for shard in redis_keys.shards()
+    ]
+    return sum(int(w or 0) for w, _ in counts), sum(int(i or 0) for _, i in counts)
 
 
 def wait_dispatched(client: redis.Redis, inflight: int, timeout: float = 60.0) -> None:

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from leadflow import redis_keys
-from leadflow.redis_conn import get_redis
+from leadflow.queues import TIERS
+from leadflow.redis_conn import get_inbox_redis, get_redis
 from tests.intake import test_contract_differential as differential
 from tests.intake.test_contract_differential import LEAD
 from tests.intake.test_idempotency import same_answer, same_headers
@@ -27,39 +28,62 @@ def a_lead(priority: str) -> dict:
     return {"email": f"{uuid.uuid4().hex[:12]}@example.com", "priority": priority}
 
 
+def shards_set(mapping: dict) -> None:
+    """Fields of every shard's hash (admission reads its tenant's shard's copy)."""
+    pipe = get_inbox_redis().pipeline(transaction=False)
+    for shard in redis_keys.shards():
+        pipe.hset(redis_keys.shard_key(shard), mapping=mapping)
+    pipe.execute()
+
+
+def mode_set(mode: str) -> None:
+    """As the controller publishes it: the global copy and every shard's."""
+    get_redis().set(redis_keys.MODE_KEY, mode)
+    shards_set({"mode": mode})
+
+
 @pytest.fixture
 def known_state(control_stopped):
     """A drain rate of 1000 leads/s and no tier closed; whatever a test adds to the backlog
-    counters is taken away again."""
-    client = get_redis()
-    saved_drain = client.hgetall(redis_keys.DRAIN_KEY)
-    client.hset(redis_keys.DRAIN_KEY, "total", DRAIN_RATE)
-    client.delete(redis_keys.CLOSED_KEY)
+    counters (of every shard) is taken away again."""
+    client = get_inbox_redis()
+    closed = [f"closed:{tier}" for tier in TIERS]
+    saved = [client.hget(redis_keys.shard_key(shard), "drain") for shard in redis_keys.shards()]
+    shards_set({"drain": DRAIN_RATE})
+    for shard in redis_keys.shards():
+        client.hdel(redis_keys.shard_key(shard), *closed)
     added: dict[str, int] = {}
 
     def add_backlog(tier: str, leads: int) -> None:
-        client.hincrby(redis_keys.BACKLOG_KEY, tier, leads)
+        for shard in redis_keys.shards():
+            client.hincrby(redis_keys.shard_key(shard), tier, leads)
         added[tier] = added.get(tier, 0) + leads
 
     yield add_backlog
-    for tier, leads in added.items():
-        client.hincrby(redis_keys.BACKLOG_KEY, tier, -leads)
-    client.delete(redis_keys.CLOSED_KEY, redis_keys.DRAIN_KEY)
-    if saved_drain:
-        client.hset(redis_keys.DRAIN_KEY, mapping=saved_drain)
+    for shard, drain in zip(redis_keys.shards(), saved, strict=True):
+        key = redis_keys.shard_key(shard)
+        for tier, leads in added.items():
+            client.hincrby(key, tier, -leads)
+        client.hdel(key, *closed, "drain")
+        if drain is not None:
+            client.hset(key, "drain", drain)
 
 
-def backlog() -> dict[str, int]:
-    counts = get_redis().hmget(redis_keys.BACKLOG_KEY, ["critical", "normal", "low"])
-    return dict(zip(["critical", "normal", "low"], (int(c or 0) for c in counts), strict=True))
+def backlog(tenant_id: int = 0) -> dict[str, int]:
+    """The leads waiting ahead, as the tenant's shard counts them: its own, and with more than
+    one shard, the others' as of the controller's last tick."""
+    key = redis_keys.shard_key(redis_keys.shard_of(tenant_id))
+    counts = get_inbox_redis().hmget(key, [*TIERS, *(f"others:{tier}" for tier in TIERS)])
+    mine, others = counts[:3], counts[3:]
+    return {tier: int(m or 0) + int(o or 0) for tier, m, o in zip(TIERS, mine, others, strict=True)}
 
 
 def test_a_tier_over_its_backlog_bound_is_429_with_retry_after_from_the_drain_rate(
     api, make_tenant, known_state, settings
 ):
-    _, key = make_tenant()
+    tenant, key = make_tenant()
     bound = settings.BACKPRESSURE_BACKLOG["low"]  # the live API runs with the same defaults
-    waiting = sum(backlog().values())
+    waiting = sum(backlog(tenant.id).values())
     known_state("low", bound - waiting - 1)  # one place left for LOW
 
     assert api.post("/api/v1/leads", json=a_lead("low"), headers=auth(key)).status_code == 202
@@ -68,7 +92,7 @@ def test_a_tier_over_its_backlog_bound_is_429_with_retry_after_from_the_drain_ra
     body = refused.json()
     assert body["limit"] == "backpressure"
     # Everything waiting ahead of the lead, drained at the measured rate.
-    expected = math.ceil(sum(backlog().values()) / DRAIN_RATE)
+    expected = math.ceil(sum(backlog(tenant.id).values()) / DRAIN_RATE)
     assert body["retry_after"] == expected == int(refused.headers["Retry-After"])
 
     # The tiers dispatched first still have room.
@@ -79,7 +103,7 @@ def test_a_tier_over_its_backlog_bound_is_429_with_retry_after_from_the_drain_ra
 
 def test_retry_after_is_clamped_to_300_seconds(api, make_tenant, known_state, settings):
     _, key = make_tenant()
-    get_redis().hset(redis_keys.DRAIN_KEY, "total", 1.0)  # 1 lead/s: a backlog of days
+    shards_set({"drain": 1.0})  # 1 lead/s: a backlog of days
     known_state("low", settings.BACKPRESSURE_BACKLOG["low"])
     refused = api.post("/api/v1/leads", json=a_lead("low"), headers=auth(key))
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "300"
@@ -107,7 +131,7 @@ def test_a_demoted_critical_lead_meets_the_normal_tiers_backpressure(
 
 def test_a_tier_the_controller_closed_answers_with_its_retry_after(api, make_tenant, known_state):
     _, key = make_tenant()
-    get_redis().hset(redis_keys.CLOSED_KEY, mapping={"normal": 42, "low": 42})
+    shards_set({"closed:normal": 42, "closed:low": 42})
     refused = api.post("/api/v1/leads", json=a_lead("normal"), headers=auth(key))
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "42"
     assert api.post("/api/v1/leads", json=a_lead("critical"), headers=auth(key)).status_code == 202
@@ -116,9 +140,9 @@ def test_a_tier_the_controller_closed_answers_with_its_retry_after(api, make_ten
 def test_position_and_eta_come_from_the_backlog_ahead_and_the_drain_rate(
     api, make_tenant, known_state
 ):
-    _, key = make_tenant()
+    tenant, key = make_tenant()
     known_state("critical", 3000)  # 3 s of work ahead of any normal lead
-    before = backlog()
+    before = backlog(tenant.id)
     sent = time.time()
     answer = api.post("/api/v1/leads", json=a_lead("normal"), headers=auth(key)).json()
     assert answer["position"] == before["critical"] + before["normal"] + 1
@@ -135,8 +159,7 @@ def test_position_and_eta_come_from_the_backlog_ahead_and_the_drain_rate(
 
 def test_an_overloaded_mode_adds_retry_after_for_status_polling(api, make_tenant, known_state):
     _, key = make_tenant()
-    client = get_redis()
-    client.set(redis_keys.MODE_KEY, "thin")
+    mode_set("thin")
     try:
         known_state("normal", 20_000)  # 20 s at 1000 leads/s
         response = api.post("/api/v1/leads", json=a_lead("normal"), headers=auth(key))
@@ -145,7 +168,7 @@ def test_an_overloaded_mode_adds_retry_after_for_status_polling(api, make_tenant
         body = response.json()
         assert body["retry_after"] == math.ceil(body["position"] / DRAIN_RATE)
     finally:
-        client.set(redis_keys.MODE_KEY, "normal")
+        mode_set("normal")
 
 
 def test_a_replay_is_the_answer_of_the_mode_and_backlog_it_was_admitted_in(sides, known_state):
@@ -153,16 +176,15 @@ def test_a_replay_is_the_answer_of_the_mode_and_backlog_it_was_admitted_in(sides
     drain rate changed, still gets the original answer to the byte (its position, estimated
     completion and retry_after; its X-LeadFlow-Mode), on the fast path and the contract views."""
     pair = sides()
-    client = get_redis()
-    client.set(redis_keys.MODE_KEY, "thin")
+    mode_set("thin")
     try:
-        client.hset(redis_keys.DRAIN_KEY, "total", 1000 / 3)  # not a short decimal
+        shards_set({"drain": 1000 / 3})  # not a short decimal
         known_state("normal", 20_000)
         body = orjson.dumps(a_lead("normal"))
         first = pair.post(LEAD, body, headers={"Idempotency-Key": "thin-1"}, raw=True)
     finally:
-        client.set(redis_keys.MODE_KEY, "normal")
-    client.hset(redis_keys.DRAIN_KEY, "total", DRAIN_RATE)
+        mode_set("normal")
+    shards_set({"drain": DRAIN_RATE})
     known_state("normal", 5_000)
     again = pair.post(LEAD, body, headers={"Idempotency-Key": "thin-1"}, raw=True)
     for (status, headers, content), replay in zip(first, again, strict=True):

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from leadflow import redis_keys
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis
 from tests.hostile import batch_body
 from tests.intake import test_contract_differential as differential
 from tests.intake.test_contract_differential import BATCH, LEAD, assert_answers_equal, lead_json
@@ -33,7 +33,7 @@ def key(value: str) -> dict:
 
 def accepted_this_hour(side) -> int:
     """The tenant's leads accepted in this clock hour (admit.lua's budget counter)."""
-    used = get_redis().hget(redis_keys.budget_key(side.tenant.id), "used")
+    used = get_inbox_redis().hget(redis_keys.budget_key(side.tenant.id), "used")
     return int(used or 0)
 
 

@@ -175,6 +175,26 @@ def test_a_closed_hour_is_written_then_forgotten_by_redis_and_kept(make_tenant):
     assert _row(tenant, old_hour).accepted == 7
 
 
+def test_counts_left_in_the_receipt_hash_of_the_layout_before_shards_are_written(make_tenant):
+    """An upgrade: the hash admission used before (lf:receipt:<tenant>) still counts an open
+    hour; the flush adds it to the tenant's hash, writes it, and the old key is gone."""
+    tenant, key = make_tenant("flush-legacy", hourly_budget=10)
+    now = timezone.now()
+    this_hour = hour_floor(now)
+    epoch_hour = int(this_hour.timestamp()) // 3600
+    legacy = f"lf:receipt:{tenant.id}"
+    get_redis().hset(legacy, mapping={f"{epoch_hour}|accepted": 5, f"{epoch_hour}|ip_rate": 1})
+    _admit(key, tenant.id, ["normal"])
+
+    receipts_flush(now)
+
+    row = _row(tenant, this_hour)
+    assert (row.accepted, row.refused_ip_rate) == (6, 1)
+    assert not get_redis().exists(legacy)
+    receipts_flush(now)  # counted once
+    assert _row(tenant, this_hour).accepted == 6
+
+
 def test_the_admin_page_shows_every_tenants_last_day(admin_client, make_tenant):
     tenant, key = make_tenant("receipt-admin", hourly_budget=1)
     quiet, _ = make_tenant("receipt-quiet")

@@ -9,15 +9,18 @@
 -- filed under the received_at of its oldest lead, so the controller reads the backlog and the
 -- lag (waiting or in flight) without scanning a list.
 --
--- KEYS[1] the tier's set of tenants with waiting leads   KEYS[2] hash tier -> waiting leads
+-- Every key is in one shard (its Redis Cluster hash tag, leadflow/redis_keys.py), the
+-- tenants' and the batch's.
+-- KEYS[1] the tier's set of tenants with waiting leads
+-- KEYS[2] the shard's hash: "<tier>" -> waiting leads, "claimed:<tier>" -> leads ever claimed,
+--         "inflight:<tier>" -> leads in flight
 -- KEYS[3] zset batch id -> when published   KEYS[4] the in-flight batch list
--- KEYS[5] hash tier -> leads ever claimed   KEYS[6] hash tier -> leads in flight
--- KEYS[7] the tier's zset batch id -> its oldest lead's received_at
--- KEYS[8] the control leader's lease key (fencing; "" when unfenced)
--- KEYS[9..] the tenants' inbox lists, in turn
+-- KEYS[5] the tier's zset batch id -> its oldest lead's received_at
+-- KEYS[6] the control leader's lease key (fencing; unread when unfenced)
+-- KEYS[7..] the tenants' inbox lists, in turn
 -- ARGV[1] max leads   ARGV[2] tier name   ARGV[3] batch id   ARGV[4] now (s)
 -- ARGV[5] the caller's lease token ("" when unfenced)
--- ARGV[6..] the tenant ids, in the order of KEYS[9..]
+-- ARGV[6..] the tenant ids, in the order of KEYS[7..]
 --
 -- Fenced: a caller whose token is no longer the lease key's value (its lease lapsed and
 -- another control instance leads) claims nothing, so a leader frozen past its lease cannot
@@ -26,18 +29,18 @@
 -- Returns {the id of the last tenant that gave leads, {entries}}; {} when all were empty;
 -- -1 when the fence refused the claim.
 
-if ARGV[5] ~= "" and redis.call("GET", KEYS[8]) ~= ARGV[5] then
+if ARGV[5] ~= "" and redis.call("GET", KEYS[6]) ~= ARGV[5] then
   return -1
 end
 local room = tonumber(ARGV[1])
 local taken = {}
 local last_tenant = nil
 local oldest = tonumber(ARGV[4])
-for i = 9, #KEYS do
+for i = 7, #KEYS do
   if room <= 0 then
     break
   end
-  local tenant = ARGV[i - 3]
+  local tenant = ARGV[i - 1]
   local entries = redis.call("LPOP", KEYS[i], room)
   if entries then
     for _, entry in ipairs(entries) do
@@ -59,9 +62,9 @@ if #taken == 0 then
   return {}
 end
 redis.call("HINCRBY", KEYS[2], ARGV[2], -#taken)
-redis.call("HINCRBY", KEYS[5], ARGV[2], #taken)
-redis.call("HINCRBY", KEYS[6], ARGV[2], #taken)
+redis.call("HINCRBY", KEYS[2], "claimed:" .. ARGV[2], #taken)
+redis.call("HINCRBY", KEYS[2], "inflight:" .. ARGV[2], #taken)
 redis.call("RPUSH", KEYS[4], unpack(taken))
 redis.call("ZADD", KEYS[3], ARGV[4], ARGV[3])
-redis.call("ZADD", KEYS[7], oldest, ARGV[3])
+redis.call("ZADD", KEYS[5], oldest, ARGV[3])
 return {last_tenant, taken}

@@ -4,7 +4,8 @@
 -- Fenced like claim.lua: a caller whose lease token is no longer the lease key's value (another
 -- control instance leads) gets nothing and stamps nothing.
 --
--- KEYS[1] the control leader's lease key ("" when unfenced)   KEYS[2] the in-flight batch list
+-- KEYS[1] the control leader's lease key (unread when unfenced)
+-- KEYS[2] the in-flight batch list
 -- KEYS[3] zset batch id -> when published
 -- ARGV[1] the caller's lease token ("" when unfenced)   ARGV[2] batch id   ARGV[3] now (s)
 --

@@ -10,19 +10,20 @@
 --   lead's tier (the backlog ahead of it over its bound, or the tier closed by the controller
 --   because its lag passed its bound); then accepted: pushed into its inbox.
 --
+-- Every key is in the tenant's shard (one Redis Cluster hash tag, leadflow/redis_keys.py).
 -- KEYS[1..3]  inbox lists of this tenant: critical, normal, low
--- KEYS[4..6]  sets of tenants with waiting leads: critical, normal, low
--- KEYS[7]     hash tier -> leads waiting in inboxes
--- KEYS[8]     hash tier|"total" -> drain rate (leads/s) measured by the controller
--- KEYS[9]     the platform mode (string)
--- KEYS[10]    hash tier -> Retry-After (s) of a tier the controller closed (lag over bound)
--- KEYS[11]    zset: this tenant's requests in the last second (sliding window)
--- KEYS[12]    token bucket: this tenant's requests from this IP address
--- KEYS[13]    token bucket: this tenant's critical credits
--- KEYS[14]    hash {hour, used}: this tenant's leads accepted in the current clock hour
--- KEYS[15]    hash tier -> leads ever claimed by the dispatcher (for positions on GET)
--- KEYS[16..]  per lead, in order: dedup key, trace key
--- KEYS[#KEYS] (always the last) hash "<hour>|<kind>" -> leads: the tenant's receipt (apps/usage)
+-- KEYS[4..6]  sets of tenants with waiting leads in this shard: critical, normal, low
+-- KEYS[7]     the shard's hash: "<tier>" -> leads waiting in its inboxes, "claimed:<tier>" ->
+--             leads ever claimed by the dispatcher (positions on GET); and the controller's copy
+--             of the platform's state: "mode", "drain" (leads/s), "closed:<tier>" -> Retry-After
+--             (s) of a tier it closed (lag over bound), "others:<tier>" -> the other shards'
+--             waiting leads at its last tick (more than one shard)
+-- KEYS[8]     zset: this tenant's requests in the last second (sliding window)
+-- KEYS[9]     token bucket: this tenant's requests from this IP address
+-- KEYS[10]    hash, this tenant's state: {hour, used} its leads accepted in the current clock
+--             hour; {tokens, at} its critical credits (token bucket); "<hour>|<kind>" -> leads,
+--             its receipt (apps/usage)
+-- KEYS[11..]  per lead, in order: dedup key, trace key
 -- ARGV[1] tenant id   ARGV[2] dedup TTL (s)   ARGV[3] lead count   ARGV[4] request id
 -- ARGV[5] requests/s   ARGV[6] requests/s per IP (0 = no limit)   ARGV[7] critical capacity
 -- ARGV[8] critical refill/s   ARGV[9] hourly budget   ARGV[10..12] backlog bounds per tier
@@ -30,6 +31,11 @@
 -- ARGV[15..]  per lead, in order: trace id, requested tier index (1..3), inbox entry with its
 --             closing brace left off (the script completes it with the tier it decides),
 --             fingerprint ("" without an Idempotency-Key)
+--
+-- Cost: the shard's and the tenant's state are each read with one HMGET and written with one
+-- HINCRBY / HSET (and one HINCRBY per kind of answer, the receipt); a request of one lead runs
+-- 15 commands, a batch two more per lead (its dedup and trace keys). What the script builds in
+-- Lua costs as much as its commands: strings are made only where they are written.
 --
 -- A dedup key's value is "<trace id>|<tier index>" of the lead accepted first (trace id first:
 -- erasure finds a key by it, apps/retention/erasure.py); for a lead sent with an
@@ -49,33 +55,25 @@ local count = tonumber(ARGV[3])
 local names = {"critical", "normal", "low"}
 local now = now_seconds()
 local received_at = ARGV[14]
-
-local mode = redis.call("GET", KEYS[9]) or "normal"
-local drain = tonumber(redis.call("HGET", KEYS[8], "total") or "") or tonumber(ARGV[13])
-drain = math.max(drain, 0.001)
-local drain_text = tostring(drain)  -- as returned, so a replay divides by the same number
-
--- The overload receipt (apps/usage): one HINCRBY per kind of answer this request gave, in the
--- clock hour of Redis's TIME. A refused request counts every lead it carried.
-local receipt_key = KEYS[#KEYS]
-local receipt_hour = math.floor(now / 3600)
-local function receipt_add(kind, n)
-  if n > 0 then
-    redis.call("HINCRBY", receipt_key, receipt_hour .. "|" .. kind, n)
-  end
-end
+local hour = math.floor(now / 3600)
+local shard_key, state_key = KEYS[7], KEYS[10]
+local STATE_SECONDS = 259200  -- kept past a control outage of a day or two (the receipt)
 
 local function refuse_request(limit, wait)
   -- After the limit's own write (bucket or window): with memory full, Redis refuses that one.
-  receipt_add(limit, count)
-  redis.call("EXPIRE", receipt_key, 259200)
-  return {mode, limit, tostring(wait), drain_text, {}}
+  -- The receipt counts every lead a refused request carried. The mode and drain rate are read
+  -- only here, on the refusal's (rarer) path.
+  redis.call("HINCRBY", state_key, hour .. "|" .. limit, count)  -- the receipt
+  redis.call("EXPIRE", state_key, STATE_SECONDS)
+  local shared = redis.call("HMGET", shard_key, "mode", "drain")
+  local drain = math.max(tonumber(shared[2] or "") or tonumber(ARGV[13]), 0.001)
+  return {shared[1] or "normal", limit, tostring(wait), tostring(drain), {}}
 end
 
 -- Per-IP limit inside the tenant (its own servers may legitimately send from one address).
 local ip_rate = tonumber(ARGV[6])
 if ip_rate > 0 then
-  local allowed, wait = bucket_take(KEYS[12], ip_rate, ip_rate, 1, now)
+  local allowed, wait = bucket_take(KEYS[9], ip_rate, ip_rate, 1, now)
   if not allowed then
     return refuse_request("ip_rate", wait)
   end
@@ -87,40 +85,50 @@ end
 -- the first write is one that may grow (ZADD, not ZREMRANGEBYSCORE), and with memory full the
 -- request is refused whole (the API answers 503) instead of admitted past the limit.
 local rate = tonumber(ARGV[5])
-redis.call("ZADD", KEYS[11], now, ARGV[4])
-redis.call("ZREMRANGEBYSCORE", KEYS[11], "-inf", now - 1)
-if redis.call("ZCARD", KEYS[11]) > rate then
-  redis.call("ZREM", KEYS[11], ARGV[4])
-  local oldest = redis.call("ZRANGE", KEYS[11], 0, 0, "WITHSCORES")
+redis.call("ZADD", KEYS[8], now, ARGV[4])
+redis.call("ZREMRANGEBYSCORE", KEYS[8], "-inf", now - 1)
+if redis.call("ZCARD", KEYS[8]) > rate then
+  redis.call("ZREM", KEYS[8], ARGV[4])
+  local oldest = redis.call("ZRANGE", KEYS[8], 0, 0, "WITHSCORES")
   return refuse_request("tenant_rate", tonumber(oldest[2]) + 1 - now)
 end
-redis.call("EXPIRE", KEYS[11], 2)
+redis.call("EXPIRE", KEYS[8], 2)
 
-local backlog, bounds, closed = {}, {}, {}
-local waiting = redis.call("HMGET", KEYS[7], names[1], names[2], names[3])
-local closed_for = redis.call("HMGET", KEYS[10], names[1], names[2], names[3])
+-- The shard's state, at once: the mode, the drain rate, and per tier the leads waiting, the
+-- other shards' waiting leads, the Retry-After of a closed tier and the leads ever claimed.
+local shared = redis.call(
+  "HMGET", shard_key, "mode", "drain",
+  "critical", "normal", "low",
+  "others:critical", "others:normal", "others:low",
+  "closed:critical", "closed:normal", "closed:low",
+  "claimed:critical", "claimed:normal", "claimed:low"
+)
+local mode = shared[1] or "normal"
+local drain = math.max(tonumber(shared[2] or "") or tonumber(ARGV[13]), 0.001)
+local drain_text = tostring(drain)  -- as returned, so a replay divides by the same number
+local backlog, bounds, closed, claimed, others = {}, {}, {}, {}, {}
 for i = 1, 3 do
-  backlog[i] = tonumber(waiting[i] or "0")
+  backlog[i] = tonumber(shared[2 + i] or "0")
+  others[i] = tonumber(shared[5 + i] or "0")
+  closed[i] = tonumber(shared[8 + i] or "")
+  claimed[i] = tonumber(shared[11 + i] or "0")
   bounds[i] = tonumber(ARGV[9 + i])
-  closed[i] = tonumber(closed_for[i] or "")
 end
 
-local hour = math.floor(now / 3600)
+-- The tenant's state, at once: its budget and its critical credits.
+local state = redis.call("HMGET", state_key, "hour", "used", "tokens", "at")
 local budget = tonumber(ARGV[9])
 local used = 0
-local budget_state = redis.call("HMGET", KEYS[14], "hour", "used")
-if tonumber(budget_state[1]) == hour then
-  used = tonumber(budget_state[2])
+if tonumber(state[1]) == hour then
+  used = tonumber(state[2])
 end
-
-local claimed = redis.call("HMGET", KEYS[15], names[1], names[2], names[3])
 local critical_capacity, critical_refill = tonumber(ARGV[7]), tonumber(ARGV[8])
-local credits = nil  -- read once, at the first critical lead; written back once, at the end
+local credits = nil  -- computed at the first critical lead; written back once, at the end
 
 -- One MGET for every lead's dedup key; `seen` catches a repeat inside this request.
 local dedup_keys = {}
 for n = 1, count do
-  dedup_keys[n] = KEYS[14 + 2 * n]
+  dedup_keys[n] = KEYS[9 + 2 * n]
 end
 local originals = redis.call("MGET", unpack(dedup_keys))
 local seen = {}
@@ -130,7 +138,7 @@ local pushes = {{}, {}, {}}  -- per tier, the entries to push: one RPUSH per tie
 local results = {}
 for n = 1, count do
   local dedup_key = dedup_keys[n]
-  local trace_key = KEYS[15 + 2 * n]
+  local trace_key = KEYS[10 + 2 * n]
   local trace_id = ARGV[11 + 4 * n]
   local tier = tonumber(ARGV[12 + 4 * n])
   local fingerprint = ARGV[14 + 4 * n]
@@ -145,18 +153,19 @@ for n = 1, count do
     local demoted = 0
     if tier == 1 then
       if credits == nil then
-        credits = bucket_read(KEYS[13], critical_capacity, critical_refill, now)
+        credits = bucket_tokens(state[3], state[4], critical_capacity, critical_refill, now)
       end
       if credits < 1 then
         tier, demoted = 2, 1
       end
     end
-    -- Everything waiting in this tier and the tiers dispatched before it is ahead of the lead.
+    -- Everything waiting in this tier and the tiers dispatched before it is ahead of the lead
+    -- (in every shard: the others' as of the controller's last tick).
     local ahead = 0
     local claimed_ahead = 0
     for i = 1, tier do
-      ahead = ahead + backlog[i]
-      claimed_ahead = claimed_ahead + tonumber(claimed[i] or "0")
+      ahead = ahead + backlog[i] + others[i]
+      claimed_ahead = claimed_ahead + claimed[i]
     end
     if ahead >= bounds[tier] or closed[tier] then
       local wait = closed[tier] or (ahead / drain)
@@ -192,26 +201,40 @@ for n = 1, count do
   end
 end
 
-if credits ~= nil then
-  bucket_write(KEYS[13], credits, critical_capacity, critical_refill, now)
-end
 for tier = 1, 3 do
   local entries = pushes[tier]
   if #entries > 0 then
     redis.call("RPUSH", KEYS[tier], unpack(entries))
     redis.call("SADD", KEYS[3 + tier], tenant)
-    redis.call("HINCRBY", KEYS[7], names[tier], #entries)
+    redis.call("HINCRBY", shard_key, names[tier], #entries)
   end
 end
+
+-- The tenant's state written back in one HSET (when it changed: a lead was accepted), and its
+-- receipt: one HINCRBY per kind of answer this request gave, in the clock hour of Redis's TIME
+-- (counted, not read and written: building the seven fields' names costs more than that).
 if accepted > 0 then
-  redis.call("HSET", KEYS[14], "hour", hour, "used", used)
-  redis.call("EXPIRE", KEYS[14], 7200)
+  if credits ~= nil then
+    redis.call("HSET", state_key, "hour", hour, "used", used, "tokens", tostring(credits), "at",
+      tostring(now))
+  else
+    redis.call("HSET", state_key, "hour", hour, "used", used)
+  end
+end
+local receipt_hour = hour .. "|"
+local function receipt_add(kind, n)
+  if n > 0 then
+    redis.call("HINCRBY", state_key, receipt_hour .. kind, n)
+  end
 end
 receipt_add("accepted", accepted)
 receipt_add("demoted", demoted_accepted)
 receipt_add("duplicate", duplicates)
 receipt_add("hourly_budget", over_budget)
 receipt_add("backpressure", backpressured)
--- Kept past a control outage of a day or two; apps/usage deletes an hour once it is written.
-redis.call("EXPIRE", receipt_key, 259200)
+-- Kept past a control outage of a day or two (apps/usage deletes an hour once it is written):
+-- set again at the first write of each clock hour, which is often enough for a TTL of days.
+if tonumber(state[1]) ~= hour then
+  redis.call("EXPIRE", state_key, STATE_SECONDS)
+end
 return {mode, "", "0", drain_text, results}
