@@ -14,6 +14,7 @@ ago and still queued in Redis is not stored yet: README "Retention" says to repe
 """
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ from apps.retention.metrics import erasure_counted
 from apps.retention.models import Erasure
 from apps.tenants.models import Tenant
 from leadflow import redis_keys
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis, get_redis
 
 DEDUP_SCAN_COUNT = 1000  # keys a SCAN step looks at: one round trip each
 
@@ -107,12 +108,14 @@ def _redis_forget(tenant_id: int, trace_ids: list[str]) -> int:
     """Delete the leads' keys; returns how many existed."""
     if not trace_ids:
         return 0
-    client = get_redis()
-    keys = [redis_keys.trace_key(trace_id) for trace_id in trace_ids]
-    keys += [redis_keys.crm_lease_key(tenant_id, trace_id) for trace_id in trace_ids]
-    keys += [redis_keys.crm_sent_key(tenant_id, trace_id) for trace_id in trace_ids]
-    deleted = client.delete(*keys)
-    return deleted + _dedup_keys_forget(client, tenant_id, set(trace_ids))
+    # The trace and dedup keys live with the inboxes (a Redis Cluster's, when there is one),
+    # the CRM's leases and sent marks on REDIS_URL.
+    inboxes = get_inbox_redis()
+    deleted = inboxes.delete(*(redis_keys.trace_key(trace_id) for trace_id in trace_ids))
+    crm = [redis_keys.crm_lease_key(tenant_id, trace_id) for trace_id in trace_ids]
+    crm += [redis_keys.crm_sent_key(tenant_id, trace_id) for trace_id in trace_ids]
+    deleted += get_redis().delete(*crm)
+    return deleted + _dedup_keys_forget(inboxes, tenant_id, set(trace_ids))
 
 
 def _dedup_keys_forget(client, tenant_id: int, trace_ids: set[str]) -> int:
@@ -122,17 +125,16 @@ def _dedup_keys_forget(client, tenant_id: int, trace_ids: set[str]) -> int:
     (an erasure is rare; the hot path is never slowed for it)."""
     pattern = redis_keys.dedup_key(tenant_id, "*")
     deleted = 0
-    cursor = 0
-    while True:
-        cursor, names = client.scan(cursor, match=pattern, count=DEDUP_SCAN_COUNT)
-        if names:
-            values = client.mget(names)
-            doomed = [
-                name
-                for name, value in zip(names, values, strict=True)
-                if value is not None and value.split(b"|", 1)[0].decode() in trace_ids
-            ]
-            if doomed:
-                deleted += client.delete(*doomed)
-        if cursor == 0:
-            return deleted
+    # scan_iter: on a Redis Cluster it scans every master. A tenant's dedup keys share its
+    # shard's hash tag, so each chunk's MGET and DEL stay in one slot.
+    names = client.scan_iter(match=pattern, count=DEDUP_SCAN_COUNT)
+    while chunk := list(itertools.islice(names, DEDUP_SCAN_COUNT)):
+        values = client.mget(chunk)
+        doomed = [
+            name
+            for name, value in zip(chunk, values, strict=True)
+            if value is not None and value.split(b"|", 1)[0].decode() in trace_ids
+        ]
+        if doomed:
+            deleted += client.delete(*doomed)
+    return deleted

@@ -29,7 +29,7 @@ from apps.retention.metrics import retention_counted
 from apps.retention.models import RetentionRun
 from apps.tenants.models import Tenant
 from leadflow import redis_keys
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis
 
 # A lead in one of these has nothing left to do (a failed or dead-lettered one can be replayed,
 # within the retention; after it, there is nothing left to replay).
@@ -144,7 +144,7 @@ def _batch_anonymize(hours: int, cutoff: datetime, limit: int, totals: RunTotals
         return 0
     # After the commit: a Redis failure leaves the keys to their TTL, never the data in place.
     trace_ids = [str(trace_id) for trace_id, _, _ in rows]
-    deleted = get_redis().delete(*(redis_keys.trace_key(trace_id) for trace_id in trace_ids))
+    deleted = get_inbox_redis().delete(*(redis_keys.trace_key(t) for t in trace_ids))
     totals.leads += len(rows)
     totals.batches += 1
     totals.redis_keys += deleted

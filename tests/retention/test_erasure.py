@@ -20,7 +20,7 @@ from apps.retention.metrics import ERASED_LEADS, ERASURES
 from apps.retention.models import Erasure
 from apps.tenants.services import tenant_create
 from leadflow import redis_keys
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis, get_redis
 from tests.factories import lead_for_crm_make
 
 pytestmark = pytest.mark.django_db
@@ -48,10 +48,12 @@ def _stored(tenant, email: str = EMAIL, status: str = LeadStatus.SYNCED, **field
     DeferredWork.objects.create(
         kind=DeferredKind.ENRICHMENT, tenant=tenant, lead=lead, mode=Mode.NORMAL
     )
-    client = get_redis()
-    client.set(redis_keys.trace_key(trace_id), f"{tenant.id}|2|0|1|0", ex=3600)
+    # The trace and dedup keys live with the inboxes (a Redis Cluster's under make test-cluster).
+    inboxes = get_inbox_redis()
+    inboxes.set(redis_keys.trace_key(trace_id), f"{tenant.id}|2|0|1|0", ex=3600)
     digest = hashlib.sha256(f"{trace_id}-body".encode()).hexdigest()
-    client.set(redis_keys.dedup_key(tenant.id, digest), f"{trace_id}|2", ex=3600)
+    inboxes.set(redis_keys.dedup_key(tenant.id, digest), f"{trace_id}|2", ex=3600)
+    client = get_redis()
     client.set(redis_keys.crm_lease_key(tenant.id, trace_id), "token", ex=60)
     client.set(redis_keys.crm_sent_key(tenant.id, trace_id), f"delivery|{email}", ex=3600)
     return lead
@@ -89,10 +91,10 @@ def _rows_naming(text: str) -> dict[str, list[str]]:
 
 def _redis_naming(text: str) -> list[str]:
     """Every Redis key whose name or value holds `text`."""
-    client = get_redis()
     needle = text.lower().encode()
     hits = []
-    for name in client.scan_iter(count=1000):
+    clients = [get_redis()] + ([get_inbox_redis()] if get_inbox_redis() is not get_redis() else [])
+    for client, name in ((c, n) for c in clients for n in c.scan_iter(count=1000)):
         kind = client.type(name)
         if kind == b"string":
             values = [client.get(name) or b""]

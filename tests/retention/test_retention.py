@@ -27,7 +27,7 @@ from apps.tenants.cache import tenant_for_key
 from apps.tenants.services import tenant_create
 from leadflow import redis_keys
 from leadflow.metrics import tenant_label
-from leadflow.redis_conn import get_redis
+from leadflow.redis_conn import get_inbox_redis
 from tests.factories import lead_for_crm_make
 
 NON_FINAL = (LeadStatus.QUALIFIED, LeadStatus.ENRICHED)
@@ -61,7 +61,7 @@ def _lead(tenant, status, ended_hours_ago: float, **fields) -> Lead:
     )
     ended = timezone.now() - timedelta(hours=ended_hours_ago)
     Lead.objects.filter(pk=lead.pk).update(updated_at=ended)
-    get_redis().set(redis_keys.trace_key(str(lead.trace_id)), f"{tenant.id}|2|0|1|0", ex=3600)
+    get_inbox_redis().set(redis_keys.trace_key(str(lead.trace_id)), f"{tenant.id}|2|0|1|0", ex=3600)
     return lead
 
 
@@ -79,7 +79,7 @@ def _is_anonymized(lead: Lead) -> bool:
 
 
 def _trace_key_exists(lead: Lead) -> bool:
-    return bool(get_redis().exists(redis_keys.trace_key(str(lead.trace_id))))
+    return bool(get_inbox_redis().exists(redis_keys.trace_key(str(lead.trace_id))))
 
 
 @pytest.mark.django_db
@@ -241,7 +241,7 @@ def test_a_leads_redis_keys_never_outlive_its_tenants_retention():
         digest = admission.dedup_digest_for_body({"email": f"{uuid.uuid4().hex}@example.com"})
         candidate = admission.Candidate(digest, "normal", {"email": "ada@example.com"})
         [admitted] = admission.admit(tenant_for_key(key), "10.9.9.9", [candidate]).admissions
-        client = get_redis()
+        client = get_inbox_redis()
         ttls[hours] = (
             client.ttl(redis_keys.dedup_key(tenant.id, digest)),
             client.ttl(redis_keys.trace_key(admitted.trace_id)),
