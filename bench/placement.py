@@ -1,10 +1,13 @@
 """Where the platform's processes run during overload: on cores shared by all, or split.
 
 - `shared`: the kernel places everything on both cores, as `make run` does on one machine.
-- `split`: the API on one core, everything behind it (pools, control, PostgreSQL, Redis) on
-  the other, as a deployment puts the API and the workers on different hosts. The pools then
-  cannot take the cores the API needs to answer, which is what the ACK latency under overload
-  measures. wrk is left to the kernel: it stands for clients on other machines.
+- `split`: the API and Redis on one core, the pools, control and PostgreSQL on the other, as a
+  deployment puts the API, Redis and the workers on different hosts. The pools then cannot take
+  the CPU the API needs to answer, which is what the ACK latency under overload measures.
+  Redis goes with the API because every answer waits on it (admission's one round trip): with
+  Redis on the workers' saturated core, the API sat idle 60 % of the time waiting for Redis to
+  be scheduled (make bench, 2x-batch20-split at 9288543: API 0.34 cores, ACK p50 0.86 s).
+  wrk is left to the kernel: it stands for clients on other machines.
 
 The servers are pinned only when they are this checkout's embedded ones (the devstack says so
 in LEADFLOW_EMBEDDED): the machine's shared PostgreSQL or Redis is not the bench's to move.
@@ -72,18 +75,19 @@ def server_pids(database_url: str) -> dict[str, list[int]]:
 
 @contextlib.contextmanager
 def servers_placed(placement: str, database_url: str):
-    """Pin the embedded servers to the back end's core for a `split` phase; give them every
-    core back after it. Yields the names of the servers pinned."""
+    """Pin the embedded servers for a `split` phase (Redis with the API, PostgreSQL with the
+    pools); give them every core back after it. Yields the names of the servers pinned."""
     if placement != "split":
         yield []
         return
     pids = server_pids(database_url)
     everywhere = os.sched_getaffinity(0)
-    for members in pids.values():
+    for server, members in pids.items():
+        cpus = API_CPUS if server == "redis" else BACKEND_CPUS
         for pid in members:
             for tid in _tasks(pid):
                 with contextlib.suppress(OSError):
-                    os.sched_setaffinity(tid, BACKEND_CPUS)
+                    os.sched_setaffinity(tid, cpus)
     try:
         yield sorted(pids)
     finally:

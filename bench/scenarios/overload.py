@@ -390,7 +390,7 @@ def _run_phases(ctx: Context, placement: str, batch_size: int) -> tuple[dict, di
 
 PLACEMENT_TITLES = {
     "shared": "API and pools sharing both cores",
-    "split": "API on its own core (pools, PostgreSQL, Redis on the other)",
+    "split": "API and Redis on one core (pools, control, PostgreSQL on the other)",
 }
 
 
@@ -472,10 +472,11 @@ def run(ctx: Context) -> dict:
         )
     if any(placement == "split" for placement, _ in runs):
         notes.append(
-            "split cores: the API (gunicorn) on CPU 0; pools A, B, C, the control process and "
-            "the embedded PostgreSQL and Redis on CPU 1; wrk where the kernel puts it (it stands "
-            "for clients on other machines) — as a deployment puts the API and the workers on "
-            "different hosts. Each run's multiples are of its own capacity."
+            "split cores: the API (gunicorn) and the embedded Redis on CPU 0; pools A, B, C, "
+            "the control process and the embedded PostgreSQL on CPU 1; wrk where the kernel "
+            "puts it (it stands for clients on other machines) — as a deployment puts the API, "
+            "Redis and the workers on different hosts (bench/placement.py says why Redis goes "
+            "with the API). Each run's multiples are of its own capacity."
         )
     if single["limited_by"] == "intake":
         notes.append(
