@@ -66,9 +66,9 @@ def server_pids(database_url: str) -> dict[str, list[int]]:
         pids["redis"] = [int(get_redis().info("server")["process_id"])]
     if "postgres" in embedded:
         with psycopg.connect(database_url, autocommit=True) as conn:
-            backend = conn.info.backend_pid
-        stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
-        postmaster = int(stat[1])
+            # Read while the backend lives: it exits with the connection.
+            stat = Path(f"/proc/{conn.info.backend_pid}/stat").read_text()
+        postmaster = int(stat.rsplit(")", 1)[1].split()[1])
         pids["postgres"] = [postmaster, *_children(postmaster)]
     return pids
 
