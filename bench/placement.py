@@ -19,7 +19,6 @@ from pathlib import Path
 
 import psycopg
 
-PLACEMENTS = ("shared", "split")
 API_CPUS = frozenset({0})
 BACKEND_CPUS = frozenset({1})
 
