@@ -34,3 +34,9 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
     *public_urlpatterns,
 ]
+
+# Outside the API's views too, answers in its JSON error shape (the admin keeps its HTML).
+handler400 = "apps.health.error_views.bad_request"
+handler403 = "apps.health.error_views.forbidden"
+handler404 = "apps.health.error_views.not_found"
+handler500 = "apps.health.error_views.server_error"

@@ -39,7 +39,7 @@ class ApiError(Exception):
     @property
     def body(self) -> dict:
         """The JSON answer: the one error shape, with the extra keys (a 429's limit)."""
-        return {**_body(self.code, self.detail, self.fields), **self.extra}
+        return {**error_body(self.code, self.detail, self.fields), **self.extra}
 
 
 def rate_limited(limit: str, retry_after: int, detail: str, mode: str | None = None) -> ApiError:
@@ -121,7 +121,7 @@ def _redis_refusal(error: redis.ResponseError) -> bool:
     )
 
 
-def _body(code: str, detail, fields=None) -> dict:
+def error_body(code: str, detail, fields=None) -> dict:
     body = {"error": code, "detail": detail}
     if fields:
         body["fields"] = fields
@@ -137,19 +137,19 @@ def api_exception_handler(exc, context):
         return Response(unavailable.body, status=503, headers=unavailable.headers)
     if isinstance(exc, RequestDataTooBig):
         return Response(
-            _body("body_too_large", "the request body is over the limit"),
+            error_body("body_too_large", "the request body is over the limit"),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, Http404):
-        return Response(_body("not_found", "not found"), status=status.HTTP_404_NOT_FOUND)
+        return Response(error_body("not_found", "not found"), status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, exceptions.ValidationError):
         return Response(
-            _body("invalid", "the lead is not valid", exc.detail), status=exc.status_code
+            error_body("invalid", "the lead is not valid", exc.detail), status=exc.status_code
         )
     if isinstance(exc, exceptions.APIException):
         headers = {}
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
             headers["WWW-Authenticate"] = 'Bearer realm="leadflow"'
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
-        return Response(_body(code, str(exc.detail)), status=exc.status_code, headers=headers)
+        return Response(error_body(code, str(exc.detail)), status=exc.status_code, headers=headers)
     return None  # a real bug: let Django log it and answer 500
