@@ -112,6 +112,11 @@ def ip_bucket_key(tenant_id: int | None, ip: str) -> str:
     return f"lf:ip:{tenant_id}:{{{shard_of(tenant_id)}}}:{ip}"
 
 
+def erasure_bucket_key(tenant_id: int) -> str:
+    """A tenant's erasure requests (apps/intake/erasure_api.py)."""
+    return f"lf:erasure:{tenant_id}:{{{shard_of(tenant_id)}}}"
+
+
 def tenant_state_key(tenant_id: int) -> str:
     """One hash per tenant, read with one HMGET and written with one HSET by admit.lua:
     the hourly budget {hour, used}, the critical credits' token bucket {tokens, at}, and the

@@ -48,6 +48,7 @@ LIMIT_DETAILS = {
     "tenant_rate": "your tenant's request rate limit is reached",
     "hourly_budget": "your tenant's hourly lead budget is spent",
     "backpressure": "this tier's backlog is over its bound; come back when there is room",
+    "erasure_rate": "too many erasures from your tenant (DELETE /api/v1/leads)",
 }
 
 

@@ -36,7 +36,7 @@ from apps.leads.models import LeadStatus
 from leadflow.queues import TIERS
 
 ECHO_MAX = 50  # characters of a refused priority repeated in its error message
-LIMITS = tuple(LIMIT_DETAILS)  # what a 429 names: ip_rate, tenant_rate, hourly_budget, backpressure
+LIMITS = tuple(LIMIT_DETAILS)  # what a 429 names (erasure_rate: the erasure endpoint's)
 MODES = ("normal", "thin", "severe", "emergency")  # X-LeadFlow-Mode
 
 

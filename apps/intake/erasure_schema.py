@@ -5,7 +5,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 
 from apps.intake.contract import Error, LeadEmailField
-from apps.intake.schema import WWW_AUTHENTICATE, _example, _read_errors, _retry_after_header
+from apps.intake.schema import (
+    WWW_AUTHENTICATE,
+    RateLimited,
+    _example,
+    _read_errors,
+    _retry_after_header,
+)
 from apps.intake.schema_examples import UNAUTHENTICATED, UNAVAILABLE, error
 
 
@@ -43,6 +49,12 @@ ERASED = {
     "deferred_work": 0,
     "redis_keys": 3,
 }
+ERASURES_TOO_FAST = {
+    "error": "rate_limited",
+    "detail": "more than 100 erasures in a burst, or 10 a second, for this tenant",
+    "limit": "erasure_rate",
+    "retry_after": 1,
+}
 ERASED_AGAIN = {**ERASED, **{key: 0 for key in ERASED if key != "email_sha256"}}
 NO_EMAIL = error(
     "invalid",
@@ -79,7 +91,17 @@ leads_erase_schema = extend_schema(
         401: OpenApiResponse(
             Error, "No valid API key.", [_example("No key", 401, UNAUTHENTICATED)]
         ),
-        **_read_errors(),  # its own 503 below
+        **_read_errors(),  # its own 429 and 503 below
+        429: OpenApiResponse(
+            RateLimited,
+            "Too many erasures from this tenant (LEADFLOW_ERASURE_RATE_PER_SECOND, a burst of "
+            "LEADFLOW_ERASURE_BURST), or too many requests without a valid key from this address: "
+            "`limit` says which; wait Retry-After seconds.",
+            [
+                _example("Too many erasures", 429, ERASURES_TOO_FAST),
+                *_read_errors()[429].examples,
+            ],
+        ),
         503: OpenApiResponse(
             Error,
             "PostgreSQL or Redis did not answer; nothing was erased in PostgreSQL: send it again.",

@@ -73,6 +73,10 @@ DRAIN_RATE_DEFAULT = env_float("LEADFLOW_DRAIN_RATE_DEFAULT", 1000.0)
 # Requests without a valid API key, per IP address (a token bucket): bots guessing keys.
 ANONYMOUS_IP_RATE = env_float("LEADFLOW_ANONYMOUS_IP_RATE", 100.0)
 ANONYMOUS_IP_BURST = env_int("LEADFLOW_ANONYMOUS_IP_BURST", 200)
+# Erasures (DELETE /api/v1/leads?email=…), per tenant (a token bucket): each one deletes across
+# five tables and writes an audit row, so a tenant's loop cannot take the database from others.
+ERASURE_RATE_PER_SECOND = env_float("LEADFLOW_ERASURE_RATE_PER_SECOND", 10.0)
+ERASURE_BURST = env_int("LEADFLOW_ERASURE_BURST", 100)
 # Behind proxies, the address these limits use: LEADFLOW_TRUSTED_PROXIES (settings/base.py).
 # Backpressure: a tier refuses leads (429) while the backlog ahead of a new lead (its tier and
 # the tiers before it) is at this bound, or while its lag is over the lag bound. Critical's
