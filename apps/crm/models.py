@@ -21,7 +21,6 @@ class CrmSync(models.Model):
 
     class Meta:
         verbose_name = "CRM sync"
-        indexes = [models.Index(fields=["synced_at"], name="crmsync_synced_at_idx")]
 
     def __str__(self) -> str:
         return f"{self.lead_id} via {self.adapter}"
