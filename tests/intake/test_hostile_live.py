@@ -60,6 +60,7 @@ def assert_json_error(response, status: int) -> dict:
     assert response.headers["Content-Type"].startswith("application/json"), response.text
     body = response.json()
     assert set(body) >= {"error", "detail"}
+    assert response.headers.get("X-Request-Id"), dict(response.headers)
     return body
 
 
