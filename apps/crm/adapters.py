@@ -201,8 +201,9 @@ class LocalAdapter:
     paced = False  # nothing remote to protect
     timeout_seconds = 0.0
 
-    def deliver(self, tenant: Tenant, leads_payload: list[dict]) -> dict:
-        return {"recorded": len(leads_payload)}
+    def deliver(self, tenant: Tenant, leads: list) -> dict:
+        """Only counts: pool C calls it with the trace ids, building no payload for it."""
+        return {"recorded": len(leads)}
 
 
 def adapter_for(tenant: Tenant) -> CrmAdapter:

@@ -153,25 +153,45 @@ def leads_sync(
     deadline = deadline or Deadline(settings.CRM_TASK_DEADLINE_SECONDS)
     outcome = outcome if outcome is not None else SyncOutcome()
     ready = _ready(resend)
-    by_tenant: dict[int, list[ReadyLead]] = defaultdict(list)
-    for tenant_id, *values in _ready_read(ready, trace_ids):
-        by_tenant[tenant_id].append(ReadyLead(values[0], tenant_id, tuple(values)))
+    by_tenant: dict[int, list[str]] = defaultdict(list)
+    for tenant_id, trace_id in _ready_ids(ready, trace_ids):
+        by_tenant[tenant_id].append(str(trace_id))
     tenants = Tenant.objects.in_bulk(list(by_tenant)) if by_tenant else {}
-    for tenant_id, tenant_leads in by_tenant.items():
+    for tenant_id, tenant_ids in by_tenant.items():
         tenant = tenants.get(tenant_id)
         if tenant is None:
             continue  # deleted meanwhile, and its leads with it
         with log_context(tenant=tenant_id):
-            _tenant_sync(tenant, tenant_leads, ready, attempt, deadline, outcome)
+            _tenant_sync(tenant, tenant_ids, ready, attempt, deadline, outcome)
     return outcome
 
 
-def _ready_read(ready: Q, trace_ids: list[str]) -> list[tuple]:
-    """The ready leads among trace_ids, oldest first, as (tenant_id, *_PAYLOAD_FIELDS' values):
-    one statement, a primary-key probe per id (apps/leads/services.py says why), the ids as
-    one array literal (the ORM's IN binds and quotes 500 parameters one by one)."""
+_LEADS = connection.ops.quote_name(Lead._meta.db_table)
+
+
+def _ready_ids(ready: Q, trace_ids: list[str]) -> list[tuple[int, uuid.UUID]]:
+    """The ready leads among trace_ids, oldest first, as (tenant_id, trace_id): one statement,
+    a primary-key probe per id (apps/leads/services.py says why), the ids as one array literal
+    (the ORM's IN binds and quotes 500 parameters one by one). What a lead's CRM receives is
+    read only for a remote CRM (_ready_read): the local adapter needs none of it."""
     where, params = _where_sql(ready)
-    leads = connection.ops.quote_name(Lead._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT lead.tenant_id, lead.trace_id"
+            f" FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL ("
+            f"  SELECT tenant_id, trace_id, received_at FROM {_LEADS}"
+            f"  WHERE trace_id = batch.trace_id AND {where} LIMIT 1"
+            f" ) AS lead ORDER BY lead.received_at",
+            [_array_literal(trace_ids), *params],
+        )
+        return cursor.fetchall()
+
+
+def _ready_read(ready: Q, trace_ids: list[str]) -> list[ReadyLead]:
+    """The ready leads among trace_ids, oldest first, with their CRM payload's values (one
+    statement, as _ready_ids)."""
+    where, params = _where_sql(ready)
+    leads = _LEADS
     # The enrichment's table through the relation: pool C does not import pool B's code.
     enrichment = Lead._meta.get_field("enrichment").related_model
     enrichments = connection.ops.quote_name(enrichment._meta.db_table)
@@ -187,7 +207,10 @@ def _ready_read(ready: Q, trace_ids: list[str]) -> list[tuple]:
         )
         rows = cursor.fetchall()
     # jsonb comes as text from Django's connection (its JSONField decodes it): decoded here.
-    return [(*row[:-3], _json_load(row[-3]), _json_load(row[-2]), row[-1]) for row in rows]
+    return [
+        ReadyLead(row[1], row[0], (*row[1:-3], _json_load(row[-3]), _json_load(row[-2]), row[-1]))
+        for row in rows
+    ]
 
 
 def _json_load(text):
@@ -220,20 +243,22 @@ def _ready(resend: bool) -> Q:
 
 def _tenant_sync(
     tenant: Tenant,
-    leads: list[ReadyLead],
+    trace_ids: list[str],
     ready: Q,
     attempt: int,
     deadline: Deadline,
     outcome: SyncOutcome,
 ) -> None:
     adapter = adapter_for(tenant)
-    trace_ids = [str(lead.trace_id) for lead in leads]
     if not deadline.allows(adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
         outcome.later += trace_ids
         return
     delivery = _Delivery(tenant, adapter, attempt, deadline, outcome)
-    if not adapter.remote:  # the local adapter only records: nothing to deliver twice
-        delivery.run(leads)
+    if not adapter.remote:
+        # The local adapter's CRM is the CrmSync rows: nothing to build, send or send twice.
+        delivery.recorded += _record_isolated(
+            trace_ids, adapter.name, adapter.deliver(tenant, trace_ids)
+        )
         return
     lease = delivery_lease_take(tenant.id, trace_ids, uuid.uuid4().hex)
     delivery.lease = lease
@@ -246,10 +271,9 @@ def _tenant_sync(
         outcome.waiting.append((list(lease.held), max(lease.held.values())))
     try:
         delivery.recorded += _sent_record(tenant, lease, adapter.name)
-        # Which are still unsynced, read under the lease: a run that held these leads a moment
-        # ago may have synced them.
-        still_ready = _ready_among(ready, lease.to_deliver)
-        leads = [lead for lead in leads if lead.trace_id in still_ready]
+        # Read under the lease, so only the still unsynced: a run that held these leads a
+        # moment ago may have synced them.
+        leads = _ready_read(ready, lease.to_deliver) if lease.to_deliver else []
         if not leads:
             return
         reserve = adapter.timeout_seconds + RECORD_RESERVE_SECONDS
@@ -260,14 +284,6 @@ def _tenant_sync(
         delivery.run(leads)
     finally:
         delivery_lease_release(lease, delivery.recorded)
-
-
-def _ready_among(ready: Q, trace_ids: list[str]) -> set:
-    if not trace_ids:
-        return set()
-    return set(
-        Lead.objects.filter(ready, trace_id__in=trace_ids).values_list("trace_id", flat=True)
-    )
 
 
 def _sent_record(tenant: Tenant, lease: Lease, adapter_name: str) -> list[str]:
