@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 # Time kept for recording a delivery after its call, when deciding whether a call still fits.
 RECORD_RESERVE_SECONDS = 2.0
+_LEADS = connection.ops.quote_name(Lead._meta.db_table)
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,6 @@ def leads_sync(
     return outcome
 
 
-_LEADS = connection.ops.quote_name(Lead._meta.db_table)
-
-
 def _ready_ids(ready: Q, trace_ids: list[str]) -> list[tuple[int, uuid.UUID]]:
     """The ready leads among trace_ids, oldest first, as (tenant_id, trace_id): one statement,
     a primary-key probe per id (apps/leads/services.py says why), the ids as one array literal
@@ -191,7 +189,6 @@ def _ready_read(ready: Q, trace_ids: list[str]) -> list[ReadyLead]:
     """The ready leads among trace_ids, oldest first, with their CRM payload's values (one
     statement, as _ready_ids)."""
     where, params = _where_sql(ready)
-    leads = _LEADS
     # The enrichment's table through the relation: pool C does not import pool B's code.
     enrichment = Lead._meta.get_field("enrichment").related_model
     enrichments = connection.ops.quote_name(enrichment._meta.db_table)
@@ -200,7 +197,7 @@ def _ready_read(ready: Q, trace_ids: list[str]) -> list[ReadyLead]:
         cursor.execute(
             f"SELECT lead.tenant_id, {columns}, enrichment.data, lead.payload, lead.received_at"
             f" FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL ("
-            f"  SELECT * FROM {leads} WHERE trace_id = batch.trace_id AND {where} LIMIT 1"
+            f"  SELECT * FROM {_LEADS} WHERE trace_id = batch.trace_id AND {where} LIMIT 1"
             f" ) AS lead LEFT JOIN {enrichments} AS enrichment"
             f" ON enrichment.lead_id = lead.trace_id ORDER BY lead.received_at",
             [_array_literal(trace_ids), *params],
@@ -253,15 +250,12 @@ def _tenant_sync(
     if not deadline.allows(adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
         outcome.later += trace_ids
         return
-    delivery = _Delivery(tenant, adapter, attempt, deadline, outcome)
     if not adapter.remote:
         # The local adapter's CRM is the CrmSync rows: nothing to build, send or send twice.
-        delivery.recorded += _record_isolated(
-            trace_ids, adapter.name, adapter.deliver(tenant, trace_ids)
-        )
+        _record_isolated(trace_ids, adapter.name, adapter.deliver(tenant, trace_ids))
         return
     lease = delivery_lease_take(tenant.id, trace_ids, uuid.uuid4().hex)
-    delivery.lease = lease
+    delivery = _Delivery(tenant, adapter, lease, attempt, deadline, outcome)
     if lease.held:
         log.info(
             "%d leads are being delivered by another run: looked at later",
@@ -306,17 +300,20 @@ def _sent_record(tenant: Tenant, lease: Lease, adapter_name: str) -> list[str]:
 
 
 class _Delivery:
-    """One tenant's group through its CRM, halved where a part fails for its leads' sake."""
+    """One tenant's group through its remote CRM, under its lease (kept before each call),
+    halved where a part fails for its leads' sake."""
 
-    def __init__(self, tenant, adapter: CrmAdapter, attempt: int, deadline: Deadline, outcome):
+    def __init__(
+        self, tenant, adapter: CrmAdapter, lease: Lease, attempt: int, deadline: Deadline, outcome
+    ):
         self.tenant = tenant
         self.adapter = adapter
+        self.lease = lease
         self.attempt = attempt
         self.deadline = deadline
         self.outcome = outcome
         self.splits_left = settings.CRM_REFUSAL_SPLIT_CALLS
         self.recorded: list[str] = []
-        self.lease: Lease | None = None  # a remote CRM's: kept before each call
 
     def run(self, leads: list[ReadyLead]) -> None:
         if not leads:
@@ -325,10 +322,9 @@ class _Delivery:
         if not self.deadline.allows(self.adapter.timeout_seconds + RECORD_RESERVE_SECONDS):
             self.outcome.later += ids
             return
-        if self.lease is not None:
-            leads, ids = self._still_leased(leads, ids)
-            if not leads:
-                return
+        leads, ids = self._still_leased(leads, ids)
+        if not leads:
+            return
         try:
             payloads = [lead_crm_payload(lead) for lead in leads]
             response = self.adapter.deliver(self.tenant, payloads)
@@ -347,8 +343,8 @@ class _Delivery:
                 return
             _quarantine(ids, "not sent to the CRM", exc)
             return
-        if self.adapter.remote:  # the CRM has them now: never send them again
-            deliveries_mark_sent(self.tenant.id, ids, delivery_id(payloads), response)
+        # The CRM has them now: never send them again.
+        deliveries_mark_sent(self.tenant.id, ids, delivery_id(payloads), response)
         self.recorded += _record_isolated(ids, self.adapter.name, response)
 
     def _still_leased(
@@ -455,7 +451,6 @@ def _record_delivered(trace_ids: list, adapter_name: str, response: dict) -> Non
 def _record_statement() -> tuple[str, tuple]:
     """_record_delivered's statement, and the parameters of its CRM_READY condition (compiled
     from the Q object, so the two cannot drift apart)."""
-    leads = connection.ops.quote_name(Lead._meta.db_table)
     syncs = connection.ops.quote_name(CrmSync._meta.db_table)
     where, params = _where_sql(CRM_READY | Q(status=LeadStatus.SYNCED))
     # The leads are read one primary-key probe each (apps/leads/services.py says why); a synced
@@ -464,7 +459,7 @@ def _record_statement() -> tuple[str, tuple]:
 WITH locked AS (
     SELECT lead.trace_id, lead.status, lead.sync_deferred
     FROM unnest(%s::uuid[]) AS batch (trace_id) CROSS JOIN LATERAL (
-        SELECT trace_id, status, sync_deferred FROM {leads}
+        SELECT trace_id, status, sync_deferred FROM {_LEADS}
         WHERE trace_id = batch.trace_id AND {where} LIMIT 1 FOR UPDATE
     ) AS lead
 ), recorded AS (
@@ -472,7 +467,7 @@ WITH locked AS (
     SELECT trace_id, %s, %s::jsonb, %s FROM unnest(%s::uuid[]) AS batch (trace_id)
     ON CONFLICT (lead_id) DO NOTHING
 ), synced AS (
-    UPDATE {leads} AS lead SET status = %s, synced_at = %s, updated_at = %s
+    UPDATE {_LEADS} AS lead SET status = %s, synced_at = %s, updated_at = %s
     FROM locked WHERE lead.trace_id = locked.trace_id AND locked.status <> %s
 )
 SELECT trace_id, status, sync_deferred FROM locked WHERE status = %s OR sync_deferred
