@@ -42,10 +42,7 @@ def server_error(request):
     # Django calls this inside its `except`: the error being handled is still at hand.
     unavailable = outage(sys.exc_info()[1])
     if unavailable is not None:
-        response = JsonResponse(unavailable.body, status=503)
-        for header, value in unavailable.headers.items():
-            response[header] = value
-        return response
+        return JsonResponse(unavailable.body, status=503, headers=unavailable.headers)
     if _for_people(request):
         return defaults.server_error(request)
     detail = "an unexpected error; it is logged with this request's X-Request-ID"
